@@ -1,4 +1,7 @@
 //! chatd: a chat server for many users on one thread.
 pub mod chat;
+pub mod conn;
 pub mod lines;
+pub mod logger;
 pub mod proto;
+pub mod server;

@@ -87,20 +87,14 @@ impl LineBuf {
         Some(Line::TooLong)
     }
 
-    /// Takes what is left as a final line, for a peer that closed without a
-    /// last LF. Returns `None` if nothing (or only a discarded tail) is left.
-    pub fn finish(&mut self, max: usize) -> Option<Line<'_>> {
+    /// The peer will send no more: what is left becomes a final line, read
+    /// by `next_line` like any other. A discarded tail stays discarded.
+    pub fn finish(&mut self) {
         if self.discarding {
             self.discarding = false;
-            self.clear();
-            return None;
+        } else if self.start < self.buf.len() && self.buf.last() != Some(&b'\n') {
+            self.buf.push(b'\n');
         }
-        if self.start == self.buf.len() {
-            return None;
-        }
-        // A final line has no LF: give it one and read it the normal way.
-        self.buf.push(b'\n');
-        self.next_line(max)
     }
 
     /// Whether a complete line (or an over-long marker) may be waiting.
@@ -232,15 +226,21 @@ mod tests {
     }
 
     #[test]
-    fn finish_takes_a_last_line_without_lf() {
+    fn finish_turns_the_tail_into_a_last_line() {
         let mut buf = LineBuf::default();
         buf.push(b"a\nlast words");
+        buf.finish();
         assert_eq!(buf.next_line(20), Some(Line::Full(b"a")));
+        assert_eq!(buf.next_line(20), Some(Line::Full(b"last words")));
         assert_eq!(buf.next_line(20), None);
-        assert_eq!(buf.finish(20), Some(Line::Full(b"last words")));
-        assert_eq!(buf.finish(20), None);
-        let mut empty = LineBuf::default();
-        assert_eq!(empty.finish(20), None);
+        buf.finish();
+        assert_eq!(buf.next_line(20), None, "nothing left, no empty line");
+        let mut discarding = LineBuf::default();
+        discarding.push(b"far too long");
+        assert_eq!(discarding.next_line(3), Some(Line::TooLong));
+        discarding.push(b" still");
+        discarding.finish();
+        assert_eq!(discarding.next_line(3), None);
     }
 
     #[test]

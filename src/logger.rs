@@ -1,0 +1,153 @@
+//! A `log::Log` that writes to stderr from a thread of its own, so that
+//! logging can neither block the event loop (a stderr pipe nobody reads)
+//! nor bring the server down (a closed stderr pipe). Lines that do not fit
+//! the bounded queue are counted and reported, not waited for.
+//!
+//! simple_logger would be the usual choice, but it writes with `eprintln!`,
+//! which panics when stderr is a closed pipe.
+
+use std::io::Write;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+/// Log lines waiting for stderr at most; past this they are dropped.
+pub const LOG_QUEUE: usize = 4096;
+
+enum Msg {
+    Line(String),
+    Flush(SyncSender<()>),
+}
+
+struct StderrLogger {
+    level: LevelFilter,
+    tx: SyncSender<Msg>,
+    dropped: AtomicU64,
+}
+
+static LOGGER: OnceLock<StderrLogger> = OnceLock::new();
+
+/// Installs the logger at `level`. Errors if a logger is already set.
+pub fn init(level: LevelFilter) -> Result<(), log::SetLoggerError> {
+    let (tx, rx) = sync_channel(LOG_QUEUE);
+    let logger = LOGGER.get_or_init(|| StderrLogger {
+        level,
+        tx,
+        dropped: AtomicU64::new(0),
+    });
+    log::set_logger(logger)?;
+    log::set_max_level(level);
+    std::thread::Builder::new()
+        .name("log".into())
+        .spawn(move || write_lines(rx))
+        .map(drop)
+        .unwrap_or_else(|e| eprintln!("chatd: cannot start the log thread: {e}"));
+    Ok(())
+}
+
+/// Waits (at most `timeout`) until every line logged so far was written.
+pub fn flush(timeout: Duration) {
+    let Some(logger) = LOGGER.get() else { return };
+    let (ack_tx, ack_rx) = sync_channel(1);
+    if logger.send(Msg::Flush(ack_tx)) {
+        let _ = ack_rx.recv_timeout(timeout);
+    }
+}
+
+fn write_lines(rx: Receiver<Msg>) {
+    let stderr = std::io::stderr();
+    for msg in rx {
+        match msg {
+            // Write errors (a closed pipe, a full disk) are ignored: there
+            // is nowhere left to report them.
+            Msg::Line(line) => {
+                let _ = stderr.lock().write_all(line.as_bytes());
+            }
+            Msg::Flush(ack) => {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+impl StderrLogger {
+    fn send(&self, msg: Msg) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let stamp = utc_timestamp(SystemTime::now());
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let note = format!("{stamp} WARN  {dropped} log lines dropped: stderr is slow\n");
+            self.send(Msg::Line(note));
+        }
+        let line = format!("{stamp} {:<5} {}\n", record.level(), record.args());
+        self.send(Msg::Line(line));
+    }
+
+    fn flush(&self) {}
+}
+
+/// `2026-11-21T14:02:07.123Z`.
+pub fn utc_timestamp(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Year, month, day of the proleptic Gregorian calendar for a count of days
+/// since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        let at = |secs| utc_timestamp(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
+        assert_eq!(at(1_795_271_527), "2026-11-21T14:32:07.000Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59.000Z");
+        assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,777 @@
+//! `Server`: the one `mio::Poll` loop. Accepts, reads, frames lines, hands
+//! them to `Chat`, encodes each event once, queues the bytes, and flushes
+//! every connection at most once per turn. No chat rules live here.
+//!
+//! Each turn: poll; note which connections are readable or writable; accept
+//! (bounded); fire due timers; serve the ready list, one bounded read per
+//! connection; then reap dead connections (the one place a user is removed
+//! and the room told) and flush everything queued, before sleeping again.
+//! Removal waits for the end of the turn, so a slab key is never reused
+//! while the turn still holds events for its old connection.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use socket2::{Domain, Socket, Type};
+
+use crate::chat::{Chat, ChatConfig, ConnId, Outbox, Output};
+use crate::conn::{Budget, Conn, State, configure_socket};
+use crate::lines::Line;
+use crate::proto::{CloseReason, Event, ProtoError, encode_text, strip_controls};
+
+/// Default longest input line, in bytes without its terminator.
+pub const DEFAULT_MAX_LINE: usize = 4096;
+/// Default most connections at once, named or not.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Default lines per second a client may send (bursts of twice that).
+pub const DEFAULT_RATE: u32 = 20;
+/// Default most unsent output for one connection before it is dropped.
+pub const DEFAULT_MAX_OUTBUF: usize = 8 * 1024 * 1024;
+
+/// Bytes read from one connection per turn at most: a busy sender gets
+/// this much, then everyone else gets a turn.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Connections accepted per turn at most, so a connection storm cannot
+/// starve the clients already here.
+pub const ACCEPT_BATCH: usize = 256;
+/// After an accept error such as running out of file descriptors, accepting
+/// pauses this long instead of retrying in a busy loop.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to receive what it is owed.
+pub const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// Backlog of not-yet-accepted connections the kernel keeps.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+
+/// Limits and rules of one server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Longest input line in bytes, terminator excluded; a longer one is
+    /// answered `line_too_long` and discarded as it arrives.
+    pub max_line: usize,
+    /// Most connections at once; a newcomer past it gets `! server full`.
+    pub max_clients: usize,
+    /// Lines per second per client, bursts of twice that; 0 is unlimited.
+    /// A client over it is not read from until its budget refills.
+    pub rate: u32,
+    /// Most unsent output per connection; a client that lets more pile up
+    /// is disconnected as too slow.
+    pub max_outbuf: usize,
+    pub chat: ChatConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_line: DEFAULT_MAX_LINE,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            rate: DEFAULT_RATE,
+            max_outbuf: DEFAULT_MAX_OUTBUF,
+            chat: ChatConfig::default(),
+        }
+    }
+}
+
+/// Binds a listening socket the way the server wants it: address reuse
+/// (restarts are not refused while old connections linger in TIME_WAIT)
+/// and a deep backlog (a thousand clients arriving at once are not made to
+/// retry their SYN).
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Asks a running server to shut down; usable from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            warn!("could not wake the event loop for shutdown: {e}");
+        }
+    }
+}
+
+/// A deferred wake-up of one connection.
+type Timer = Reverse<(Instant, usize, u64)>;
+
+/// The connection table and what each turn must still do to it.
+struct Conns {
+    slab: Slab<Conn>,
+    /// Connections to read from this turn (or next, if added while serving).
+    ready: Vec<usize>,
+    /// Connections with output queued since their last flush.
+    dirty: Vec<usize>,
+    /// Connections to remove at the end of the turn.
+    dead: Vec<usize>,
+    timers: BinaryHeap<Timer>,
+    max_outbuf: usize,
+    now: Instant,
+}
+
+impl Conns {
+    fn mark_ready(&mut self, key: usize) {
+        if let Some(c) = self.slab.get_mut(key)
+            && !c.in_ready
+        {
+            c.in_ready = true;
+            self.ready.push(key);
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(c) = self.slab.get_mut(key)
+            && !c.in_dirty
+        {
+            c.in_dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    fn set_timer(&mut self, key: usize, at: Instant) {
+        let c = &mut self.slab[key];
+        c.timer = Some(at);
+        self.timers.push(Reverse((at, key, c.serial)));
+    }
+
+    /// Queues `bytes` for `key`, or drops the connection if that would put
+    /// it over its output limit. Nobody else is affected either way.
+    fn queue(&mut self, key: usize, bytes: &[u8]) {
+        let Some(c) = self.slab.get_mut(key) else {
+            return;
+        };
+        if c.state == State::Dead {
+            return;
+        }
+        if c.out.len() + bytes.len() > self.max_outbuf {
+            warn!(
+                "conn #{} {}: over --max-outbuf ({} bytes unsent), dropping it",
+                c.serial,
+                c.peer,
+                c.out.len()
+            );
+            self.kill(key, CloseReason::TooSlow);
+            return;
+        }
+        c.out.push(bytes);
+        self.mark_dirty(key);
+    }
+
+    /// Starts a polite close: flush, FIN, wait for the peer's FIN, all
+    /// within `CLOSE_FLUSH`. Idempotent; the first reason is kept.
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let Some(c) = self.slab.get_mut(key) else {
+            return;
+        };
+        if c.state != State::Open {
+            return;
+        }
+        c.state = State::Draining { fin_sent: false };
+        c.reason = Some(reason);
+        c.paused = false;
+        let deadline = self.now + CLOSE_FLUSH;
+        self.set_timer(key, deadline);
+        // The flush step sends what is owed and then the FIN.
+        self.mark_dirty(key);
+    }
+
+    /// Cuts a connection off now: nothing more is sent. Idempotent; the
+    /// first reason is kept.
+    fn kill(&mut self, key: usize, reason: CloseReason) {
+        let Some(c) = self.slab.get_mut(key) else {
+            return;
+        };
+        if c.state == State::Dead {
+            return;
+        }
+        c.state = State::Dead;
+        c.reason.get_or_insert(reason);
+        c.out.clear();
+        self.dead.push(key);
+    }
+
+    /// One write of what `key` is owed; then, if it is closing and owed
+    /// nothing more, its FIN.
+    fn flush(&mut self, key: usize) {
+        let Some(c) = self.slab.get_mut(key) else {
+            return;
+        };
+        c.in_dirty = false;
+        if c.state == State::Dead {
+            return;
+        }
+        if !c.out.is_empty() {
+            match c.out.write_to(&mut c.socket) {
+                Ok(n) => c.bytes_out += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.mark_dirty(key);
+                    return;
+                }
+                Err(e) => {
+                    debug!("conn #{}: write failed: {e}", c.serial);
+                    self.kill(key, io_reason(&e));
+                    return;
+                }
+            }
+        }
+        if c.out.is_empty()
+            && let State::Draining { fin_sent: false } = c.state
+        {
+            c.state = State::Draining { fin_sent: true };
+            let _ = c.socket.shutdown(Shutdown::Write);
+            if c.eof {
+                let reason = c.reason.unwrap_or(CloseReason::PeerClosed);
+                self.kill(key, reason);
+            }
+        }
+    }
+}
+
+/// What a failed read or write says about the peer.
+fn io_reason(e: &io::Error) -> CloseReason {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => CloseReason::Reset,
+        _ => CloseReason::NetworkError,
+    }
+}
+
+/// Accept errors that mean "out of a resource", after which retrying at
+/// once would only spin.
+fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Gives a worklist taken for iteration its allocation back, unless new
+/// work arrived meanwhile.
+fn reuse(list: &mut Vec<usize>, taken: &mut Vec<usize>) {
+    if list.is_empty() {
+        taken.clear();
+        std::mem::swap(list, taken);
+    }
+}
+
+/// The chat server.
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    conns: Conns,
+    chat: Chat,
+    out: Outbox,
+    cfg: Config,
+    /// Where reads land before framing; shared by all connections.
+    scratch: Box<[u8]>,
+    /// One event's bytes, encoded once and queued to each recipient.
+    encoded: Vec<u8>,
+    /// The listener may have connections waiting.
+    accept_pending: bool,
+    accept_paused_until: Option<Instant>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    shutdown_deadline: Option<Instant>,
+    next_serial: u64,
+}
+
+impl Server {
+    /// A server on an already-bound listener (so tests can bind port 0).
+    pub fn new(listener: std::net::TcpListener, cfg: Config) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            conns: Conns {
+                slab: Slab::new(),
+                ready: Vec::new(),
+                dirty: Vec::new(),
+                dead: Vec::new(),
+                timers: BinaryHeap::new(),
+                max_outbuf: cfg.max_outbuf,
+                now: Instant::now(),
+            },
+            chat: Chat::new(cfg.chat.clone()),
+            out: Outbox::default(),
+            cfg,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            encoded: Vec::new(),
+            accept_pending: true,
+            accept_paused_until: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            shutdown_deadline: None,
+            next_serial: 0,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Runs until shut down through a `ShutdownHandle`, then returns once
+    /// every client was told and flushed (at most `CLOSE_FLUSH` later).
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            self.conns.now = now;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_pending = true,
+                    WAKER => {}
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if let Some(c) = self.conns.slab.get_mut(key) {
+                                c.readable = true;
+                            }
+                            self.conns.mark_ready(key);
+                        }
+                        if event.is_writable()
+                            && self.conns.slab.get(key).is_some_and(|c| !c.out.is_empty())
+                        {
+                            self.conns.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                self.begin_shutdown();
+            }
+            self.accept();
+            self.fire_timers();
+            self.chat.tick(now, &mut self.out);
+            self.dispatch();
+            self.serve_ready();
+            self.finish_turn();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.slab.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(());
+                }
+                if now >= deadline + CLOSE_FLUSH {
+                    // Every connection had its own deadline by now; this is
+                    // a last guard so shutdown always ends.
+                    let keys: Vec<usize> = self.conns.slab.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        self.conns.kill(key, CloseReason::Shutdown);
+                    }
+                    self.finish_turn();
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.conns.ready.is_empty()
+            || (self.accept_pending && self.accept_paused_until.is_none())
+            || self.stop.load(Ordering::SeqCst) && self.shutdown_deadline.is_none()
+        {
+            return Some(Duration::ZERO);
+        }
+        let next = [
+            self.conns.timers.peek().map(|t| t.0.0),
+            self.chat.next_deadline(),
+            self.accept_paused_until,
+            self.shutdown_deadline.map(|d| d + CLOSE_FLUSH),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        // Round up: waking a little early would only poll again at once.
+        Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
+    }
+
+    fn accept(&mut self) {
+        if let Some(until) = self.accept_paused_until {
+            if self.conns.now < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        if !self.accept_pending {
+            return;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((socket, peer)) => self.admit(socket, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_exhaustion(&e) => {
+                    warn!(
+                        "accept failed: {e}; pausing accepts for {} ms ({} connections open)",
+                        ACCEPT_BACKOFF.as_millis(),
+                        self.conns.slab.len()
+                    );
+                    self.accept_paused_until = Some(self.conns.now + ACCEPT_BACKOFF);
+                    return;
+                }
+                // A connection that died in the backlog; try the next one.
+                Err(e) => debug!("accept failed: {e}"),
+            }
+        }
+    }
+
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+        if self.conns.slab.len() >= self.cfg.max_clients {
+            // Best effort: the socket is new, so the line fits its buffer.
+            let _ = socket.write(b"! server full\n");
+            info!(
+                "refused {peer}: server full (--max-clients {})",
+                self.cfg.max_clients
+            );
+            return;
+        }
+        if let Err(e) = configure_socket(&socket) {
+            debug!("{peer}: could not set socket options: {e}");
+        }
+        let entry = self.conns.slab.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(key), interest)
+        {
+            warn!("{peer}: could not register the connection: {e}");
+            return;
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let budget = Budget::new(self.cfg.rate, self.conns.now);
+        entry.insert(Conn::new(socket, peer, serial, budget));
+        info!("conn #{serial} from {peer}");
+        self.chat
+            .connect(ConnId(key), self.conns.now, &mut self.out);
+        self.dispatch();
+        // Data that came with the connection is reported by the first poll.
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.conns.now;
+        while let Some(&Reverse((at, key, serial))) = self.conns.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.conns.timers.pop();
+            let Some(c) = self.conns.slab.get_mut(key) else {
+                continue;
+            };
+            if c.serial != serial || c.timer != Some(at) {
+                continue;
+            }
+            c.timer = None;
+            match c.state {
+                State::Draining { .. } => {
+                    debug!("conn #{}: close flush timed out", c.serial);
+                    let reason = c.reason.unwrap_or(CloseReason::PeerClosed);
+                    self.conns.kill(key, reason);
+                }
+                State::Open if c.paused => {
+                    c.paused = false;
+                    self.conns.mark_ready(key);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Serves every connection on the ready list once. Those that still
+    /// have input after their share go back on the list for the next turn.
+    fn serve_ready(&mut self) {
+        let mut batch = std::mem::take(&mut self.conns.ready);
+        for &key in &batch {
+            if let Some(c) = self.conns.slab.get_mut(key) {
+                c.in_ready = false;
+                self.serve(key);
+            }
+        }
+        reuse(&mut self.conns.ready, &mut batch);
+    }
+
+    /// Handles buffered lines, then reads once and handles what came.
+    fn serve(&mut self, key: usize) {
+        let mut have_read = false;
+        loop {
+            if !self.handle_lines(key) {
+                return;
+            }
+            let c = &mut self.conns.slab[key];
+            match c.state {
+                State::Open => {}
+                State::Draining { .. } => return self.drain_input(key),
+                State::Dead => return,
+            }
+            if c.eof {
+                self.conns.close(key, CloseReason::PeerClosed);
+                return;
+            }
+            if !c.readable {
+                return;
+            }
+            if have_read {
+                // Its share for this turn is used; the rest waits a turn.
+                self.conns.mark_ready(key);
+                return;
+            }
+            have_read = true;
+            match c.socket.read(&mut self.scratch) {
+                Ok(0) => {
+                    c.readable = false;
+                    c.eof = true;
+                    c.lines.finish();
+                }
+                Ok(n) => {
+                    c.bytes_in += n as u64;
+                    c.lines.push(&self.scratch[..n]);
+                    // A short read emptied the socket; epoll will report
+                    // new data, so the read that would say WouldBlock is
+                    // skipped.
+                    if n < self.scratch.len() {
+                        c.readable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => have_read = false,
+                Err(e) => {
+                    debug!("conn #{}: read failed: {e}", c.serial);
+                    self.conns.kill(key, io_reason(&e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands complete lines to the chat while the rate budget allows.
+    /// Returns false when the connection must not be read now (paused,
+    /// closing, gone).
+    fn handle_lines(&mut self, key: usize) -> bool {
+        let (rate, max_line, now) = (self.cfg.rate, self.cfg.max_line, self.conns.now);
+        loop {
+            let Some(c) = self.conns.slab.get_mut(key) else {
+                return false;
+            };
+            if c.state != State::Open || c.paused {
+                return c.state != State::Dead && !c.paused;
+            }
+            if c.lines.is_empty() {
+                return true;
+            }
+            if rate > 0 && !c.budget.has_token(rate, now) {
+                c.paused = true;
+                let at = now + c.budget.wait(rate);
+                self.conns.set_timer(key, at);
+                return false;
+            }
+            let error = match c.lines.next_line(max_line) {
+                None => return true,
+                Some(Line::TooLong) => Some(ProtoError::LineTooLong { max: max_line }),
+                Some(Line::Full(bytes)) => match std::str::from_utf8(bytes) {
+                    Err(_) => Some(ProtoError::InvalidUtf8),
+                    Ok(text) => {
+                        let text = strip_controls(text);
+                        if !text.trim().is_empty() {
+                            self.chat.handle_line(ConnId(key), &text, &mut self.out);
+                        }
+                        None
+                    }
+                },
+            };
+            if rate > 0 {
+                self.conns.slab[key].budget.spend();
+            }
+            if let Some(e) = error {
+                self.out.send(ConnId(key), Event::Error(e));
+            }
+            self.dispatch();
+        }
+    }
+
+    /// A closing connection's input is read and dropped until its FIN.
+    fn drain_input(&mut self, key: usize) {
+        let c = &mut self.conns.slab[key];
+        if !c.readable || c.eof {
+            return;
+        }
+        match c.socket.read(&mut self.scratch) {
+            Ok(0) => {
+                c.eof = true;
+                if c.state == (State::Draining { fin_sent: true }) {
+                    let reason = c.reason.unwrap_or(CloseReason::PeerClosed);
+                    self.conns.kill(key, reason);
+                }
+            }
+            Ok(n) if n == self.scratch.len() => self.conns.mark_ready(key),
+            Ok(_) => c.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.conns.mark_ready(key),
+            Err(e) => {
+                let reason = c.reason.unwrap_or(io_reason(&e));
+                self.conns.kill(key, reason);
+            }
+        }
+    }
+
+    /// Turns the chat's outputs into queued bytes: each event is encoded
+    /// once, then copied to every recipient.
+    fn dispatch(&mut self) {
+        let Server {
+            out,
+            conns,
+            encoded,
+            ..
+        } = self;
+        out.drain(|o| match o {
+            Output::Send { event, to } => {
+                encoded.clear();
+                encode_text(event, encoded);
+                for conn in to {
+                    conns.queue(conn.0, encoded);
+                }
+            }
+            Output::Close { conn, reason } => conns.close(conn.0, reason),
+        });
+    }
+
+    /// Removes dead connections (telling their rooms) and flushes every
+    /// connection with output, until neither leaves work behind.
+    fn finish_turn(&mut self) {
+        while !self.conns.dead.is_empty() || !self.conns.dirty.is_empty() {
+            while let Some(key) = self.conns.dead.pop() {
+                self.reap(key);
+            }
+            let mut dirty = std::mem::take(&mut self.conns.dirty);
+            for &key in &dirty {
+                self.conns.flush(key);
+            }
+            reuse(&mut self.conns.dirty, &mut dirty);
+        }
+    }
+
+    /// The one place a connection ends: its user leaves the chat and one
+    /// log line says who, why, and how much went each way.
+    fn reap(&mut self, key: usize) {
+        let mut c = self.conns.slab.remove(key);
+        let _ = self.poll.registry().deregister(&mut c.socket);
+        let reason = c.reason.unwrap_or(CloseReason::PeerClosed);
+        let name = self.chat.disconnect(ConnId(key), reason, &mut self.out);
+        self.dispatch();
+        let name = name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        info!(
+            "conn #{}{name} {} closed: {reason}; {} bytes in, {} out",
+            c.serial, c.peer, c.bytes_in, c.bytes_out
+        );
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!(
+            "shutting down: telling {} connections, flushing for up to {} s",
+            self.conns.slab.len(),
+            CLOSE_FLUSH.as_secs()
+        );
+        self.shutdown_deadline = Some(self.conns.now + CLOSE_FLUSH);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_pending = false;
+        self.chat.shutdown(&mut self.out);
+        self.dispatch();
+        let keys: Vec<usize> = self.conns.slab.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.conns.close(key, CloseReason::Shutdown);
+        }
+    }
+
+    /// Named users present; for tests and stats.
+    pub fn user_count(&self) -> usize {
+        self.chat.user_count()
+    }
+}
+
+/// File descriptors kept free of clients: the listener, epoll, the waker,
+/// stdio and the log.
+pub const RESERVED_FDS: u64 = 16;
+
+/// Raises the soft open-files limit to the hard one, since each client
+/// holds a descriptor. Returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            lim = raised;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
