@@ -1,4 +1,32 @@
 //! chatd: a chat server for many users on one thread.
+//!
+//! Clients speak a line protocol over TCP (see `docs/protocol.md`): they
+//! choose a name, talk in rooms, send direct messages and set a status.
+//! One `mio` event loop serves every connection.
+//!
+//! # Layout
+//!
+//! Dependencies point one way: `bin/chatd → server → conn → lines, proto`
+//! and `server → chat → proto`.
+//!
+//! - [`proto`]: the vocabulary. Commands from clients, events to them,
+//!   protocol errors, and the text codec. No sockets, no recipients.
+//! - [`lines`]: bytes in, complete lines out, with the line-length cap.
+//! - [`chat`]: the chat state (users, rooms, statuses) and routing. Takes
+//!   "connection N said this", returns "send this event to these
+//!   connections" and "close that one". No sockets, no clock of its own.
+//! - [`conn`]: one connection's socket, buffers, rate budget and closing
+//!   state.
+//! - [`server`]: the event loop. Accept, read, frame, hand to the chat,
+//!   encode once, queue, flush once per turn, reap.
+//! - [`logger`]: a stderr logger that can neither block nor crash the loop.
+//!
+//! The core (`proto`, `lines`, `chat`) is tested directly; `tests/` talks
+//! to a real server over TCP.
+
+#![warn(rust_2018_idioms, unreachable_pub)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod chat;
 pub mod conn;
 pub mod lines;
