@@ -189,6 +189,8 @@ fn broadcast(subs: usize, messages: u64) {
         })
         .collect();
     let mut publisher = login(server.addr, "pub");
+    // Small batched writes must not wait for delayed ACKs.
+    publisher.set_nodelay(true).unwrap();
     let total = subs as u64 * messages;
     let delivered = Arc::new(AtomicU64::new(0));
 
