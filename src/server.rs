@@ -11,6 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -275,6 +276,13 @@ fn reuse(list: &mut Vec<usize>, taken: &mut Vec<usize>) {
     }
 }
 
+/// What the spare descriptor could do for a client in the backlog.
+enum Spare {
+    Refused,
+    BacklogEmpty,
+    Unavailable,
+}
+
 /// The chat server.
 pub struct Server {
     poll: Poll,
@@ -291,6 +299,9 @@ pub struct Server {
     /// The listener may have connections waiting.
     accept_pending: bool,
     accept_paused_until: Option<Instant>,
+    /// Held so that one descriptor can be freed to refuse a client politely
+    /// when the process has run out.
+    spare_fd: Option<File>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     shutdown_deadline: Option<Instant>,
@@ -327,6 +338,7 @@ impl Server {
             encoded: Vec::new(),
             accept_pending: true,
             accept_paused_until: None,
+            spare_fd: Some(File::open("/dev/null")?),
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             shutdown_deadline: None,
@@ -447,6 +459,14 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_exhaustion(&e) => {
+                    match self.refuse_with_spare_fd() {
+                        Spare::Refused => continue,
+                        Spare::BacklogEmpty => {
+                            self.accept_pending = false;
+                            return;
+                        }
+                        Spare::Unavailable => {}
+                    }
                     warn!(
                         "accept failed: {e}; pausing accepts for {} ms ({} connections open)",
                         ACCEPT_BACKOFF.as_millis(),
@@ -459,6 +479,29 @@ impl Server {
                 Err(e) => debug!("accept failed: {e}"),
             }
         }
+    }
+
+    /// Out of descriptors, a client left in the backlog would wait with no
+    /// answer. Closing the spare descriptor makes room to accept it, tell it
+    /// the server is full, and close it; then the spare is taken back.
+    /// (Linux reports EMFILE before it looks at the backlog, so the backlog
+    /// may also turn out to be empty.)
+    fn refuse_with_spare_fd(&mut self) -> Spare {
+        let (Some(listener), Some(spare)) = (&self.listener, self.spare_fd.take()) else {
+            return Spare::Unavailable;
+        };
+        drop(spare);
+        let outcome = match listener.accept() {
+            Ok((mut socket, peer)) => {
+                let _ = socket.write(b"! server full\n");
+                warn!("refused {peer}: out of file descriptors");
+                Spare::Refused
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Spare::BacklogEmpty,
+            Err(_) => Spare::Unavailable,
+        };
+        self.spare_fd = File::open("/dev/null").ok();
+        outcome
     }
 
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
