@@ -1,0 +1,428 @@
+//! Helpers for the integration tests: a `Server` guard that runs the real
+//! `chatd` binary on a free loopback port and collects its log, and a
+//! `Client` that talks the text protocol over real TCP with a timeout on
+//! every read. Each test binary uses a different subset.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any one read or wait may take. Generous: tests run in debug
+/// builds, in parallel, on small machines.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The line every connection gets first.
+pub const WELCOME: &str = "* welcome to chatd; choose a name: 1-32 letters, digits, _ or -";
+
+/// Lines the server wrote to stderr so far, and a signal for new ones.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// A running `chatd`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Log>,
+}
+
+/// The path of the binary under test.
+pub fn chatd_path() -> &'static str {
+    env!("CARGO_BIN_EXE_chatd")
+}
+
+impl Server {
+    /// Starts `chatd --listen 127.0.0.1:0 ARGS` and waits until it listens.
+    pub fn start(args: &[&str]) -> Server {
+        let mut cmd = Command::new(chatd_path());
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        Server::spawn(cmd, true)
+    }
+
+    /// Starts `cmd` (which must run chatd with `--listen 127.0.0.1:0`) and
+    /// waits for its `listening on` line. With `keep_stderr` false, the read
+    /// end of its stderr pipe is closed right after that line.
+    pub fn spawn(mut cmd: Command, keep_stderr: bool) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cannot start chatd");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Log::default());
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut tx = Some(tx);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                let addr = line
+                    .split_once("listening on ")
+                    .map(|(_, a)| a.trim().to_string());
+                sink.lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line);
+                sink.grew.notify_all();
+                if let Some(addr) = addr
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr);
+                    if !keep_stderr {
+                        // Dropping the reader closes the pipe's read end.
+                        return;
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let lines = log.lines.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                panic!("chatd did not log `listening on` within {TIMEOUT:?}; stderr: {lines:#?}");
+            }
+        };
+        let addr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("bad address in `listening on {addr}`: {e}"));
+        Server { child, addr, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// A new connection, with the welcome line not yet read.
+    #[track_caller]
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// A new connection named `name`, in the lobby.
+    #[track_caller]
+    pub fn login(&self, name: &str) -> Client {
+        let mut c = self.connect();
+        c.expect(WELCOME);
+        c.send(name);
+        c.expect_prefix(&format!("* you joined #lobby as {name} ("));
+        c
+    }
+
+    /// Logs in `names` in order; every earlier user reads each later one's
+    /// join notice, so all are at the same point afterwards.
+    #[track_caller]
+    pub fn login_all(&self, names: &[&str]) -> Vec<Client> {
+        let mut clients: Vec<Client> = Vec::new();
+        for name in names {
+            let c = self.login(name);
+            for earlier in &mut clients {
+                earlier.expect(&format!("* {name} has joined #lobby"));
+            }
+            clients.push(c);
+        }
+        clients
+    }
+
+    /// Two users, `a` and `b`, in the lobby.
+    #[track_caller]
+    pub fn pair(&self) -> (Client, Client) {
+        let mut c = self.login_all(&["a", "b"]).into_iter();
+        (c.next().unwrap(), c.next().unwrap())
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lines().clone()
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    #[track_caller]
+    pub fn wait_log(&self, needle: &str) -> String {
+        self.wait_log_where(needle, |l| l.contains(needle))
+    }
+
+    /// Waits for a log line satisfying `pred` (described by `what` in the
+    /// failure message) and returns it.
+    #[track_caller]
+    pub fn wait_log_where(&self, what: &str, mut pred: impl FnMut(&str) -> bool) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut lines = self.lines();
+        loop {
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // The lock is released first, so the guard's drop can
+                // still print the log.
+                let all = lines.clone();
+                drop(lines);
+                panic!("no log line matching {what:?} within {TIMEOUT:?}; log: {all:#?}");
+            }
+            lines = match self.log.grew.wait_timeout(lines, left) {
+                Ok((lines, _)) => lines,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    fn lines(&self) -> MutexGuard<'_, Vec<String>> {
+        self.log.lines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with the pid of our own child, which has not been
+        // reaped yet (so the pid cannot have been reused).
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill failed: {}", io::Error::last_os_error());
+    }
+
+    /// Waits for the process to exit, failing after `limit`.
+    #[track_caller]
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        wait_child(&mut self.child, limit)
+    }
+
+    /// User plus system CPU time the server has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("cannot read /proc/PID/stat");
+        // Fields after the command name, which is in parentheses and may
+        // hold spaces: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf only reads a system constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_secs_f64(ticks as f64 / hz as f64)
+    }
+
+    /// Peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("cannot read /proc/PID/status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM in /proc/PID/status");
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("VmHWM value");
+        kb * 1024
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            // Shown with the failure: what the server saw.
+            eprintln!("chatd log:\n{}", self.log().join("\n"));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for `child` to exit, killing it and failing after `limit`.
+#[track_caller]
+pub fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process did not exit within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One client connection speaking the text protocol.
+pub struct Client {
+    /// Reads through the buffer; writes go to the socket underneath, so a
+    /// client holds one descriptor (the 1000-connection test needs that).
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    #[track_caller]
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        Client::from_stream(stream)
+    }
+
+    /// Connects with a small receive buffer, for a client that will stop
+    /// reading: the kernel then holds little on its behalf.
+    #[track_caller]
+    pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> Client {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        socket
+            .connect_timeout(&addr.into(), TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        Client::from_stream(socket.into())
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// The socket, for options and shutdowns.
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    /// Sends `line` and a LF.
+    #[track_caller]
+    pub fn send(&mut self, line: &str) {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.send_raw(&bytes);
+    }
+
+    /// Sends bytes as they are.
+    #[track_caller]
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream()
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("send failed: {e}"));
+    }
+
+    /// The next line, without its LF. Fails on timeout or EOF.
+    #[track_caller]
+    pub fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => panic!("connection closed while waiting for a line"),
+            Ok(_) if buf.last() != Some(&b'\n') => panic!(
+                "connection closed in the middle of a line: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "no line within {TIMEOUT:?} (partial: {:?})",
+                    String::from_utf8_lossy(&buf)
+                )
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+        buf.pop();
+        String::from_utf8(buf)
+            .unwrap_or_else(|e| panic!("server sent invalid UTF-8: {:?}", e.as_bytes()))
+    }
+
+    /// The next line must be exactly `want`.
+    #[track_caller]
+    pub fn expect(&mut self, want: &str) {
+        let got = self.line();
+        assert_eq!(got, want, "unexpected line");
+    }
+
+    /// The next lines must be exactly `want`, in order.
+    #[track_caller]
+    pub fn expect_lines(&mut self, want: &[&str]) {
+        for w in want {
+            self.expect(w);
+        }
+    }
+
+    /// The next line must start with `prefix`; returns it.
+    #[track_caller]
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        let got = self.line();
+        assert!(
+            got.starts_with(prefix),
+            "expected a line starting with {prefix:?}, got {got:?}"
+        );
+        got
+    }
+
+    /// Reads until a line satisfies `pred`; returns the lines before it.
+    #[track_caller]
+    pub fn read_until(&mut self, mut pred: impl FnMut(&str) -> bool) -> Vec<String> {
+        let mut skipped = Vec::new();
+        loop {
+            let l = self.line();
+            if pred(&l) {
+                return skipped;
+            }
+            skipped.push(l);
+        }
+    }
+
+    /// The server must close the connection with nothing more sent.
+    #[track_caller]
+    pub fn expect_eof(&mut self) {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => {}
+            Ok(_) => panic!(
+                "expected EOF, got {:?}",
+                String::from_utf8_lossy(&buf).trim_end()
+            ),
+            Err(e) => panic!("expected EOF, got error: {e}"),
+        }
+    }
+
+    /// Reads everything until EOF (bounded by the read timeout).
+    #[track_caller]
+    pub fn read_to_eof(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        match self.reader.read_to_end(&mut all) {
+            Ok(_) => all,
+            Err(e) => panic!("expected EOF after {} bytes, got error: {e}", all.len()),
+        }
+    }
+
+    /// Sends FIN: the server sees EOF, the client can still read.
+    pub fn shutdown_write(&self) {
+        self.stream()
+            .shutdown(Shutdown::Write)
+            .expect("shutdown(Write)");
+    }
+
+    /// Sends `/who` and returns its listing, which must be what comes next.
+    #[track_caller]
+    pub fn who(&mut self) -> Vec<String> {
+        self.send("/who");
+        let mut lines = vec![self.expect_prefix("* users in #")];
+        lines.extend(self.read_until(|l| l == "* end of /who"));
+        lines.push("* end of /who".to_string());
+        lines
+    }
+}
