@@ -146,6 +146,10 @@ pub struct Conn {
     pub reason: Option<CloseReason>,
     /// The socket may hold unread bytes (it was readable and not drained).
     pub readable: bool,
+    /// epoll said the peer closed its side (or the socket failed). Reading
+    /// must then go on to EOF even after a short read: that close came with
+    /// an edge already consumed, and no new one will report it.
+    pub hup: bool,
     /// The peer sent FIN.
     pub eof: bool,
     /// Not reading until its timer: out of rate budget.
@@ -170,6 +174,7 @@ impl Conn {
             state: State::Open,
             reason: None,
             readable: true,
+            hup: false,
             eof: false,
             paused: false,
             timer: None,

@@ -379,6 +379,7 @@ impl Server {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             if let Some(c) = self.conns.slab.get_mut(key) {
                                 c.readable = true;
+                                c.hup |= event.is_read_closed() || event.is_error();
                             }
                             self.conns.mark_ready(key);
                         }
@@ -616,10 +617,10 @@ impl Server {
                 Ok(n) => {
                     c.bytes_in += n as u64;
                     c.lines.push(&self.scratch[..n]);
-                    // A short read emptied the socket; epoll will report
+                    // A short read emptied the socket and epoll will report
                     // new data, so the read that would say WouldBlock is
-                    // skipped.
-                    if n < self.scratch.len() {
+                    // skipped; but not a close it has reported already.
+                    if n < self.scratch.len() && !c.hup {
                         c.readable = false;
                     }
                 }
@@ -696,7 +697,7 @@ impl Server {
                     self.conns.kill(key, reason);
                 }
             }
-            Ok(n) if n == self.scratch.len() => self.conns.mark_ready(key),
+            Ok(n) if n == self.scratch.len() || c.hup => self.conns.mark_ready(key),
             Ok(_) => c.readable = false,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => self.conns.mark_ready(key),
