@@ -137,9 +137,15 @@ fn run(args: &Args) -> Result<(), String> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                info!("signal {sig} received");
+            let mut signals = signals.forever();
+            if let Some(sig) = signals.next() {
+                info!("signal {sig} received, shutting down (again to stop at once)");
                 handle.shutdown();
+            }
+            if let Some(sig) = signals.next() {
+                warn!("signal {sig} received again, stopping without waiting");
+                chatd::logger::flush(Duration::from_millis(200));
+                std::process::exit(1);
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
