@@ -104,6 +104,35 @@ fn sigterm_tells_everyone_flushes_what_it_can_and_exits_zero() {
 }
 
 #[test]
+fn a_second_signal_stops_at_once() {
+    let mut server = Server::start(&["--rate", "0"]);
+    let mut f = server.login("f");
+    let _deaf = login_deaf(&server, "n");
+    f.expect("* n has joined #lobby");
+    // Enough pending output for n that the polite flush would wait out its
+    // whole two seconds.
+    let chunk = format!("{}\n", "f".repeat(1023)).repeat(64);
+    for _ in 0..32 {
+        f.send_raw(chunk.as_bytes());
+    }
+    assert_eq!(f.who().len(), 4, "the flood was handled");
+
+    server.signal(libc::SIGTERM);
+    f.expect("* server is shutting down");
+    server.wait_log("shutting down: telling 2 connections");
+    let start = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(SHUTDOWN_LIMIT);
+    let took = start.elapsed();
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the second signal took {took:?}"
+    );
+    server.wait_log("received again, stopping without waiting");
+}
+
+#[test]
 fn sigint_also_exits_zero() {
     let mut server = Server::start(&[]);
     let mut a = server.login("a");
