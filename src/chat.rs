@@ -150,6 +150,14 @@ fn clip(s: &str) -> String {
     }
 }
 
+/// Orders names as listings show them, ignoring ASCII case, without
+/// allocating a lower-cased copy of each.
+fn cmp_ignore_case(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+}
+
 fn strip_hash(s: &str) -> &str {
     let s = s.trim();
     s.strip_prefix('#').unwrap_or(s)
@@ -374,7 +382,7 @@ impl Chat {
                         users: r.members.len(),
                     })
                     .collect();
-                rooms.sort_by_cached_key(|r| r.name.to_ascii_lowercase());
+                rooms.sort_unstable_by(|a, b| cmp_ignore_case(&a.name, &b.name));
                 out.send(conn, Event::Rooms { rooms });
             }
             Command::Who => {
@@ -495,7 +503,7 @@ impl Chat {
                 })
             })
             .collect();
-        users.sort_by_cached_key(|u| u.name.to_ascii_lowercase());
+        users.sort_unstable_by(|a, b| cmp_ignore_case(&a.name, &b.name));
         users
     }
 

@@ -53,9 +53,11 @@ impl OutBuf {
     }
 
     pub fn push(&mut self, data: &[u8]) {
-        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
-            // Most of the buffer was written: move the rest to the front
-            // rather than grow.
+        let would_grow = self.buf.len() + data.len() > self.buf.capacity();
+        if self.pos > 0 && (would_grow || self.pos >= self.buf.len() / 2) {
+            // Written bytes are dropped before the buffer grows, so its size
+            // follows what is unsent (which --max-outbuf bounds), not what
+            // went through it.
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
@@ -107,8 +109,10 @@ impl Budget {
         self.tokens >= 1.0
     }
 
-    pub fn spend(&mut self) {
-        self.tokens -= 1.0;
+    /// Takes `lines` tokens; the budget may go below zero, and then the
+    /// wait for the next line is longer.
+    pub fn spend(&mut self, lines: u32) {
+        self.tokens -= lines as f32;
     }
 
     /// How long until one token is there.
@@ -233,12 +237,37 @@ mod tests {
     }
 
     #[test]
+    fn outbuf_size_follows_what_is_unsent_for_a_slow_reader() {
+        // A reader taking a little less than is queued each time: written
+        // bytes must not pile up at the front of the buffer.
+        let mut out = OutBuf::default();
+        let mut w = Narrow {
+            got: Vec::new(),
+            room: 60 * 1024,
+        };
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..1000 {
+            out.push(&chunk);
+            out.write_to(&mut w).unwrap();
+            w.got.clear();
+            let bound = 2 * (out.len() + chunk.len());
+            assert!(
+                out.buf.capacity() <= bound,
+                "{} held for {} unsent",
+                out.buf.capacity(),
+                out.len()
+            );
+        }
+        assert_eq!(out.len(), 1000 * 4 * 1024);
+    }
+
+    #[test]
     fn budget_allows_a_burst_of_twice_the_rate_then_refills() {
         let t0 = Instant::now();
         let mut b = Budget::new(10, t0);
         let mut taken = 0;
         while b.has_token(10, t0) {
-            b.spend();
+            b.spend(1);
             taken += 1;
         }
         assert_eq!(taken, 20);
@@ -252,6 +281,13 @@ mod tests {
         assert!(b.has_token(10, t0 + wait));
         b.refill(10, t0 + Duration::from_secs(100));
         assert_eq!(b.tokens, 20.0, "never more than the burst");
+        // An expensive reply puts the budget in debt: a longer wait.
+        b.spend(50);
+        let ms = b.wait(10).as_secs_f64() * 1000.0;
+        assert!(
+            (3099.0..=3101.0).contains(&ms),
+            "31 tokens short: 3.1 s, not {ms} ms"
+        );
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub fn init(level: LevelFilter) -> Result<(), log::SetLoggerError> {
     Ok(())
 }
 
+/// Logs `message` at info level whatever the level set: for the few lines a
+/// script depends on, such as `listening on ADDR`.
+pub fn always(message: &str) {
+    if let Some(logger) = LOGGER.get() {
+        logger.write(log::Level::Info, &format_args!("{message}"));
+    }
+}
+
 /// Waits (at most `timeout`) until every line logged so far was written.
 pub fn flush(timeout: Duration) {
     let Some(logger) = LOGGER.get() else { return };
@@ -74,6 +82,16 @@ fn write_lines(rx: Receiver<Msg>) {
 }
 
 impl StderrLogger {
+    fn write(&self, level: log::Level, args: &std::fmt::Arguments<'_>) {
+        let stamp = utc_timestamp(SystemTime::now());
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let note = format!("{stamp} WARN  {dropped} log lines dropped: stderr is slow\n");
+            self.send(Msg::Line(note));
+        }
+        self.send(Msg::Line(format!("{stamp} {level:<5} {args}\n")));
+    }
+
     fn send(&self, msg: Msg) -> bool {
         match self.tx.try_send(msg) {
             Ok(()) => true,
@@ -92,17 +110,9 @@ impl Log for StderrLogger {
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
+        if self.enabled(record.metadata()) {
+            self.write(record.level(), record.args());
         }
-        let stamp = utc_timestamp(SystemTime::now());
-        let dropped = self.dropped.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            let note = format!("{stamp} WARN  {dropped} log lines dropped: stderr is slow\n");
-            self.send(Msg::Line(note));
-        }
-        let line = format!("{stamp} {:<5} {}\n", record.level(), record.args());
-        self.send(Msg::Line(line));
     }
 
     fn flush(&self) {}

@@ -41,6 +41,11 @@ pub const DEFAULT_MAX_OUTBUF: usize = 8 * 1024 * 1024;
 /// Bytes read from one connection per turn at most: a busy sender gets
 /// this much, then everyone else gets a turn.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// With `--rate` on, a reply to the client itself costs one more line of
+/// budget per this many bytes. A 7-byte `/users` can produce hundreds of
+/// kilobytes; charged as one line, a client could make the server do
+/// unbounded work and queue unbounded output for it.
+pub const REPLY_BYTES_PER_TOKEN: usize = 4096;
 /// Connections accepted per turn at most, so a connection storm cannot
 /// starve the clients already here.
 pub const ACCEPT_BATCH: usize = 256;
@@ -189,8 +194,14 @@ impl Conns {
         c.state = State::Draining { fin_sent: false };
         c.reason = Some(reason);
         c.paused = false;
+        // Input still waiting is read (and dropped) without relying on
+        // another edge.
+        let readable = c.readable;
         let deadline = self.now + CLOSE_FLUSH;
         self.set_timer(key, deadline);
+        if readable {
+            self.mark_ready(key);
+        }
         // The flush step sends what is owed and then the FIN.
         self.mark_dirty(key);
     }
@@ -659,6 +670,7 @@ impl Server {
                 self.conns.set_timer(key, at);
                 return false;
             }
+            let queued_before = c.out.len();
             let error = match c.lines.next_line(max_line) {
                 None => return true,
                 Some(Line::TooLong) => Some(ProtoError::LineTooLong { max: max_line }),
@@ -673,13 +685,16 @@ impl Server {
                     }
                 },
             };
-            if rate > 0 {
-                self.conns.slab[key].budget.spend();
-            }
             if let Some(e) = error {
                 self.out.send(ConnId(key), Event::Error(e));
             }
             self.dispatch();
+            if rate > 0
+                && let Some(c) = self.conns.slab.get_mut(key)
+            {
+                let reply = c.out.len().saturating_sub(queued_before);
+                c.budget.spend(1 + (reply / REPLY_BYTES_PER_TOKEN) as u32);
+            }
         }
     }
 
@@ -697,8 +712,14 @@ impl Server {
                     self.conns.kill(key, reason);
                 }
             }
-            Ok(n) if n == self.scratch.len() || c.hup => self.conns.mark_ready(key),
-            Ok(_) => c.readable = false,
+            Ok(n) => {
+                c.bytes_in += n as u64;
+                if n == self.scratch.len() || c.hup {
+                    self.conns.mark_ready(key);
+                } else {
+                    c.readable = false;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => self.conns.mark_ready(key),
             Err(e) => {

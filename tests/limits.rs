@@ -246,6 +246,31 @@ fn blank_and_discarded_lines_count_against_the_rate() {
 }
 
 #[test]
+fn a_big_listing_costs_budget_in_proportion_to_its_size() {
+    // 300 users with 32-character names make /users about 13 KB, which
+    // --rate charges as 1 + 13 KB / 4 KiB = 4 lines.
+    let server = Server::start(&["--rate", "4", "--announce-limit", "0"]);
+    let mut asker = server.login("asker");
+    let _crowd: Vec<Client> = (1..300)
+        .map(|i| server.login(&format!("{i:0>32}")))
+        .collect();
+    let start = Instant::now();
+    asker.send_raw(&b"/users\n".repeat(5));
+    for _ in 0..5 {
+        let listing = asker.read_until(|l| l == "* end of /users");
+        assert_eq!(listing[0], "* users: 300");
+        assert_eq!(listing.len(), 301);
+    }
+    let took = start.elapsed();
+    // Charged one line each, the five would fit the burst of 8 and come at
+    // once; charged by size, the last three wait for the budget to refill.
+    assert!(
+        took >= Duration::from_millis(1500),
+        "five 13 KB listings at --rate 4 took only {took:?}"
+    );
+}
+
+#[test]
 fn a_client_that_never_reads_is_dropped_and_nobody_else_suffers() {
     const MSG_LEN: usize = 1000;
     const MAX_BYTES: usize = 40 * 1024 * 1024;

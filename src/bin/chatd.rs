@@ -149,6 +149,7 @@ fn run(args: &Args) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    info!("listening on {local}");
+    // Logged whatever the level: scripts read the port from it.
+    chatd::logger::always(&format!("listening on {local}"));
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
