@@ -41,7 +41,8 @@ struct Args {
 
     /// Lines per second one client may send, with bursts of twice that; 0
     /// means unlimited. A client over it is not read from until its budget
-    /// refills (TCP back-pressure): nothing is dropped.
+    /// refills (TCP back-pressure): nothing is dropped. Replies to the
+    /// client itself cost one more line per 4 KiB.
     #[arg(long, default_value_t = server::DEFAULT_RATE, value_name = "LINES")]
     rate: u32,
 
