@@ -69,8 +69,7 @@ impl OutBuf {
         let n = w.write(&self.buf[self.pos..])?;
         self.pos += n;
         if self.pos == self.buf.len() {
-            self.buf = Vec::new();
-            self.pos = 0;
+            self.clear();
         }
         Ok(n)
     }

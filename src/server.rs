@@ -179,7 +179,10 @@ impl Conns {
             return;
         }
         c.out.push(bytes);
-        self.mark_dirty(key);
+        if !c.in_dirty {
+            c.in_dirty = true;
+            self.dirty.push(key);
+        }
     }
 
     /// Starts a polite close: flush, FIN, wait for the peer's FIN, all
@@ -207,7 +210,8 @@ impl Conns {
     }
 
     /// Cuts a connection off now: nothing more is sent. Idempotent; the
-    /// first reason is kept.
+    /// first reason given (to `close` or here) is kept, so callers pass
+    /// what they saw without checking for an earlier one.
     fn kill(&mut self, key: usize, reason: CloseReason) {
         let Some(c) = self.slab.get_mut(key) else {
             return;
@@ -252,8 +256,7 @@ impl Conns {
             c.state = State::Draining { fin_sent: true };
             let _ = c.socket.shutdown(Shutdown::Write);
             if c.eof {
-                let reason = c.reason.unwrap_or(CloseReason::PeerClosed);
-                self.kill(key, reason);
+                self.kill(key, CloseReason::PeerClosed);
             }
         }
     }
@@ -568,8 +571,7 @@ impl Server {
             match c.state {
                 State::Draining { .. } => {
                     debug!("conn #{}: close flush timed out", c.serial);
-                    let reason = c.reason.unwrap_or(CloseReason::PeerClosed);
-                    self.conns.kill(key, reason);
+                    self.conns.kill(key, CloseReason::PeerClosed);
                 }
                 State::Open if c.paused => {
                     c.paused = false;
@@ -658,8 +660,12 @@ impl Server {
             let Some(c) = self.conns.slab.get_mut(key) else {
                 return false;
             };
-            if c.state != State::Open || c.paused {
-                return c.state != State::Dead && !c.paused;
+            match c.state {
+                // A closing connection's input is drained, not handled.
+                State::Draining { .. } => return true,
+                State::Dead => return false,
+                State::Open if c.paused => return false,
+                State::Open => {}
             }
             if c.lines.is_empty() {
                 return true;
@@ -708,8 +714,7 @@ impl Server {
             Ok(0) => {
                 c.eof = true;
                 if c.state == (State::Draining { fin_sent: true }) {
-                    let reason = c.reason.unwrap_or(CloseReason::PeerClosed);
-                    self.conns.kill(key, reason);
+                    self.conns.kill(key, CloseReason::PeerClosed);
                 }
             }
             Ok(n) => {
@@ -722,10 +727,7 @@ impl Server {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => self.conns.mark_ready(key),
-            Err(e) => {
-                let reason = c.reason.unwrap_or(io_reason(&e));
-                self.conns.kill(key, reason);
-            }
+            Err(e) => self.conns.kill(key, io_reason(&e)),
         }
     }
 
