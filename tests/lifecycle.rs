@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, TIMEOUT, WELCOME, chatd_path, wait_child};
+use common::{Client, Server, Stderr, TIMEOUT, WELCOME, chatd_path, wait_child};
 
 /// Longest a shutdown may take, by the protocol.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
@@ -151,7 +151,7 @@ fn sigint_also_exits_zero() {
 fn a_closed_stderr_does_not_stop_the_server() {
     let mut cmd = Command::new(chatd_path());
     cmd.args(["--listen", "127.0.0.1:0"]);
-    let mut server = Server::spawn(cmd, false);
+    let mut server = Server::spawn(cmd, Stderr::Close);
     let (mut a, mut b) = server.pair();
     // Each connection and each close is a log line written to the closed
     // pipe.
@@ -176,6 +176,28 @@ fn a_closed_stderr_does_not_stop_the_server() {
     b.expect_eof();
     let status = server.wait_exit(SHUTDOWN_LIMIT);
     assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+#[test]
+fn a_stderr_nobody_reads_does_not_stall_the_server() {
+    let mut cmd = Command::new(chatd_path());
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    let server = Server::spawn(cmd, Stderr::Stall);
+    let (mut a, mut b) = server.pair();
+    // Each connection logs a line when it comes and one when it goes:
+    // about 6000 lines, far more than the pipe and the log queue hold.
+    for _ in 0..3000 {
+        drop(server.connect());
+    }
+    // Accepts are in arrival order, so this login comes after them all.
+    let mut late = server.login("late");
+    a.expect("* late has joined #lobby");
+    b.expect("* late has joined #lobby");
+    late.send("after the flood");
+    a.expect("<late> after the flood");
+    b.expect("<late> after the flood");
+    a.send("still chatting");
+    b.expect("<a> still chatting");
 }
 
 #[test]
@@ -214,7 +236,7 @@ fn running_out_of_file_descriptors_neither_spins_nor_stops_the_chat() {
         .arg(r#"ulimit -n 64; exec "$0" "$@""#)
         .arg(chatd_path())
         .args(["--listen", "127.0.0.1:0"]);
-    let server = Server::spawn(cmd, true);
+    let server = Server::spawn(cmd, Stderr::Read);
     server.wait_log("open-files limit is 64");
     let (mut a, mut b) = server.pair();
 

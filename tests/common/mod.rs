@@ -38,28 +38,39 @@ pub fn chatd_path() -> &'static str {
     env!("CARGO_BIN_EXE_chatd")
 }
 
+/// What a test does with the server's stderr after `listening on`.
+#[derive(Clone, Copy)]
+pub enum Stderr {
+    /// Keep reading it into the log (`wait_log` works).
+    Read,
+    /// Close the read end of the pipe.
+    Close,
+    /// Keep the pipe open but never read it again.
+    Stall,
+}
+
 impl Server {
     /// Starts `chatd --listen 127.0.0.1:0 ARGS` and waits until it listens.
     pub fn start(args: &[&str]) -> Server {
         let mut cmd = Command::new(chatd_path());
         cmd.args(["--listen", "127.0.0.1:0"]).args(args);
-        Server::spawn(cmd, true)
+        Server::spawn(cmd, Stderr::Read)
     }
 
     /// Starts `cmd` (which must run chatd with `--listen 127.0.0.1:0`) and
-    /// waits for its `listening on` line. With `keep_stderr` false, the read
-    /// end of its stderr pipe is closed right after that line.
-    pub fn spawn(mut cmd: Command, keep_stderr: bool) -> Server {
+    /// waits for its `listening on` line; `stderr` says what then becomes
+    /// of its stderr pipe.
+    pub fn spawn(mut cmd: Command, stderr: Stderr) -> Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("cannot start chatd");
-        let stderr = child.stderr.take().expect("stderr is piped");
+        let pipe = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Log::default());
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
         thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
+            let mut reader = BufReader::new(pipe);
             let mut tx = Some(tx);
             let mut buf = Vec::new();
             loop {
@@ -81,9 +92,15 @@ impl Server {
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(addr);
-                    if !keep_stderr {
+                    match stderr {
+                        Stderr::Read => {}
                         // Dropping the reader closes the pipe's read end.
-                        return;
+                        Stderr::Close => return,
+                        // Holding the reader unread keeps the pipe open and
+                        // lets it fill; the thread ends with the test process.
+                        Stderr::Stall => loop {
+                            thread::park();
+                        },
                     }
                 }
             }
