@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::proto::{
-    CloseReason, Command, Event, LOBBY, MAX_NOTE_CHARS, Name, Notice, NoticeKind, ProtoError,
-    RoomInfo, Status, UserInfo, parse_text, valid_name,
+    CloseReason, Command, Event, Info, LOBBY, MAX_NOTE_CHARS, Name, Notice, NoticeKind, ProtoError,
+    RoomInfo, Status, Timestamp, UserInfo, parse_text, valid_name,
 };
 
 /// Identifies a connection; the server's slab key.
@@ -140,6 +140,8 @@ pub struct Chat {
     deadlines: VecDeque<(Instant, ConnId, u64)>,
     next_serial: u64,
     shutting_down: bool,
+    /// The wall clock, as last passed in; stamps messages.
+    clock: Timestamp,
 }
 
 /// Bad input is echoed in errors; this keeps the echo short.
@@ -182,6 +184,7 @@ impl Chat {
             deadlines: VecDeque::new(),
             next_serial: 0,
             shutting_down: false,
+            clock: Timestamp::default(),
         }
     }
 
@@ -206,19 +209,38 @@ impl Chat {
         out.send(conn, Event::Welcome);
     }
 
-    /// One line from `conn`: terminator and control characters removed, not
-    /// blank. Lines from unknown or departing connections are ignored.
+    /// Sets the wall clock that stamps messages from now on.
+    pub fn set_clock(&mut self, now: Timestamp) {
+        self.clock = now;
+    }
+
+    /// One text-mode line from `conn`: terminator and control characters
+    /// removed, not blank.
     pub fn handle_line(&mut self, conn: ConnId, line: &str, out: &mut Outbox) {
+        match parse_text(line) {
+            Ok(cmd) => self.handle(conn, cmd, out),
+            Err(e) if self.user(conn).is_some_and(|u| !u.gone) => out.send(conn, Event::Error(e)),
+            Err(_) => {}
+        }
+    }
+
+    /// One command from `conn`, in either mode. Commands from unknown or
+    /// departing connections are ignored.
+    pub fn handle(&mut self, conn: ConnId, cmd: Command<'_>, out: &mut Outbox) {
         let Some(user) = self.user(conn) else { return };
         if user.gone {
             return;
         }
-        let named = user.name.is_some();
-        match parse_text(line) {
-            Err(e) => out.send(conn, Event::Error(e)),
-            Ok(cmd) if named => self.command(conn, cmd, out),
-            Ok(cmd) => self.naming(conn, cmd, out),
+        if user.name.is_some() {
+            self.command(conn, cmd, out)
+        } else {
+            self.naming(conn, cmd, out)
         }
+    }
+
+    /// Whether `conn` has chosen a name (JSON mode: has connected).
+    pub fn is_named(&self, conn: ConnId) -> bool {
+        self.user(conn).is_some_and(|u| u.name.is_some())
     }
 
     /// The connection is gone. Its room is told, unless it already said
@@ -301,20 +323,29 @@ impl Chat {
     fn naming(&mut self, conn: ConnId, cmd: Command<'_>, out: &mut Outbox) {
         match cmd {
             Command::Say(name) | Command::Nick(name) => {
-                self.choose_name(conn, strip_hash(name), out)
+                self.choose_name(conn, strip_hash(name), None, out)
+            }
+            Command::Connect { name, room } => {
+                self.choose_name(conn, strip_hash(name), room.map(strip_hash), out)
             }
             Command::Help => out.send(conn, Event::Help { named: false }),
             Command::Quit(_) => {
                 self.user_mut(conn).gone = true;
-                out.send(conn, Event::Info("goodbye".into()));
+                out.send(conn, Event::Info(Info::Goodbye));
                 out.close(conn, CloseReason::Quit);
             }
             _ => out.send(conn, Event::Error(ProtoError::NotNamed)),
         }
     }
 
-    fn choose_name(&mut self, conn: ConnId, name: &str, out: &mut Outbox) {
-        if let Err(e) = self.check_name_free(conn, name) {
+    /// Takes `name` and enters `room` (the lobby if `None`), or says why
+    /// not and asks again.
+    fn choose_name(&mut self, conn: ConnId, name: &str, room: Option<&str>, out: &mut Outbox) {
+        let checked = self.check_name_free(conn, name).and_then(|()| match room {
+            Some(r) if !valid_name(r) => Err(ProtoError::RoomInvalid(clip(r))),
+            _ => Ok(()),
+        });
+        if let Err(e) = checked {
             out.send(conn, Event::Error(e));
             out.send(conn, Event::AskName);
             return;
@@ -322,9 +353,12 @@ impl Chat {
         let name: Name = name.into();
         self.names.insert(name.to_ascii_lowercase().into(), conn);
         self.user_mut(conn).name = Some(name.clone());
-        let lobby = self.lobby;
-        self.enter(conn, lobby);
-        let room = &self.rooms[lobby];
+        let id = match room {
+            Some(r) => self.room_id(r),
+            None => self.lobby,
+        };
+        self.enter(conn, id);
+        let room = &self.rooms[id];
         out.send(
             conn,
             Event::Connected {
@@ -358,6 +392,7 @@ impl Chat {
                     from: name,
                     room: r.name.clone(),
                     text: text.into(),
+                    ts: self.clock,
                 };
                 out.send_all(r.members.iter().copied().filter(|&m| m != conn), event);
             }
@@ -367,6 +402,7 @@ impl Chat {
                     Event::Direct {
                         from: name,
                         text: text.into(),
+                        ts: self.clock,
                     },
                 ),
                 None => out.send(conn, Event::Error(ProtoError::NoSuchUser(clip(to)))),
@@ -401,6 +437,7 @@ impl Chat {
                 out.send(conn, Event::Users { users });
             }
             Command::Help => out.send(conn, Event::Help { named: true }),
+            Command::Connect { .. } => out.send(conn, Event::Error(ProtoError::AlreadyConnected)),
             Command::Status { status, note } => {
                 if note.is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
                     out.send(conn, Event::Error(ProtoError::NoteTooLong));
@@ -428,7 +465,8 @@ impl Chat {
             return;
         }
         if **old == *new {
-            out.send(conn, Event::Info(format!("you are already known as {new}")));
+            let name = old.clone();
+            out.send(conn, Event::Info(Info::AlreadyNamed { name }));
             return;
         }
         self.names.remove(old.to_ascii_lowercase().as_str());
@@ -445,25 +483,35 @@ impl Chat {
         let key = target.to_ascii_lowercase();
         let current = self.user(conn).expect("named user").room;
         if self.room_ids.get(key.as_str()) == Some(&current) {
-            let here = &self.rooms[current].name;
-            out.send(conn, Event::Info(format!("you are already in #{here}")));
+            let info = Info::AlreadyInRoom {
+                name: self
+                    .user(conn)
+                    .and_then(|u| u.name.clone())
+                    .expect("named user"),
+                room: self.rooms[current].name.clone(),
+            };
+            out.send(conn, Event::Info(info));
             return;
         }
         self.announce(conn, NoticeKind::Leave, false, out);
         self.leave_room(conn);
-        let id = match self.room_ids.get(key.as_str()) {
-            Some(&id) => id,
-            None => {
-                let id = self.rooms.insert(Room {
-                    name: target.into(),
-                    members: Vec::new(),
-                });
-                self.room_ids.insert(key.into(), id);
-                id
-            }
-        };
+        let id = self.room_id(target);
         self.enter(conn, id);
         self.announce(conn, NoticeKind::Join, true, out);
+    }
+
+    /// The room named `name` (valid), created if it does not exist.
+    fn room_id(&mut self, name: &str) -> usize {
+        let key = name.to_ascii_lowercase();
+        if let Some(&id) = self.room_ids.get(key.as_str()) {
+            return id;
+        }
+        let id = self.rooms.insert(Room {
+            name: name.into(),
+            members: Vec::new(),
+        });
+        self.room_ids.insert(key.into(), id);
+        id
     }
 
     /// Tells `conn`'s room what happened to it (if the room is small enough)

@@ -9,7 +9,7 @@ use mio::net::TcpStream;
 use socket2::{SockRef, TcpKeepalive};
 
 use crate::lines::LineBuf;
-use crate::proto::CloseReason;
+use crate::proto::{CloseReason, Mode};
 
 /// Idle time before the first keepalive probe.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -159,6 +159,8 @@ pub struct Conn {
     pub paused: bool,
     /// When this connection's one timer fires (rate pause or close deadline).
     pub timer: Option<Instant>,
+    /// Chosen by the first non-blank line; until then replies are text.
+    pub mode: Option<Mode>,
     pub in_ready: bool,
     pub in_dirty: bool,
     pub bytes_in: u64,
@@ -181,6 +183,7 @@ impl Conn {
             eof: false,
             paused: false,
             timer: None,
+            mode: None,
             in_ready: false,
             in_dirty: false,
             bytes_in: 0,

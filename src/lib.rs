@@ -1,16 +1,19 @@
 //! chatd: a chat server for many users on one thread.
 //!
-//! Clients speak a line protocol over TCP (see `docs/protocol.md`): they
-//! choose a name, talk in rooms, send direct messages and set a status.
+//! Clients speak a line protocol over TCP (see `docs/protocol.md`), as
+//! plain text lines or as JSON objects, one per line, in the same rooms:
+//! they choose a name, talk in rooms, send direct messages and set a status.
 //! One `mio` event loop serves every connection.
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `bin/chatd → server → conn → lines, proto`
+//! Dependencies point one way: `bin/chatd → server → conn → lines, proto, json`
 //! and `server → chat → proto`.
 //!
 //! - [`proto`]: the vocabulary. Commands from clients, events to them,
 //!   protocol errors, and the text codec. No sockets, no recipients.
+//! - [`json`]: the JSON-lines codec, decoding to the same commands and
+//!   encoding the same events as the text codec.
 //! - [`lines`]: bytes in, complete lines out, with the line-length cap.
 //! - [`chat`]: the chat state (users, rooms, statuses) and routing. Takes
 //!   "connection N said this", returns "send this event to these
@@ -29,6 +32,7 @@
 
 pub mod chat;
 pub mod conn;
+pub mod json;
 pub mod lines;
 pub mod logger;
 pub mod proto;

@@ -26,6 +26,69 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// How a connection speaks, chosen by its first non-blank line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One line per event with a prefix: for people and for `chat-client`.
+    Text,
+    /// One JSON object per line, both ways.
+    Json,
+}
+
+impl Mode {
+    /// The mode a connection's first non-blank line chooses.
+    pub fn of_first_line(line: &str) -> Mode {
+        if line.trim_start().starts_with('{') {
+            Mode::Json
+        } else {
+            Mode::Text
+        }
+    }
+}
+
+/// Wall-clock time in whole seconds since 1970-01-01 UTC, as messages are
+/// stamped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(since.as_secs())
+    }
+
+    /// Year, month, day, hour, minute, second (UTC).
+    pub fn parts(self) -> (i64, u32, u32, u64, u64, u64) {
+        let (y, m, d) = civil_from_days((self.0 / 86_400) as i64);
+        let rem = self.0 % 86_400;
+        (y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
+    }
+}
+
+/// RFC 3339 in UTC: `2026-11-21T14:02:07Z`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, mo, d, h, mi, s) = self.parts();
+        write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    }
+}
+
+/// Year, month, day of the proleptic Gregorian calendar for a count of days
+/// since 1970-01-01 (Howard Hinnant's days-to-civil algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (era * 400 + yoe + i64::from(m <= 2), m, d)
+}
+
 /// Removes C0 controls (except TAB), DEL and C1 controls, so that no
 /// terminal escape or forged line reaches another user. Borrows when there
 /// is nothing to remove, which is the common case.
@@ -87,6 +150,12 @@ pub enum Command<'a> {
         note: Option<&'a str>,
     },
     Quit(Option<&'a str>),
+    /// JSON mode's explicit handshake: a name and the room to enter
+    /// (`None` for the lobby).
+    Connect {
+        name: &'a str,
+        room: Option<&'a str>,
+    },
 }
 
 /// Why a connection ends. The room hears this as the reason of a
@@ -142,6 +211,16 @@ pub enum ProtoError {
     HandshakeTimeout {
         secs: u64,
     },
+    /// JSON mode: the line is not a JSON object; holds the parser's reason.
+    BadJson(String),
+    /// JSON mode: a `type` this server does not know.
+    UnknownType(String),
+    /// JSON mode: the object's fields are missing or of the wrong kind.
+    BadPayload(String),
+    /// JSON mode: a request other than `connect` before `connect`.
+    NotConnected,
+    /// JSON mode: a second `connect`.
+    AlreadyConnected,
 }
 
 impl ProtoError {
@@ -151,12 +230,19 @@ impl ProtoError {
             ProtoError::LineTooLong { .. } => "line_too_long",
             ProtoError::InvalidUtf8 => "invalid_utf8",
             ProtoError::UnknownCommand(_) => "unknown_command",
-            ProtoError::Usage(_) | ProtoError::NoteTooLong => "bad_payload",
+            ProtoError::Usage(_)
+            | ProtoError::NoteTooLong
+            | ProtoError::BadPayload(_)
+            | ProtoError::AlreadyConnected => "bad_payload",
+            ProtoError::BadJson(_) => "bad_json",
+            ProtoError::UnknownType(_) => "unknown_type",
             ProtoError::NameInvalid(_) => "name_invalid",
             ProtoError::NameTaken(_) => "name_taken",
             ProtoError::RoomInvalid(_) => "room_invalid",
             ProtoError::NoSuchUser(_) => "no_such_user",
-            ProtoError::NotNamed | ProtoError::HandshakeTimeout { .. } => "not_connected",
+            ProtoError::NotNamed
+            | ProtoError::HandshakeTimeout { .. }
+            | ProtoError::NotConnected => "not_connected",
         }
     }
 }
@@ -187,6 +273,11 @@ impl fmt::Display for ProtoError {
             }
             ProtoError::NotNamed => f.write_str("choose a name first (/help for help)"),
             ProtoError::HandshakeTimeout { secs } => write!(f, "no name chosen within {secs} s"),
+            ProtoError::BadJson(why) => write!(f, "not a JSON object: {why}"),
+            ProtoError::UnknownType(t) => write!(f, "unknown type \"{t}\""),
+            ProtoError::BadPayload(why) => f.write_str(why),
+            ProtoError::NotConnected => f.write_str("send connect first"),
+            ProtoError::AlreadyConnected => f.write_str("already connected"),
         }
     }
 }
@@ -343,14 +434,16 @@ pub enum Event {
         from: Name,
         room: Name,
         text: Box<str>,
+        ts: Timestamp,
     },
     Direct {
         from: Name,
         text: Box<str>,
+        ts: Timestamp,
     },
     Notice(Notice),
-    /// An answer that changes nothing, such as `/join` to the current room.
-    Info(String),
+    /// An answer to a request that changes nothing.
+    Info(Info),
     Who {
         room: Name,
         users: Vec<UserInfo>,
@@ -366,6 +459,17 @@ pub enum Event {
     },
     Shutdown,
     Error(ProtoError),
+}
+
+/// Answers to requests that change nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Info {
+    /// `/join` to the room the user is in.
+    AlreadyInRoom { name: Name, room: Name },
+    /// `/nick` to the user's own name.
+    AlreadyNamed { name: Name },
+    /// `/quit` before a name was chosen.
+    Goodbye,
 }
 
 /// The lines of `/help`: command, then what it does.
@@ -417,9 +521,15 @@ pub fn encode_text(event: &Event, buf: &mut Vec<u8>) {
             "* you joined #{room} as {name} ({users} {} here); /help lists the commands",
             plural(*users, "user", "users")
         )),
-        Event::Direct { from, text } => line(format_args!("*{from}* {text}")),
+        Event::Direct { from, text, .. } => line(format_args!("*{from}* {text}")),
         Event::Notice(n) => encode_notice(n, &mut line),
-        Event::Info(text) => line(format_args!("* {text}")),
+        Event::Info(Info::AlreadyInRoom { room, .. }) => {
+            line(format_args!("* you are already in #{room}"))
+        }
+        Event::Info(Info::AlreadyNamed { name }) => {
+            line(format_args!("* you are already known as {name}"))
+        }
+        Event::Info(Info::Goodbye) => line(format_args!("* goodbye")),
         Event::Who { room, users } => {
             line(format_args!("* users in #{room}: {}", users.len()));
             for u in users {
@@ -606,12 +716,14 @@ mod tests {
             from: n.clone(),
             room: room.clone(),
             text: "hi all".into(),
+            ts: Timestamp(0),
         };
         assert_eq!(text(&msg), "<alice> hi all\n");
         assert_eq!(
             text(&Event::Direct {
                 from: n.clone(),
-                text: "psst".into()
+                text: "psst".into(),
+                ts: Timestamp(0),
             }),
             "*alice* psst\n"
         );

@@ -26,8 +26,9 @@ use socket2::{Domain, Socket, Type};
 
 use crate::chat::{Chat, ChatConfig, ConnId, Outbox, Output};
 use crate::conn::{Budget, Conn, State, configure_socket};
+use crate::json;
 use crate::lines::Line;
-use crate::proto::{CloseReason, Event, ProtoError, encode_text, strip_controls};
+use crate::proto::{CloseReason, Event, Mode, ProtoError, Timestamp, encode_text, strip_controls};
 
 /// Default longest input line, in bytes without its terminator.
 pub const DEFAULT_MAX_LINE: usize = 4096;
@@ -262,6 +263,46 @@ impl Conns {
     }
 }
 
+/// One event's encodings, each made on first need: a broadcast to text
+/// users only never builds its JSON, and the other way round.
+#[derive(Default)]
+struct Encoded {
+    text: Vec<u8>,
+    json: Vec<u8>,
+    has_text: bool,
+    has_json: bool,
+}
+
+impl Encoded {
+    /// Forgets the last event's bytes (keeping the buffers).
+    fn reset(&mut self) {
+        self.has_text = false;
+        self.has_json = false;
+    }
+
+    /// `event` in `mode`, echoing `id` in JSON, encoded if not yet.
+    fn get(&mut self, mode: Mode, event: &Event, id: Option<&json::RawValue>) -> &[u8] {
+        match mode {
+            Mode::Text => {
+                if !self.has_text {
+                    self.text.clear();
+                    encode_text(event, &mut self.text);
+                    self.has_text = true;
+                }
+                &self.text
+            }
+            Mode::Json => {
+                if !self.has_json {
+                    self.json.clear();
+                    json::encode(event, id, &mut self.json);
+                    self.has_json = true;
+                }
+                &self.json
+            }
+        }
+    }
+}
+
 /// What a failed read or write says about the peer.
 fn io_reason(e: &io::Error) -> CloseReason {
     match e.kind() {
@@ -308,8 +349,9 @@ pub struct Server {
     cfg: Config,
     /// Where reads land before framing; shared by all connections.
     scratch: Box<[u8]>,
-    /// One event's bytes, encoded once and queued to each recipient.
-    encoded: Vec<u8>,
+    /// One event's bytes, encoded at most once per mode and queued to each
+    /// recipient.
+    encoded: Encoded,
     /// The listener may have connections waiting.
     accept_pending: bool,
     accept_paused_until: Option<Instant>,
@@ -349,7 +391,7 @@ impl Server {
             out: Outbox::default(),
             cfg,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
-            encoded: Vec::new(),
+            encoded: Encoded::default(),
             accept_pending: true,
             accept_paused_until: None,
             spare_fd: Some(File::open("/dev/null")?),
@@ -410,6 +452,7 @@ impl Server {
             }
             self.accept();
             self.fire_timers();
+            self.chat.set_clock(Timestamp::now());
             self.chat.tick(now, &mut self.out);
             self.dispatch();
             self.serve_ready();
@@ -677,24 +720,38 @@ impl Server {
                 return false;
             }
             let queued_before = c.out.len();
-            let error = match c.lines.next_line(max_line) {
+            let conn = ConnId(key);
+            let mut reply_id = None;
+            match c.lines.next_line(max_line) {
                 None => return true,
-                Some(Line::TooLong) => Some(ProtoError::LineTooLong { max: max_line }),
+                Some(Line::TooLong) => {
+                    let e = ProtoError::LineTooLong { max: max_line };
+                    self.out.send(conn, Event::Error(e));
+                }
                 Some(Line::Full(bytes)) => match std::str::from_utf8(bytes) {
-                    Err(_) => Some(ProtoError::InvalidUtf8),
-                    Ok(text) => {
-                        let text = strip_controls(text);
-                        if !text.trim().is_empty() {
-                            self.chat.handle_line(ConnId(key), &text, &mut self.out);
+                    Err(_) => self.out.send(conn, Event::Error(ProtoError::InvalidUtf8)),
+                    Ok(text) if text.trim().is_empty() => {}
+                    Ok(text) => match *c.mode.get_or_insert_with(|| Mode::of_first_line(text)) {
+                        Mode::Text => {
+                            let text = strip_controls(text);
+                            if !text.trim().is_empty() {
+                                self.chat.handle_line(conn, &text, &mut self.out);
+                            }
                         }
-                        None
-                    }
+                        Mode::Json => match json::decode(text, self.chat.is_named(conn)) {
+                            Ok(request) => {
+                                self.chat.handle(conn, request.command(), &mut self.out);
+                                reply_id = request.id;
+                            }
+                            Err(rejected) => {
+                                self.out.send(conn, Event::Error(rejected.error));
+                                reply_id = rejected.id;
+                            }
+                        },
+                    },
                 },
-            };
-            if let Some(e) = error {
-                self.out.send(ConnId(key), Event::Error(e));
             }
-            self.dispatch();
+            self.dispatch_reply(conn, reply_id.as_deref());
             if rate > 0
                 && let Some(c) = self.conns.slab.get_mut(key)
             {
@@ -732,8 +789,14 @@ impl Server {
     }
 
     /// Turns the chat's outputs into queued bytes: each event is encoded
-    /// once, then copied to every recipient.
+    /// at most once per mode, then copied to every recipient.
     fn dispatch(&mut self) {
+        self.dispatch_reply(ConnId(usize::MAX), None);
+    }
+
+    /// As `dispatch`, for the outputs of one request from `asker`: what
+    /// goes to the asker alone answers the request and carries its `id`.
+    fn dispatch_reply(&mut self, asker: ConnId, id: Option<&json::RawValue>) {
         let Server {
             out,
             conns,
@@ -742,10 +805,14 @@ impl Server {
         } = self;
         out.drain(|o| match o {
             Output::Send { event, to } => {
-                encoded.clear();
-                encode_text(event, encoded);
+                let id = id.filter(|_| to == [asker]);
+                encoded.reset();
                 for conn in to {
-                    conns.queue(conn.0, encoded);
+                    let Some(c) = conns.slab.get(conn.0) else {
+                        continue;
+                    };
+                    let bytes = encoded.get(c.mode.unwrap_or(Mode::Text), event, id);
+                    conns.queue(conn.0, bytes);
                 }
             }
             Output::Close { conn, reason } => conns.close(conn.0, reason),
