@@ -707,6 +707,36 @@ mod tests {
     }
 
     #[test]
+    fn connect_names_and_enters_a_room_in_one_step() {
+        let mut s = Script::new();
+        let a = s.user("alice");
+        s.say(a, "/join General");
+        let b = s.open();
+        s.take();
+        let connect = |name, room| Command::Connect { name, room };
+        s.chat
+            .handle(b, connect("bob", Some("bad room")), &mut s.out);
+        let seen = s.take();
+        assert!(seen[&b.0][0].starts_with("! invalid room \"bad room\""));
+        assert!(!s.chat.is_named(b), "a refused connect takes no name");
+        s.chat
+            .handle(b, connect("bob", Some("#general")), &mut s.out);
+        let seen = s.take();
+        assert_eq!(
+            seen[&b.0],
+            got(&["* you joined #General as bob (2 users here); /help lists the commands"])
+        );
+        assert_eq!(seen[&a.0], got(&["* bob has joined #General"]));
+        assert!(s.chat.is_named(b));
+        s.chat.handle(b, connect("bob", None), &mut s.out);
+        assert_eq!(s.take()[&b.0], got(&["! already connected"]));
+        let c = s.open();
+        s.take();
+        s.chat.handle(c, connect("BOB", None), &mut s.out);
+        assert_eq!(s.take()[&c.0][0], "! name \"BOB\" is taken, choose another");
+    }
+
+    #[test]
     fn quit_before_a_name_closes() {
         let mut s = Script::new();
         let a = s.open();

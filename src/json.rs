@@ -562,3 +562,309 @@ impl<P: Serialize> ErasedPayload for P {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{CloseReason, Name};
+    use proptest::prelude::*;
+
+    fn ok(line: &str, connected: bool) -> Request {
+        decode(line, connected).unwrap_or_else(|r| panic!("{line}: {:?}", r.error))
+    }
+
+    fn code(line: &str, connected: bool) -> &'static str {
+        match decode(line, connected) {
+            Ok(r) => panic!("{line} decoded to {:?}", r.command()),
+            Err(r) => r.error.code(),
+        }
+    }
+
+    fn one_line(event: &Event, id: Option<&str>) -> Value {
+        let raw = id.map(|id| RawValue::from_string(id.to_string()).unwrap());
+        let mut buf = Vec::new();
+        encode(event, raw.as_deref(), &mut buf);
+        assert_eq!(buf.last(), Some(&b'\n'));
+        assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
+        serde_json::from_slice(&buf).unwrap()
+    }
+
+    #[test]
+    fn requests_decode_to_commands() {
+        let r = ok(
+            r#"{"type":"connect","payload":{"name":"Alice","room":"General","password":"x"}}"#,
+            false,
+        );
+        assert_eq!(
+            r.command(),
+            Command::Connect {
+                name: "Alice",
+                room: Some("General")
+            }
+        );
+        let r = ok(r#"{"type":"connect","payload":{"name":"Al"}}"#, false);
+        assert_eq!(
+            r.command(),
+            Command::Connect {
+                name: "Al",
+                room: None
+            }
+        );
+        let cases = [
+            (
+                r#"{"type":"message","payload":{"text":"/quit"}}"#,
+                Command::Say("/quit"),
+            ),
+            (
+                r#"{"type":"direct","payload":{"to":"Bob","text":"psst"}}"#,
+                Command::Msg {
+                    to: "Bob",
+                    text: "psst",
+                },
+            ),
+            (
+                r#"{"type":"join","payload":{"room":"random"}}"#,
+                Command::Join("random"),
+            ),
+            (
+                r#"{"type":"nick","payload":{"name":"Alicia"}}"#,
+                Command::Nick("Alicia"),
+            ),
+            (
+                r#"{"type":"status","payload":{"status":"BUSY","note":" in a meeting "}}"#,
+                Command::Status {
+                    status: Status::Busy,
+                    note: Some("in a meeting"),
+                },
+            ),
+            (
+                r#"{"type":"status","payload":{"status":"online","note":null}}"#,
+                Command::Status {
+                    status: Status::Online,
+                    note: None,
+                },
+            ),
+            (r#"{"type":"who"}"#, Command::Who),
+            (r#"{"type":"users","payload":null}"#, Command::Users),
+            (r#"{"type":"rooms","payload":{}}"#, Command::Rooms),
+            (r#"{"type":"quit"}"#, Command::Quit(None)),
+            (
+                r#"{"type":"quit","payload":{"reason":"bye"}}"#,
+                Command::Quit(Some("bye")),
+            ),
+        ];
+        for (line, cmd) in cases {
+            assert_eq!(ok(line, true).command(), cmd, "{line}");
+        }
+    }
+
+    #[test]
+    fn controls_inside_strings_are_removed_and_the_rest_kept_exactly() {
+        let line = r#"{"type":"message","payload":{"text":"a\nb\r\u001b[31mc\u009b \"q\" \\ é 日本 🦀\tt"}}"#;
+        assert_eq!(
+            ok(line, true).command(),
+            Command::Say("ab[31mc \"q\" \\ é 日本 🦀\tt")
+        );
+        let line = r#"{"type":"message","payload":{"text":"\n\u0007 "}}"#;
+        assert_eq!(code(line, true), "bad_payload");
+    }
+
+    #[test]
+    fn each_rejection_has_its_code() {
+        assert_eq!(code("[1]", true), "bad_json");
+        assert_eq!(code("{bad", true), "bad_json");
+        assert_eq!(code(r#"{"type":"who"} x"#, true), "bad_json");
+        assert_eq!(code(r#"{"type":"frob"}"#, true), "unknown_type");
+        for later in ["register", "passwd", "history"] {
+            let line = format!(r#"{{"type":"{later}","payload":{{}}}}"#);
+            assert_eq!(code(&line, true), "unknown_type");
+        }
+        assert_eq!(code(r#"{"payload":{}}"#, true), "bad_payload");
+        assert_eq!(code(r#"{"type":7}"#, true), "bad_payload");
+        assert_eq!(code(r#"{"type":"join"}"#, true), "bad_payload");
+        assert_eq!(
+            code(r#"{"type":"join","payload":{"room":5}}"#, true),
+            "bad_payload"
+        );
+        assert_eq!(
+            code(r#"{"type":"join","payload":[1]}"#, true),
+            "bad_payload"
+        );
+        assert_eq!(
+            code(r#"{"type":"status","payload":{"status":"asleep"}}"#, true),
+            "bad_payload"
+        );
+        assert_eq!(code(r#"{"type":"who"}"#, false), "not_connected");
+        assert_eq!(code(r#"{"type":"quit"}"#, false), "not_connected");
+        assert_eq!(
+            code(r#"{"type":"connect","payload":{"name":"a"}}"#, true),
+            "bad_payload"
+        );
+        assert_eq!(code(r#"{"type":"connect"}"#, false), "bad_payload");
+    }
+
+    #[test]
+    fn ids_are_echoed_when_they_are_strings_or_numbers() {
+        let id = |line: &str| match decode(line, true) {
+            Ok(r) => r.id.map(|id| id.get().to_string()),
+            Err(r) => r.id.map(|id| id.get().to_string()),
+        };
+        assert_eq!(
+            id(r#"{"type":"who","id":"a\"1"}"#).as_deref(),
+            Some(r#""a\"1""#)
+        );
+        assert_eq!(id(r#"{"type":"who","id":12.5}"#).as_deref(), Some("12.5"));
+        assert_eq!(id(r#"{"type":"nope","id":3}"#).as_deref(), Some("3"));
+        assert_eq!(id(r#"{"type":"who"}"#), None);
+        let r = decode(r#"{"type":"who","id":[1]}"#, true).unwrap_err();
+        assert_eq!((r.id.is_none(), r.error.code()), (true, "bad_payload"));
+    }
+
+    #[test]
+    fn events_encode_as_the_protocol_shows() {
+        let name: Name = "Alice".into();
+        let room: Name = "General".into();
+        let ack = Event::Connected {
+            name: name.clone(),
+            room: room.clone(),
+            users: 3,
+        };
+        assert_eq!(
+            one_line(&ack, Some(r#""c1""#)),
+            serde_json::json!({"type":"connect_ack","payload":{"message":"Connected to the room.","name":"Alice","room":"General","version":1},"id":"c1"})
+        );
+        let msg = Event::Message {
+            from: name.clone(),
+            room: room.clone(),
+            text: "Hello, \"everyone\"! é".into(),
+            ts: Timestamp(1_795_271_527),
+        };
+        assert_eq!(
+            one_line(&msg, None),
+            serde_json::json!({"type":"message","payload":{"sender":"Alice","room":"General","text":"Hello, \"everyone\"! é","ts":"2026-11-21T14:32:07Z"}})
+        );
+        let notice = |kind| {
+            Event::Notice(Notice {
+                kind,
+                name: name.clone(),
+                room: room.clone(),
+                you: false,
+            })
+        };
+        assert_eq!(
+            one_line(&notice(NoticeKind::Join), None),
+            serde_json::json!({"type":"notification","payload":{"message":"Alice has joined the room.","event":"join","name":"Alice","room":"General"}})
+        );
+        let status = notice(NoticeKind::Status {
+            status: Status::Busy,
+            note: None,
+        });
+        assert_eq!(
+            one_line(&status, None)["payload"],
+            serde_json::json!({"message":"Alice is now busy.","event":"status","name":"Alice","room":"General","status":"busy","note":null})
+        );
+        let nick = notice(NoticeKind::Nick { old: "Al".into() });
+        assert_eq!(one_line(&nick, None)["payload"]["old"], "Al");
+        let quit = notice(NoticeKind::Quit { reason: None });
+        assert!(one_line(&quit, None)["payload"].get("reason").is_none());
+        let gone = notice(NoticeKind::Disconnect {
+            reason: CloseReason::TooSlow,
+        });
+        assert_eq!(one_line(&gone, None)["payload"]["event"], "disconnect");
+        let err = Event::Error(ProtoError::NameTaken("Alice".into()));
+        assert_eq!(
+            one_line(&err, Some("7")),
+            serde_json::json!({"type":"error","payload":{"code":"name_taken","message":"name \"Alice\" is taken, choose another"},"id":7})
+        );
+        let mut buf = Vec::new();
+        encode(&Event::Welcome, None, &mut buf);
+        encode(&Event::AskName, None, &mut buf);
+        assert!(buf.is_empty(), "text-only events have no JSON form");
+    }
+
+    /// A JSON object (as text) built from a few request-shaped parts.
+    fn request_like() -> impl Strategy<Value = String> {
+        let kinds = prop::sample::select(vec![
+            "connect", "message", "direct", "join", "nick", "status", "who", "users", "rooms",
+            "quit", "history", "x",
+        ]);
+        let value = prop_oneof![
+            Just("null".to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            ".{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+        ];
+        let field = prop::sample::select(vec![
+            "name", "room", "text", "to", "status", "note", "reason", "password",
+        ]);
+        (
+            kinds,
+            prop::collection::vec((field, value.clone()), 0..4),
+            prop::option::of(value),
+        )
+            .prop_map(|(kind, fields, id)| {
+                let payload: Vec<String> =
+                    fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                let id = id.map(|v| format!(",\"id\":{v}")).unwrap_or_default();
+                format!(
+                    "{{\"type\":\"{kind}\",\"payload\":{{{}}}{id}}}",
+                    payload.join(",")
+                )
+            })
+    }
+
+    /// Decoding never panics; a rejected line yields exactly one JSON
+    /// error object, and an accepted one a command.
+    fn check(line: &str, connected: bool) -> Result<(), TestCaseError> {
+        match decode(line, connected) {
+            Ok(r) => {
+                let _ = r.command();
+            }
+            Err(r) => {
+                let mut buf = Vec::new();
+                encode(&Event::Error(r.error), r.id.as_deref(), &mut buf);
+                prop_assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
+                let v: Value = serde_json::from_slice(&buf)
+                    .map_err(|e| TestCaseError::fail(format!("error line is not JSON: {e}")))?;
+                prop_assert_eq!(&v["type"], "error");
+                prop_assert!(v["payload"]["code"].as_str().is_some_and(|c| !c.is_empty()));
+                prop_assert!(
+                    v["payload"]["message"]
+                        .as_str()
+                        .is_some_and(|m| !m.is_empty())
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(line in "\\PC{0,80}", connected: bool) {
+            check(&line, connected)?;
+        }
+
+        #[test]
+        fn request_shaped_objects_never_panic(line in request_like(), connected: bool) {
+            check(&line, connected)?;
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(
+            line in request_like(),
+            cut in 0usize..200,
+            insert in prop::sample::select(vec!["", "{", "}", "\"", ",", ":", "\\", "\\u0000", "\u{1b}", "[", "null"]),
+            connected: bool,
+        ) {
+            let mut chars: Vec<char> = line.chars().collect();
+            let at = cut.min(chars.len());
+            chars.splice(at..at, insert.chars());
+            if cut % 3 == 0 && at < chars.len() {
+                chars.remove(at);
+            }
+            let line: String = chars.into_iter().collect();
+            check(&line, connected)?;
+        }
+    }
+}
