@@ -160,15 +160,17 @@ impl Conns {
         self.timers.push(Reverse((at, key, c.serial)));
     }
 
-    /// Queues `bytes` for `key`, or drops the connection if that would put
-    /// it over its output limit. Nobody else is affected either way.
-    fn queue(&mut self, key: usize, bytes: &[u8]) {
+    /// Queues the bytes `encode` gives for `key`'s mode, or drops the
+    /// connection if that would put it over its output limit. Nobody else
+    /// is affected either way.
+    fn queue<'a>(&mut self, key: usize, encode: impl FnOnce(Mode) -> &'a [u8]) {
         let Some(c) = self.slab.get_mut(key) else {
             return;
         };
         if c.state == State::Dead {
             return;
         }
+        let bytes = encode(c.mode.unwrap_or(Mode::Text));
         if c.out.len() + bytes.len() > self.max_outbuf {
             warn!(
                 "conn #{} {}: over --max-outbuf ({} bytes unsent), dropping it",
@@ -808,11 +810,7 @@ impl Server {
                 let id = id.filter(|_| to == [asker]);
                 encoded.reset();
                 for conn in to {
-                    let Some(c) = conns.slab.get(conn.0) else {
-                        continue;
-                    };
-                    let bytes = encoded.get(c.mode.unwrap_or(Mode::Text), event, id);
-                    conns.queue(conn.0, bytes);
+                    conns.queue(conn.0, |mode| encoded.get(mode, event, id));
                 }
             }
             Output::Close { conn, reason } => conns.close(conn.0, reason),
