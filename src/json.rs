@@ -7,8 +7,6 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize, Serializer};
 pub use serde_json::value::RawValue;
-use serde_json::value::to_raw_value;
-use serde_json::{Map, Value};
 
 use crate::proto::{
     Command, Event, Info, Notice, NoticeKind, ProtoError, RoomInfo, Status, Timestamp, UserInfo,
@@ -137,33 +135,47 @@ struct QuitIn {
 /// Decodes one line from a JSON-mode client. `connected` says whether it
 /// has sent a successful `connect`; before that only `connect` is served.
 pub fn decode(line: &str, connected: bool) -> Result<Request, Rejected> {
-    let mut object: Map<String, Value> = serde_json::from_str(line).map_err(|e| Rejected {
+    // Fields are kept as raw JSON text: an id is echoed exactly as sent
+    // (a number too big for 64 bits included), and each payload is parsed
+    // once, straight into its own struct.
+    let bad_json = |why: String| Rejected {
         id: None,
-        error: ProtoError::BadJson(e.to_string()),
-    })?;
-    let id = match object.remove("id") {
+        error: ProtoError::BadJson(why),
+    };
+    if !line.trim_start().starts_with('{') {
+        return Err(bad_json("expected an object".into()));
+    }
+    let envelope: EnvelopeIn<'_> =
+        serde_json::from_str(line).map_err(|e| bad_json(e.to_string()))?;
+    let id = match envelope.id {
         None => None,
-        Some(v @ (Value::String(_) | Value::Number(_))) => to_raw_value(&v).ok(),
+        Some(raw)
+            if raw
+                .get()
+                .starts_with(['"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) =>
+        {
+            Some(raw.to_owned())
+        }
         Some(_) => return Err(bad(None, "\"id\" must be a string or a number")),
+    };
+    let kind: Cow<'_, str> = match envelope.kind.map(|raw| serde_json::from_str(raw.get())) {
+        Some(Ok(kind)) => kind,
+        Some(Err(_)) => return Err(bad(id, "\"type\" must be a string")),
+        None => return Err(bad(id, "missing \"type\"")),
     };
     let reject = |error| Rejected {
         id: id.clone(),
         error,
     };
-    let kind = match object.get("type") {
-        Some(Value::String(kind)) => kind.as_str(),
-        Some(_) => return Err(bad(id, "\"type\" must be a string")),
-        None => return Err(bad(id, "missing \"type\"")),
-    };
-    if !connected && kind != "connect" && is_known(kind) {
+    if !connected && kind != "connect" && (is_known(&kind) || NOT_YET.contains(&&*kind)) {
         return Err(reject(ProtoError::NotConnected));
     }
-    let payload = match object.get("payload") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(p @ Value::Object(_)) => p.clone(),
+    let payload = match envelope.payload.map(RawValue::get) {
+        None => "{}",
+        Some(p) if p.starts_with('{') => p,
         Some(_) => return Err(bad(id, "\"payload\" must be an object")),
     };
-    let body = match body(kind, payload) {
+    let body = match body(&kind, payload) {
         Ok(body) => body,
         Err(error) => return Err(reject(error)),
     };
@@ -172,6 +184,22 @@ pub fn decode(line: &str, connected: bool) -> Result<Request, Rejected> {
     }
     Ok(Request { id, body })
 }
+
+/// The outer object of a request. Other fields are ignored; a `null`
+/// field counts as absent.
+#[derive(Deserialize)]
+struct EnvelopeIn<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// Types of version 1 that this server does not serve yet: `unknown_type`
+/// once connected.
+const NOT_YET: &[&str] = &["register", "passwd", "history"];
 
 fn is_known(kind: &str) -> bool {
     matches!(
@@ -197,9 +225,9 @@ fn bad(id: Option<RequestId>, why: &str) -> Rejected {
 }
 
 /// The payload of a `kind` request, its strings cleaned.
-fn body(kind: &str, payload: Value) -> Result<Body, ProtoError> {
-    fn parse<T: for<'de> Deserialize<'de>>(kind: &str, payload: Value) -> Result<T, ProtoError> {
-        serde_json::from_value(payload)
+fn body(kind: &str, payload: &str) -> Result<Body, ProtoError> {
+    fn parse<T: for<'de> Deserialize<'de>>(kind: &str, payload: &str) -> Result<T, ProtoError> {
+        serde_json::from_str(payload)
             .map_err(|e| ProtoError::BadPayload(format!("bad {kind} payload: {e}")))
     }
     Ok(match kind {
@@ -568,6 +596,7 @@ mod tests {
     use super::*;
     use crate::proto::{CloseReason, Name};
     use proptest::prelude::*;
+    use serde_json::Value;
 
     fn ok(line: &str, connected: bool) -> Request {
         decode(line, connected).unwrap_or_else(|r| panic!("{line}: {:?}", r.error))
@@ -696,6 +725,8 @@ mod tests {
         );
         assert_eq!(code(r#"{"type":"who"}"#, false), "not_connected");
         assert_eq!(code(r#"{"type":"quit"}"#, false), "not_connected");
+        assert_eq!(code(r#"{"type":"history"}"#, false), "not_connected");
+        assert_eq!(code(r#"{"type":"frob"}"#, false), "unknown_type");
         assert_eq!(
             code(r#"{"type":"connect","payload":{"name":"a"}}"#, true),
             "bad_payload"
@@ -716,6 +747,10 @@ mod tests {
         assert_eq!(id(r#"{"type":"who","id":12.5}"#).as_deref(), Some("12.5"));
         assert_eq!(id(r#"{"type":"nope","id":3}"#).as_deref(), Some("3"));
         assert_eq!(id(r#"{"type":"who"}"#), None);
+        assert_eq!(id(r#"{"type":"who","id":null}"#), None);
+        let big = "123456789012345678901234567890e-3";
+        let line = format!(r#"{{"type":"who","id":{big}}}"#);
+        assert_eq!(id(&line).as_deref(), Some(big), "echoed as sent");
         let r = decode(r#"{"type":"who","id":[1]}"#, true).unwrap_err();
         assert_eq!((r.id.is_none(), r.error.code()), (true, "bad_payload"));
     }
