@@ -35,24 +35,63 @@ pub fn configure_socket(socket: &TcpStream) -> io::Result<()> {
     sock.set_tcp_user_timeout(Some(USER_TIMEOUT))
 }
 
-/// Bytes waiting to be written. Holds no allocation while empty.
+/// Bytes waiting to be written: bytes of its own, then a range of the
+/// turn's shared log (broadcast bytes encoded once for every recipient).
+/// The range lives only within one loop turn: what is not written by the
+/// turn's flush is copied into the connection's own bytes (`settle`).
+/// Holds no allocation while empty.
 #[derive(Debug, Default)]
 pub struct OutBuf {
     buf: Vec<u8>,
-    /// Bytes before this were written already.
+    /// Bytes of `buf` before this were written already.
     pos: usize,
+    /// `shared_start..shared_end` of the log comes after `buf`.
+    shared_start: usize,
+    shared_end: usize,
 }
 
 impl OutBuf {
+    /// Bytes owed, own and shared.
     pub fn len(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len() - self.pos + self.shared_end - self.shared_start
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn push(&mut self, data: &[u8]) {
+    /// Appends bytes of its own, after whatever is owed already.
+    pub fn push(&mut self, log: &[u8], data: &[u8]) {
+        self.settle(log);
+        self.append(data);
+    }
+
+    /// Appends `log[start..end]`. A range that continues the one held just
+    /// extends it, so a run of broadcasts costs no copy at all.
+    pub fn push_shared(&mut self, log: &[u8], start: usize, end: usize) {
+        if self.shared_end == start && self.shared_start < self.shared_end {
+            self.shared_end = end;
+            return;
+        }
+        self.settle(log);
+        self.shared_start = start;
+        self.shared_end = end;
+    }
+
+    /// Copies the shared range into its own bytes, before the log is
+    /// cleared or a different log applies.
+    pub fn settle(&mut self, log: &[u8]) {
+        let (start, end) = (self.shared_start, self.shared_end);
+        // Always reset: an empty range must not keep indices into a log
+        // that will be cleared.
+        self.shared_start = 0;
+        self.shared_end = 0;
+        if start < end {
+            self.append(&log[start..end]);
+        }
+    }
+
+    fn append(&mut self, data: &[u8]) {
         let would_grow = self.buf.len() + data.len() > self.buf.capacity();
         if self.pos > 0 && (would_grow || self.pos >= self.buf.len() / 2) {
             // Written bytes are dropped before the buffer grows, so its size
@@ -64,20 +103,35 @@ impl OutBuf {
         self.buf.extend_from_slice(data);
     }
 
-    /// One write of everything pending. Frees the buffer once it is all out.
-    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
-        let n = w.write(&self.buf[self.pos..])?;
-        self.pos += n;
-        if self.pos == self.buf.len() {
-            self.clear();
+    /// One write of everything owed (own and shared bytes together). What
+    /// is left of the shared range is then settled, so nothing refers to
+    /// the log after this. Frees the buffer once it is all out.
+    pub fn write_to(&mut self, w: &mut impl Write, log: &[u8]) -> io::Result<usize> {
+        let own = &self.buf[self.pos..];
+        let shared = &log[self.shared_start..self.shared_end];
+        let result = if own.is_empty() {
+            w.write(shared)
+        } else if shared.is_empty() {
+            w.write(own)
+        } else {
+            w.write_vectored(&[io::IoSlice::new(own), io::IoSlice::new(shared)])
+        };
+        if let Ok(n) = result {
+            let from_own = n.min(own.len());
+            self.pos += from_own;
+            self.shared_start += n - from_own;
         }
-        Ok(n)
+        self.settle(log);
+        if self.pos == self.buf.len() {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+        result
     }
 
     /// Drops everything pending, for a connection that is being cut off.
     pub fn clear(&mut self) {
-        self.buf = Vec::new();
-        self.pos = 0;
+        *self = OutBuf::default();
     }
 }
 
@@ -212,6 +266,11 @@ mod tests {
             Ok(n)
         }
 
+        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.write(&all)
+        }
+
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
@@ -224,17 +283,17 @@ mod tests {
             got: Vec::new(),
             room: 3,
         };
-        out.push(b"hello ");
-        assert_eq!(out.write_to(&mut w).unwrap(), 3);
-        out.push(b"world\n");
+        out.push(&[], b"hello ");
+        assert_eq!(out.write_to(&mut w, &[]).unwrap(), 3);
+        out.push(&[], b"world\n");
         while !out.is_empty() {
-            out.write_to(&mut w).unwrap();
+            out.write_to(&mut w, &[]).unwrap();
         }
         assert_eq!(w.got, b"hello world\n");
         assert_eq!(out.buf.capacity(), 0);
         w.room = 0;
-        out.push(b"x");
-        assert!(out.write_to(&mut w).is_err());
+        out.push(&[], b"x");
+        assert!(out.write_to(&mut w, &[]).is_err());
         assert_eq!(out.len(), 1);
     }
 
@@ -249,8 +308,8 @@ mod tests {
         };
         let chunk = vec![b'x'; 64 * 1024];
         for _ in 0..1000 {
-            out.push(&chunk);
-            out.write_to(&mut w).unwrap();
+            out.push(&[], &chunk);
+            out.write_to(&mut w, &[]).unwrap();
             w.got.clear();
             let bound = 2 * (out.len() + chunk.len());
             assert!(
@@ -261,6 +320,42 @@ mod tests {
             );
         }
         assert_eq!(out.len(), 1000 * 4 * 1024);
+    }
+
+    #[test]
+    fn shared_ranges_join_up_and_keep_their_place_among_own_bytes() {
+        let log = b"<a> 1\n<a> 2\n<b> 3\n".to_vec();
+        let mut out = OutBuf::default();
+        out.push_shared(&log, 0, 6);
+        out.push_shared(&log, 6, 12);
+        assert_eq!((out.buf.len(), out.len()), (0, 12), "a run is not copied");
+        out.push(&log, b"* own\n");
+        out.push_shared(&log, 12, 18);
+        // Some of it goes out; the rest is settled before the log is gone.
+        let mut w = Narrow {
+            got: Vec::new(),
+            room: 14,
+        };
+        assert_eq!(out.write_to(&mut w, &log).unwrap(), 14);
+        assert_eq!((out.shared_start, out.shared_end), (0, 0));
+        w.room = 100;
+        out.write_to(&mut w, &[]).unwrap();
+        assert_eq!(w.got, b"<a> 1\n<a> 2\n* own\n<b> 3\n");
+        assert!(out.is_empty());
+        // Own bytes and a shared range go out in one vectored write.
+        out.push(&log, b"x\n");
+        out.push_shared(&log, 0, 6);
+        w.got.clear();
+        assert_eq!(out.write_to(&mut w, &log).unwrap(), 8);
+        assert_eq!(w.got, b"x\n<a> 1\n");
+        assert_eq!(out.buf.capacity(), 0);
+        // A range written out entirely leaves nothing that points into the
+        // log, which the next turn starts empty.
+        out.push_shared(&log, 6, 12);
+        out.write_to(&mut w, &log).unwrap();
+        out.push(&[], b"y\n");
+        out.write_to(&mut w, &[]).unwrap();
+        assert!(w.got.ends_with(b"<a> 2\ny\n"));
     }
 
     #[test]

@@ -30,9 +30,9 @@ pub fn valid_name(s: &str) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// One line per event with a prefix: for people and for `chat-client`.
-    Text,
+    Text = 0,
     /// One JSON object per line, both ways.
-    Json,
+    Json = 1,
 }
 
 impl Mode {

@@ -55,6 +55,9 @@ pub const ACCEPT_BATCH: usize = 256;
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a closing connection may take to receive what it is owed.
 pub const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// A turn's broadcast log keeps its allocation up to this size for the next
+/// turn; a bigger one (after a burst) is freed.
+pub const LOG_KEEP: usize = 4 * 1024 * 1024;
 /// Backlog of not-yet-accepted connections the kernel keeps.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
@@ -130,6 +133,10 @@ struct Conns {
     dirty: Vec<usize>,
     /// Connections to remove at the end of the turn.
     dead: Vec<usize>,
+    /// This turn's broadcast bytes, one log per mode (indexed by `Mode`):
+    /// each broadcast event is encoded into it once, and its recipients
+    /// hold ranges of it until the end-of-turn flush writes or settles them.
+    logs: [Vec<u8>; 2],
     timers: BinaryHeap<Timer>,
     max_outbuf: usize,
     now: Instant,
@@ -170,22 +177,61 @@ impl Conns {
         if c.state == State::Dead {
             return;
         }
-        let bytes = encode(c.mode.unwrap_or(Mode::Text));
-        if c.out.len() + bytes.len() > self.max_outbuf {
-            warn!(
-                "conn #{} {}: over --max-outbuf ({} bytes unsent), dropping it",
-                c.serial,
-                c.peer,
-                c.out.len()
-            );
-            self.kill(key, CloseReason::TooSlow);
+        let mode = c.mode.unwrap_or(Mode::Text);
+        let bytes = encode(mode);
+        if self.over_limit(key, bytes.len()) {
             return;
         }
-        c.out.push(bytes);
-        if !c.in_dirty {
-            c.in_dirty = true;
-            self.dirty.push(key);
+        let c = &mut self.slab[key];
+        c.out.push(&self.logs[mode as usize], bytes);
+        self.mark_dirty(key);
+    }
+
+    /// Queues one broadcast event for `key`: its bytes are appended to the
+    /// turn's log for the connection's mode once per event (`ranges`
+    /// remembers where), and the connection only notes the range.
+    fn queue_shared(
+        &mut self,
+        key: usize,
+        event: &Event,
+        ranges: &mut [Option<(usize, usize)>; 2],
+    ) {
+        let Some(c) = self.slab.get_mut(key) else {
+            return;
+        };
+        if c.state == State::Dead {
+            return;
         }
+        let mode = c.mode.unwrap_or(Mode::Text);
+        let (start, end) = *ranges[mode as usize].get_or_insert_with(|| {
+            let log = &mut self.logs[mode as usize];
+            let start = log.len();
+            encode(mode, event, None, log);
+            (start, log.len())
+        });
+        if self.over_limit(key, end - start) {
+            return;
+        }
+        let c = &mut self.slab[key];
+        c.out.push_shared(&self.logs[mode as usize], start, end);
+        self.mark_dirty(key);
+    }
+
+    /// Drops `key` as too slow if `more` bytes would put it over
+    /// `--max-outbuf`.
+    fn over_limit(&mut self, key: usize, more: usize) -> bool {
+        let c = &self.slab[key];
+        if c.out.len() + more <= self.max_outbuf {
+            return false;
+        }
+        warn!(
+            "conn #{} {}: over --max-outbuf ({} bytes unsent), dropping it",
+            c.serial,
+            c.peer,
+            c.out.len()
+        );
+        self.kill(key, CloseReason::TooSlow);
+        true
     }
 
     /// Starts a polite close: flush, FIN, wait for the peer's FIN, all
@@ -239,7 +285,8 @@ impl Conns {
             return;
         }
         if !c.out.is_empty() {
-            match c.out.write_to(&mut c.socket) {
+            let log = &self.logs[c.mode.unwrap_or(Mode::Text) as usize];
+            match c.out.write_to(&mut c.socket, log) {
                 Ok(n) => c.bytes_out += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
@@ -284,24 +331,24 @@ impl Encoded {
 
     /// `event` in `mode`, echoing `id` in JSON, encoded if not yet.
     fn get(&mut self, mode: Mode, event: &Event, id: Option<&json::RawValue>) -> &[u8] {
-        match mode {
-            Mode::Text => {
-                if !self.has_text {
-                    self.text.clear();
-                    encode_text(event, &mut self.text);
-                    self.has_text = true;
-                }
-                &self.text
-            }
-            Mode::Json => {
-                if !self.has_json {
-                    self.json.clear();
-                    json::encode(event, id, &mut self.json);
-                    self.has_json = true;
-                }
-                &self.json
-            }
+        let (buf, done) = match mode {
+            Mode::Text => (&mut self.text, &mut self.has_text),
+            Mode::Json => (&mut self.json, &mut self.has_json),
+        };
+        if !*done {
+            buf.clear();
+            encode(mode, event, id, buf);
+            *done = true;
         }
+        buf
+    }
+}
+
+/// Appends `event` as `mode` writes it, with the request `id` in JSON.
+fn encode(mode: Mode, event: &Event, id: Option<&json::RawValue>, buf: &mut Vec<u8>) {
+    match mode {
+        Mode::Text => encode_text(event, buf),
+        Mode::Json => json::encode(event, id, buf),
     }
 }
 
@@ -385,6 +432,7 @@ impl Server {
                 ready: Vec::new(),
                 dirty: Vec::new(),
                 dead: Vec::new(),
+                logs: [Vec::new(), Vec::new()],
                 timers: BinaryHeap::new(),
                 max_outbuf: cfg.max_outbuf,
                 now: Instant::now(),
@@ -733,7 +781,12 @@ impl Server {
                 Some(Line::Full(bytes)) => match std::str::from_utf8(bytes) {
                     Err(_) => self.out.send(conn, Event::Error(ProtoError::InvalidUtf8)),
                     Ok(text) if text.trim().is_empty() => {}
-                    Ok(text) => match *c.mode.get_or_insert_with(|| Mode::of_first_line(text)) {
+                    Ok(text) => match c.mode.unwrap_or_else(|| {
+                        // Owed text-log bytes must not be read from
+                        // another mode's log later.
+                        c.out.settle(&self.conns.logs[Mode::Text as usize]);
+                        *c.mode.insert(Mode::of_first_line(text))
+                    }) {
                         Mode::Text => {
                             let text = strip_controls(text);
                             if !text.trim().is_empty() {
@@ -807,10 +860,15 @@ impl Server {
         } = self;
         out.drain(|o| match o {
             Output::Send { event, to } => {
-                let id = id.filter(|_| to == [asker]);
-                encoded.reset();
-                for conn in to {
-                    conns.queue(conn.0, |mode| encoded.get(mode, event, id));
+                if let [one] = to {
+                    let id = id.filter(|_| *one == asker);
+                    encoded.reset();
+                    conns.queue(one.0, |mode| encoded.get(mode, event, id));
+                } else {
+                    let mut ranges = [None, None];
+                    for conn in to {
+                        conns.queue_shared(conn.0, event, &mut ranges);
+                    }
                 }
             }
             Output::Close { conn, reason } => conns.close(conn.0, reason),
@@ -829,6 +887,13 @@ impl Server {
                 self.conns.flush(key);
             }
             reuse(&mut self.conns.dirty, &mut dirty);
+        }
+        // Every range of the logs was written or settled by the flushes.
+        for log in &mut self.conns.logs {
+            log.clear();
+            if log.capacity() > LOG_KEEP {
+                *log = Vec::new();
+            }
         }
     }
 
