@@ -6,8 +6,8 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `bin/chatd → server → conn → lines, proto`
-//! and `server → chat → proto`.
+//! Dependencies point one way: `bin/chatd → server → conn → lines, proto`,
+//! `server → chat → proto`, and `bin/chat-client → client → proto, lines`.
 //!
 //! - [`proto`]: the vocabulary. Commands from clients, events to them,
 //!   protocol errors, and the text codec. No sockets, no recipients.
@@ -20,6 +20,9 @@
 //! - [`server`]: the event loop. Accept, read, frame, hand to the chat,
 //!   encode once, queue, flush once per turn, reap.
 //! - [`logger`]: a stderr logger that can neither block nor crash the loop.
+//! - [`client`]: the terminal client, `chat-client`: one loop over the
+//!   socket and stdin around socket-free parts (what server lines mean,
+//!   the line editor, the screen, the transcript).
 //!
 //! The core (`proto`, `lines`, `chat`) is tested directly; `tests/` talks
 //! to a real server over TCP.
@@ -28,6 +31,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod chat;
+pub mod client;
 pub mod conn;
 pub mod lines;
 pub mod logger;
