@@ -40,7 +40,11 @@ fn nz(n: u16) -> std::num::NonZeroU16 {
 
 #[track_caller]
 fn check(rc: libc::c_int, what: &str) {
-    assert!(rc >= 0, "{what} failed: {}", std::io::Error::last_os_error());
+    assert!(
+        rc >= 0,
+        "{what} failed: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn set_size(fd: &impl AsRawFd, rows: u16, cols: u16) {
@@ -179,7 +183,9 @@ impl Pty {
         self.wait_screen(&format!("the input {want:?}"), |s| {
             let (row, col) = s.cursor_position();
             let rows = screen_rows(s);
-            rows.get(usize::from(row)).is_some_and(|r| r == want.trim_end()) && col == width
+            rows.get(usize::from(row))
+                .is_some_and(|r| r == want.trim_end())
+                && col == width
         });
     }
 
@@ -254,7 +260,10 @@ fn a_line_being_typed_survives_an_incoming_message() {
     pty.wait_input("alice> ");
     let rows = pty.rows();
     let at = |want: &str| rows.iter().position(|r| r == want);
-    let (theirs, ours) = (at("<bob> interrupting you"), at("<alice> héllo world !世界?"));
+    let (theirs, ours) = (
+        at("<bob> interrupting you"),
+        at("<alice> héllo world !世界?"),
+    );
     assert!(theirs.is_some() && ours > theirs, "{rows:#?}");
 
     // Names have colours, and bob's is the same each time.
@@ -262,7 +271,10 @@ fn a_line_being_typed_survives_an_incoming_message() {
     let row = theirs.unwrap() as u16;
     let name = seen.parser.screen().cell(row, 1).unwrap().fgcolor();
     assert_ne!(name, vt100::Color::Default);
-    assert_eq!(seen.parser.screen().cell(row, 6).unwrap().fgcolor(), vt100::Color::Default);
+    assert_eq!(
+        seen.parser.screen().cell(row, 6).unwrap().fgcolor(),
+        vt100::Color::Default
+    );
     drop(seen);
 
     // Ctrl-C quits politely and gives the terminal back as it was.
@@ -359,7 +371,11 @@ fn a_resize_rewraps_the_input_and_no_color_means_none() {
     for row in 0..ROWS {
         for col in 0..20 {
             let cell = s.cell(row, col).unwrap();
-            assert_eq!(cell.fgcolor(), vt100::Color::Default, "colour at {row},{col}");
+            assert_eq!(
+                cell.fgcolor(),
+                vt100::Color::Default,
+                "colour at {row},{col}"
+            );
         }
     }
 }
