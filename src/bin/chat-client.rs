@@ -6,12 +6,15 @@ use std::process::ExitCode;
 use chatd::client::{self, Config};
 use clap::Parser;
 
-/// The terminal client for chatd. In a terminal it edits your line while
-/// messages arrive above it; in a pipe it sends stdin's lines and prints
-/// what the server sends. Local commands: /save FILE, /clear, /quit
-/// [REASON], /help.
+/// The terminal client for chatd.
+///
+/// In a terminal (stdin and stdout both), it edits your line while
+/// messages arrive above it. Otherwise it sends stdin's lines and prints
+/// what the server sends; at the end of stdin it quits. Local commands:
+/// /save FILE, /clear, /quit [REASON], /help. Exit status: 0 when you
+/// quit, 1 when the connection fails or the server goes away.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Server host name or address; every address it resolves to is tried.
     #[arg(default_value = client::DEFAULT_HOST)]
