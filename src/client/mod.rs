@@ -256,7 +256,8 @@ impl Incoming {
             return Some(line.strip_suffix(b"\r").unwrap_or(line));
         }
         self.scanned = pending.len();
-        if pending.len() < MAX_INCOMING_LINE {
+        // One byte past the cap is needed to see where a character ends.
+        if pending.len() <= MAX_INCOMING_LINE {
             return None;
         }
         // Cut before a UTF-8 continuation byte, so no character is split.
@@ -848,6 +849,18 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].len(), MAX_INCOMING_LINE - 1);
         assert_eq!(got[1], "étail".as_bytes());
+    }
+
+    #[test]
+    fn exactly_the_cap_without_lf_waits_for_more() {
+        let mut inc = Incoming::default();
+        inc.push(&vec![b'z'; MAX_INCOMING_LINE]);
+        assert_eq!(lines(&mut inc), Vec::<Vec<u8>>::new());
+        inc.push(b"!");
+        let got = lines(&mut inc);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), MAX_INCOMING_LINE);
+        assert_eq!(inc.rest(), Some(b"!".to_vec()));
     }
 
     #[test]
