@@ -7,8 +7,9 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `bin/chatd → server → conn → lines, proto, json`
-//! and `server → chat → proto`.
+//! Dependencies point one way: `bin/chatd → server → conn → lines, proto,
+//! json`, `server → chat → proto`, and `bin/chat-client → client → proto,
+//! lines`.
 //!
 //! - [`proto`]: the vocabulary. Commands from clients, events to them,
 //!   protocol errors, and the text codec. No sockets, no recipients.
@@ -23,6 +24,9 @@
 //! - [`server`]: the event loop. Accept, read, frame, hand to the chat,
 //!   encode once, queue, flush once per turn, reap.
 //! - [`logger`]: a stderr logger that can neither block nor crash the loop.
+//! - [`client`]: the terminal client, `chat-client`: one loop over the
+//!   socket and stdin around socket-free parts (what server lines mean,
+//!   the line editor, the screen, the transcript).
 //!
 //! The core (`proto`, `lines`, `chat`) is tested directly; `tests/` talks
 //! to a real server over TCP.
@@ -31,6 +35,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod chat;
+pub mod client;
 pub mod conn;
 pub mod json;
 pub mod lines;

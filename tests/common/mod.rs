@@ -443,3 +443,71 @@ impl Client {
         lines
     }
 }
+
+/// The terminal client binary under test.
+pub fn chat_client_path() -> &'static str {
+    env!("CARGO_BIN_EXE_chat-client")
+}
+
+/// A listener on a free loopback port, for a test that plays the server
+/// itself (to send what chatd never would).
+pub fn fake_server() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a fake server")
+}
+
+/// Accepts one connection on `listener` within `TIMEOUT`.
+#[track_caller]
+pub fn accept(listener: &std::net::TcpListener) -> Client {
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).expect("blocking stream");
+                return Client::from_stream(stream);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "nobody connected within {TIMEOUT:?}"
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept failed: {e}"),
+        }
+    }
+}
+
+/// A file path for one test's use, removed when dropped.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    pub fn new(tag: &str) -> TempPath {
+        let name = format!("chatd-test-{}-{tag}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        TempPath(path)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8")
+    }
+
+    /// The file's lines, failing if it cannot be read.
+    #[track_caller]
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", self.0.display()))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,524 @@
+//! The line editor: keys from a raw terminal in, an edited line and its
+//! history out. Decodes the bytes a terminal sends for keys, and edits by
+//! character, never by byte. Knows nothing of the screen or the socket.
+
+use std::collections::VecDeque;
+
+/// Most bytes one input line may hold. A paste past it is cut here; the
+/// server's own limit (`--max-line`, 4096 by default) is usually lower and
+/// answers with an error.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+/// Lines kept for Up/Down.
+pub const MAX_HISTORY: usize = 500;
+/// Longest escape sequence the decoder waits for; anything longer is noise.
+const MAX_ESCAPE: usize = 32;
+
+/// One key press, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    Char(char),
+    Enter,
+    Backspace,
+    Delete,
+    Left,
+    Right,
+    Home,
+    End,
+    Up,
+    Down,
+    WordLeft,
+    WordRight,
+    /// Ctrl-U: delete from the start of the line to the cursor.
+    KillToStart,
+    /// Ctrl-K: delete from the cursor to the end of the line.
+    KillToEnd,
+    /// Ctrl-W: delete the word before the cursor.
+    KillWord,
+    /// Ctrl-C.
+    Interrupt,
+    /// Ctrl-D.
+    Eof,
+}
+
+/// Turns terminal input bytes into keys. Keeps an incomplete UTF-8
+/// character or escape sequence until the rest arrives.
+#[derive(Debug, Default)]
+pub struct KeyDecoder {
+    pending: Vec<u8>,
+}
+
+impl KeyDecoder {
+    pub fn new() -> KeyDecoder {
+        KeyDecoder::default()
+    }
+
+    /// Decodes `input`, appending the keys to `keys`.
+    pub fn feed(&mut self, input: &[u8], keys: &mut Vec<Key>) {
+        self.pending.extend_from_slice(input);
+        let mut at = 0;
+        while at < self.pending.len() {
+            match decode_one(&self.pending[at..]) {
+                Decoded::Key(key, used) => {
+                    keys.push(key);
+                    at += used;
+                }
+                Decoded::Skip(used) => at += used,
+                Decoded::Incomplete => break,
+            }
+        }
+        self.pending.drain(..at);
+    }
+}
+
+enum Decoded {
+    Key(Key, usize),
+    /// Bytes that mean nothing to the editor.
+    Skip(usize),
+    Incomplete,
+}
+
+fn decode_one(b: &[u8]) -> Decoded {
+    use Decoded::{Incomplete, Key as K, Skip};
+    let key = match b[0] {
+        0x1b => return decode_escape(b),
+        b'\r' | b'\n' => Key::Enter,
+        0x7f | 0x08 => Key::Backspace,
+        0x01 => Key::Home,
+        0x05 => Key::End,
+        0x02 => Key::Left,
+        0x06 => Key::Right,
+        0x10 => Key::Up,
+        0x0e => Key::Down,
+        0x15 => Key::KillToStart,
+        0x0b => Key::KillToEnd,
+        0x17 => Key::KillWord,
+        0x03 => Key::Interrupt,
+        0x04 => Key::Eof,
+        c if c < 0x20 => return Skip(1),
+        c if c < 0x80 => Key::Char(char::from(c)),
+        lead => {
+            let len = match lead {
+                0xc2..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf4 => 4,
+                _ => return Skip(1),
+            };
+            if b.len() < len {
+                // A continuation byte where a lead is due means garbage.
+                return if b[1..].iter().all(|&c| c & 0xc0 == 0x80) {
+                    Incomplete
+                } else {
+                    Skip(1)
+                };
+            }
+            return match std::str::from_utf8(&b[..len]) {
+                Ok(s) => match s.chars().next() {
+                    Some(c) if !c.is_control() => K(Key::Char(c), len),
+                    _ => Skip(len),
+                },
+                Err(_) => Skip(1),
+            };
+        }
+    };
+    K(key, 1)
+}
+
+/// `ESC [ params final` (CSI), `ESC O final` (SS3), or Alt with a key.
+fn decode_escape(b: &[u8]) -> Decoded {
+    use Decoded::{Incomplete, Key as K, Skip};
+    let Some(&second) = b.get(1) else {
+        return Incomplete;
+    };
+    match second {
+        b'[' => {
+            let body = &b[2..];
+            let Some(end) = body.iter().position(|c| (0x40..=0x7e).contains(c)) else {
+                return if b.len() > MAX_ESCAPE {
+                    Skip(b.len())
+                } else {
+                    Incomplete
+                };
+            };
+            let used = 2 + end + 1;
+            let params = &body[..end];
+            // `1;5C` is Ctrl-Right: the second number is the modifier.
+            let mut nums = params.split(|&c| c == b';');
+            let first = nums.next().unwrap_or_default();
+            let modified = nums.next().is_some_and(|m| m != b"1" && !m.is_empty());
+            let key = match (body[end], first) {
+                (b'A', _) => Key::Up,
+                (b'B', _) => Key::Down,
+                (b'C', _) if modified => Key::WordRight,
+                (b'D', _) if modified => Key::WordLeft,
+                (b'C', _) => Key::Right,
+                (b'D', _) => Key::Left,
+                (b'H', _) => Key::Home,
+                (b'F', _) => Key::End,
+                (b'~', b"1" | b"7") => Key::Home,
+                (b'~', b"4" | b"8") => Key::End,
+                (b'~', b"3") => Key::Delete,
+                _ => return Skip(used),
+            };
+            K(key, used)
+        }
+        b'O' => {
+            let Some(&third) = b.get(2) else {
+                return Incomplete;
+            };
+            let key = match third {
+                b'A' => Key::Up,
+                b'B' => Key::Down,
+                b'C' => Key::Right,
+                b'D' => Key::Left,
+                b'H' => Key::Home,
+                b'F' => Key::End,
+                _ => return Skip(3),
+            };
+            K(key, 3)
+        }
+        b'b' => K(Key::WordLeft, 2),
+        b'f' => K(Key::WordRight, 2),
+        0x7f => K(Key::KillWord, 2),
+        // ESC then ESC: the first was the Escape key alone.
+        0x1b => Skip(1),
+        // Alt with anything else, or Escape then a key: keep the key.
+        _ => Skip(1),
+    }
+}
+
+/// What a key did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing changed on screen.
+    Unchanged,
+    /// The line or the cursor changed: redraw.
+    Changed,
+    /// Enter: the line, now cleared from the editor.
+    Submit(String),
+    /// Ctrl-C, or Ctrl-D on an empty line.
+    Quit,
+}
+
+/// The line being typed, the cursor in it (in characters), and history.
+#[derive(Debug, Default)]
+pub struct Editor {
+    line: Vec<char>,
+    bytes: usize,
+    cursor: usize,
+    history: VecDeque<String>,
+    /// While browsing history: the entry shown, and the line typed before
+    /// browsing began (restored by going down past the newest entry).
+    browsing: Option<(usize, Vec<char>)>,
+    /// Hide the whole line (a password is being typed).
+    secret: bool,
+}
+
+impl Editor {
+    pub fn new() -> Editor {
+        Editor::default()
+    }
+
+    pub fn chars(&self) -> &[char] {
+        &self.line
+    }
+
+    pub fn text(&self) -> String {
+        self.line.iter().collect()
+    }
+
+    /// The cursor, as a number of characters before it.
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    pub fn set_secret(&mut self, secret: bool) {
+        self.secret = secret;
+    }
+
+    /// Where the hidden part of the line starts (in characters), if any:
+    /// all of it for a password, the arguments of `/register` and
+    /// `/passwd`.
+    pub fn hidden_from(&self) -> Option<usize> {
+        if self.secret {
+            return Some(0);
+        }
+        let text = self.text();
+        let at = super::session::secret_args_at(&text)?;
+        Some(text[..at].chars().count())
+    }
+
+    /// Adds a sent line to history (the caller leaves secrets out).
+    pub fn remember(&mut self, line: &str) {
+        if line.trim().is_empty() || self.history.back().is_some_and(|l| l == line) {
+            return;
+        }
+        if self.history.len() == MAX_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(line.to_string());
+    }
+
+    pub fn handle(&mut self, key: Key) -> Outcome {
+        let before = (self.cursor, self.line.len());
+        match key {
+            Key::Char(c) => {
+                if self.bytes + c.len_utf8() > MAX_INPUT_BYTES {
+                    return Outcome::Unchanged;
+                }
+                self.line.insert(self.cursor, c);
+                self.bytes += c.len_utf8();
+                self.cursor += 1;
+                return Outcome::Changed;
+            }
+            Key::Enter => {
+                let line = self.text();
+                self.set_line(Vec::new());
+                self.browsing = None;
+                return Outcome::Submit(line);
+            }
+            Key::Backspace if self.cursor > 0 => {
+                self.cursor -= 1;
+                self.remove(self.cursor..self.cursor + 1);
+            }
+            Key::Delete if self.cursor < self.line.len() => {
+                self.remove(self.cursor..self.cursor + 1);
+            }
+            Key::Left => self.cursor = self.cursor.saturating_sub(1),
+            Key::Right => self.cursor = (self.cursor + 1).min(self.line.len()),
+            Key::Home => self.cursor = 0,
+            Key::End => self.cursor = self.line.len(),
+            Key::WordLeft => self.cursor = self.word_start(),
+            Key::WordRight => {
+                let n = self.line.len();
+                let mut i = self.cursor;
+                while i < n && self.line[i].is_whitespace() {
+                    i += 1;
+                }
+                while i < n && !self.line[i].is_whitespace() {
+                    i += 1;
+                }
+                self.cursor = i;
+            }
+            Key::KillToStart => {
+                self.remove(0..self.cursor);
+                self.cursor = 0;
+            }
+            Key::KillToEnd => self.remove(self.cursor..self.line.len()),
+            Key::KillWord => {
+                let start = self.word_start();
+                self.remove(start..self.cursor);
+                self.cursor = start;
+            }
+            Key::Up => return self.browse_up(),
+            Key::Down => return self.browse_down(),
+            Key::Interrupt => return Outcome::Quit,
+            Key::Eof if self.line.is_empty() => return Outcome::Quit,
+            Key::Eof => return self.handle(Key::Delete),
+            Key::Backspace | Key::Delete => {}
+        }
+        if (self.cursor, self.line.len()) == before {
+            Outcome::Unchanged
+        } else {
+            Outcome::Changed
+        }
+    }
+
+    fn word_start(&self) -> usize {
+        let mut i = self.cursor;
+        while i > 0 && self.line[i - 1].is_whitespace() {
+            i -= 1;
+        }
+        while i > 0 && !self.line[i - 1].is_whitespace() {
+            i -= 1;
+        }
+        i
+    }
+
+    fn remove(&mut self, range: std::ops::Range<usize>) {
+        let gone: usize = self.line.drain(range).map(char::len_utf8).sum();
+        self.bytes -= gone;
+    }
+
+    fn set_line(&mut self, line: Vec<char>) {
+        self.bytes = line.iter().map(|c| c.len_utf8()).sum();
+        self.cursor = line.len();
+        self.line = line;
+    }
+
+    fn browse_up(&mut self) -> Outcome {
+        let index = match &self.browsing {
+            Some((0, _)) => return Outcome::Unchanged,
+            Some((i, _)) => i - 1,
+            None if self.history.is_empty() => return Outcome::Unchanged,
+            None => {
+                self.browsing = Some((0, self.line.clone()));
+                self.history.len() - 1
+            }
+        };
+        if let Some((i, _)) = &mut self.browsing {
+            *i = index;
+        }
+        let line = self.history[index].chars().collect();
+        self.set_line(line);
+        Outcome::Changed
+    }
+
+    fn browse_down(&mut self) -> Outcome {
+        let Some((index, draft)) = self.browsing.take() else {
+            return Outcome::Unchanged;
+        };
+        if index + 1 < self.history.len() {
+            let line = self.history[index + 1].chars().collect();
+            self.set_line(line);
+            self.browsing = Some((index + 1, draft));
+        } else {
+            self.set_line(draft);
+        }
+        Outcome::Changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(bytes: &[u8]) -> Vec<Key> {
+        let mut d = KeyDecoder::new();
+        let mut out = Vec::new();
+        d.feed(bytes, &mut out);
+        out
+    }
+
+    fn typed(e: &mut Editor, s: &str) {
+        for c in s.chars() {
+            e.handle(Key::Char(c));
+        }
+    }
+
+    #[test]
+    fn decodes_keys_and_sequences() {
+        use Key::*;
+        assert_eq!(keys(b"a\r\x7f"), [Char('a'), Enter, Backspace]);
+        assert_eq!(
+            keys(b"\x1b[A\x1b[B\x1b[C\x1b[D\x1bOH\x1b[F"),
+            [Up, Down, Right, Left, Home, End]
+        );
+        assert_eq!(keys(b"\x1b[1~\x1b[4~\x1b[3~"), [Home, End, Delete]);
+        assert_eq!(
+            keys(b"\x1b[1;5C\x1b[1;5D\x1bb"),
+            [WordRight, WordLeft, WordLeft]
+        );
+        assert_eq!(
+            keys(b"\x03\x04\x15\x0b\x17"),
+            [Interrupt, Eof, KillToStart, KillToEnd, KillWord]
+        );
+        assert_eq!(
+            keys("é世😀".as_bytes()),
+            [Char('é'), Char('世'), Char('😀')]
+        );
+        // Unknown sequences, stray controls and bad bytes are dropped.
+        assert_eq!(
+            keys(b"\x1b[200~x\x1b[Zy\x07\xffz"),
+            [Char('x'), Char('y'), Char('z')]
+        );
+        // Escape alone, then a key: the key is kept.
+        assert_eq!(keys(b"\x1bx"), [Char('x')]);
+    }
+
+    #[test]
+    fn split_sequences_wait_for_the_rest() {
+        let mut d = KeyDecoder::new();
+        let mut out = Vec::new();
+        let bytes = "a\x1b[1;5C世".as_bytes();
+        for b in bytes {
+            d.feed(std::slice::from_ref(b), &mut out);
+        }
+        assert_eq!(out, [Key::Char('a'), Key::WordRight, Key::Char('世')]);
+    }
+
+    #[test]
+    fn edits_by_character() {
+        let mut e = Editor::new();
+        typed(&mut e, "héllo wörld");
+        for _ in 0..5 {
+            e.handle(Key::Left);
+        }
+        e.handle(Key::Backspace);
+        typed(&mut e, "_");
+        assert_eq!(e.text(), "héllo_wörld");
+        e.handle(Key::Home);
+        e.handle(Key::Delete);
+        typed(&mut e, "H");
+        e.handle(Key::End);
+        typed(&mut e, "!");
+        assert_eq!(e.text(), "Héllo_wörld!");
+        e.handle(Key::WordLeft);
+        assert_eq!(e.cursor(), 0);
+        assert_eq!(e.handle(Key::Left), Outcome::Unchanged);
+        e.handle(Key::End);
+        e.handle(Key::KillWord);
+        assert_eq!(e.text(), "");
+        typed(&mut e, "a b c");
+        e.handle(Key::Left);
+        e.handle(Key::KillToStart);
+        assert_eq!((e.text().as_str(), e.cursor()), ("c", 0));
+        e.handle(Key::KillToEnd);
+        assert_eq!(e.text(), "");
+    }
+
+    #[test]
+    fn enter_submits_and_ctrl_d_quits_only_when_empty() {
+        let mut e = Editor::new();
+        typed(&mut e, "ab");
+        e.handle(Key::Home);
+        assert_eq!(e.handle(Key::Eof), Outcome::Changed);
+        assert_eq!(e.handle(Key::Enter), Outcome::Submit("b".into()));
+        assert_eq!((e.text().as_str(), e.cursor()), ("", 0));
+        assert_eq!(e.handle(Key::Eof), Outcome::Quit);
+        assert_eq!(e.handle(Key::Interrupt), Outcome::Quit);
+    }
+
+    #[test]
+    fn history_goes_up_and_back_down_to_the_draft() {
+        let mut e = Editor::new();
+        e.remember("one");
+        e.remember("two");
+        e.remember("two");
+        typed(&mut e, "dra");
+        e.handle(Key::Up);
+        assert_eq!(e.text(), "two");
+        e.handle(Key::Up);
+        assert_eq!(e.text(), "one");
+        assert_eq!(e.handle(Key::Up), Outcome::Unchanged);
+        e.handle(Key::Down);
+        assert_eq!(e.text(), "two");
+        e.handle(Key::Down);
+        assert_eq!(e.text(), "dra");
+        assert_eq!(e.handle(Key::Down), Outcome::Unchanged);
+    }
+
+    #[test]
+    fn secrets_are_hidden_from_where_they_start() {
+        let mut e = Editor::new();
+        typed(&mut e, "/register");
+        assert_eq!(e.hidden_from(), None);
+        typed(&mut e, " hunter22");
+        assert_eq!(e.hidden_from(), Some(10));
+        e.handle(Key::Enter);
+        e.set_secret(true);
+        typed(&mut e, "x");
+        assert_eq!(e.hidden_from(), Some(0));
+    }
+
+    #[test]
+    fn input_is_capped() {
+        let mut e = Editor::new();
+        for _ in 0..MAX_INPUT_BYTES {
+            e.handle(Key::Char('x'));
+        }
+        assert_eq!(e.handle(Key::Char('y')), Outcome::Unchanged);
+        e.handle(Key::Backspace);
+        assert_eq!(e.handle(Key::Char('é')), Outcome::Unchanged);
+        assert_eq!(e.handle(Key::Char('y')), Outcome::Changed);
+    }
+}

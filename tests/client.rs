@@ -1,0 +1,488 @@
+//! `chat-client` in pipe mode, run as a binary against a real `chatd` (or
+//! a fake server where chatd would never send what the test needs):
+//! conversations, local commands, exit codes, hostile bytes, scripts.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+
+use common::{Client, Server, TIMEOUT, TempPath, WELCOME, accept, chat_client_path, fake_server};
+
+/// A `chat-client` whose stdin and stdout are pipes held by the test.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// stdout, line by line, raw (the test checks the bytes).
+    lines: Receiver<Vec<u8>>,
+    stderr: Receiver<String>,
+}
+
+impl Proc {
+    /// Runs `chat-client ARGS` with `stdin` as its input.
+    fn spawn_with(args: &[&str], stdin: Stdio) -> Proc {
+        let mut child = Command::new(chat_client_path())
+            .args(args)
+            .env_remove("NO_COLOR")
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start chat-client");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let mut err = child.stderr.take().expect("piped stderr");
+        let (tx, stderr) = mpsc::channel();
+        thread::spawn(move || {
+            let mut all = String::new();
+            let _ = err.read_to_string(&mut all);
+            let _ = tx.send(all);
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            lines,
+            stderr,
+        }
+    }
+
+    fn spawn(args: &[&str]) -> Proc {
+        Proc::spawn_with(args, Stdio::piped())
+    }
+
+    /// A client of `server`, piped, not yet named.
+    fn connect(server: &Server, extra: &[&str]) -> Proc {
+        let port = server.addr.port().to_string();
+        let mut args = extra.to_vec();
+        args.extend(["127.0.0.1", port.as_str()]);
+        Proc::spawn(&args)
+    }
+
+    /// A client of `server` named `name`, in the lobby.
+    fn login(server: &Server, name: &str) -> Proc {
+        let mut p = Proc::connect(server, &[]);
+        p.expect(WELCOME);
+        p.send(name);
+        p.expect_prefix(&format!("* you joined #lobby as {name} ("));
+        p
+    }
+
+    #[track_caller]
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("write to chat-client");
+        stdin.flush().expect("flush");
+    }
+
+    /// Closes stdin: the client's input has ended.
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The next stdout line, raw, without its LF.
+    #[track_caller]
+    fn raw_line(&mut self) -> Vec<u8> {
+        match self.lines.recv_timeout(TIMEOUT) {
+            Ok(mut line) => {
+                assert_eq!(line.pop(), Some(b'\n'), "stdout ended mid-line: {line:?}");
+                line
+            }
+            Err(_) => panic!("no line on stdout within {TIMEOUT:?}"),
+        }
+    }
+
+    #[track_caller]
+    fn line(&mut self) -> String {
+        String::from_utf8(self.raw_line()).expect("stdout is UTF-8")
+    }
+
+    #[track_caller]
+    fn expect(&mut self, want: &str) {
+        assert_eq!(self.line(), want);
+    }
+
+    #[track_caller]
+    fn expect_prefix(&mut self, prefix: &str) -> String {
+        let got = self.line();
+        assert!(
+            got.starts_with(prefix),
+            "expected {prefix:?}..., got {got:?}"
+        );
+        got
+    }
+
+    /// Waits for the exit; returns the status, what remained on stdout
+    /// and everything on stderr.
+    #[track_caller]
+    fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
+        self.close_stdin();
+        let status = common::wait_child(&mut self.child, TIMEOUT);
+        let rest = self
+            .lines
+            .iter()
+            .map(|l| {
+                String::from_utf8_lossy(&l)
+                    .trim_end_matches('\n')
+                    .to_string()
+            })
+            .collect();
+        let stderr = self.stderr.recv_timeout(TIMEOUT).unwrap_or_default();
+        (status, rest, stderr)
+    }
+}
+
+impl Proc {
+    /// Waits for the exit while stdin stays open; returns stderr.
+    #[track_caller]
+    fn wait_with_stdin_open(&mut self) -> (ExitStatus, String) {
+        let status = common::wait_child(&mut self.child, TIMEOUT);
+        let stderr = self.stderr.recv_timeout(TIMEOUT).unwrap_or_default();
+        (status, stderr)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A transcript file's lines without their `YYYY-MM-DD HH:MM:SS ` times,
+/// checking that each has one.
+#[track_caller]
+fn untimed(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| {
+            let b = l.as_bytes();
+            let timed = b.len() > 20
+                && b[..19].iter().enumerate().all(|(i, c)| match i {
+                    4 | 7 => *c == b'-',
+                    10 => *c == b' ',
+                    13 | 16 => *c == b':',
+                    _ => c.is_ascii_digit(),
+                })
+                && b[19] == b' ';
+            assert!(timed, "no time on transcript line {l:?}");
+            l[20..].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn two_piped_clients_converse() {
+    let server = Server::start(&[]);
+    let mut alice = Proc::login(&server, "alice");
+    // `localhost` may resolve to ::1 first; the client tries each address.
+    let port = server.addr.port().to_string();
+    let mut bob = Proc::spawn(&["--name", "bob", "localhost", &port]);
+    bob.expect(WELCOME);
+    bob.expect_prefix("* you joined #lobby as bob (2 users here)");
+    alice.expect("* bob has joined #lobby");
+
+    alice.send("hi bob,  spaces kept ");
+    bob.expect("<alice> hi bob,  spaces kept ");
+    bob.send("@alice psst");
+    bob.send("//slash is literal");
+    // Also the barrier: alice's own message was not echoed to her stdout.
+    alice.expect("*bob* psst");
+    alice.expect("<bob> /slash is literal");
+    alice.send("/nick alicia");
+    alice.expect("* you are now known as alicia");
+    bob.expect("* alice is now known as alicia");
+
+    bob.close_stdin();
+    bob.expect("* goodbye");
+    alice.expect("* bob has quit");
+    let (status, rest, stderr) = bob.wait();
+    assert!(status.success(), "{status:?} {stderr}");
+    assert!(rest.is_empty(), "{rest:?}");
+
+    alice.send("/quit see you");
+    alice.expect("* goodbye (see you)");
+    let (status, _, stderr) = alice.wait();
+    assert!(status.success(), "{status:?} {stderr}");
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn save_writes_the_transcript_and_clear_empties_it() {
+    let server = Server::start(&[]);
+    let (first, second, log) = (
+        TempPath::new("save-1"),
+        TempPath::new("save-2"),
+        TempPath::new("save-log"),
+    );
+    let mut alice = Proc::connect(&server, &["--log", log.as_str()]);
+    alice.expect(WELCOME);
+    alice.send("alice");
+    let joined = alice.expect_prefix("* you joined #lobby as alice");
+    let mut bob = server.login("bob");
+    alice.expect("* bob has joined #lobby");
+    alice.send("first");
+    bob.expect("<alice> first");
+    bob.send("reply");
+    alice.expect("<bob> reply");
+
+    alice.send(&format!("/save {}", first.as_str()));
+    alice.expect(&format!("-- saved 5 lines to {}", first.as_str()));
+    // Our own line is in the transcript, as `<NAME> text`.
+    let before = [
+        WELCOME,
+        joined.as_str(),
+        "* bob has joined #lobby",
+        "<alice> first",
+        "<bob> reply",
+    ];
+    assert_eq!(untimed(first.lines()), before);
+
+    alice.send("/clear");
+    alice.send("/save");
+    alice.expect("-- usage: /save FILE");
+    bob.send("after clear");
+    alice.expect("<bob> after clear");
+    alice.send(&format!("/save {}", second.as_str()));
+    alice.expect(&format!("-- saved 2 lines to {}", second.as_str()));
+    assert_eq!(
+        untimed(second.lines()),
+        ["-- usage: /save FILE", "<bob> after clear"]
+    );
+    alice.send("/save /nonexistent-dir/x");
+    let err = alice.expect_prefix("-- cannot save to /nonexistent-dir/x: ");
+    assert!(err.contains("No such file"), "{err}");
+
+    alice.send("/quit");
+    alice.expect("* goodbye");
+    let (status, _, _) = alice.wait();
+    assert!(status.success());
+    // The log keeps everything, /clear or not, as it happened.
+    let logged = untimed(log.lines());
+    assert_eq!(logged[..5], before);
+    assert_eq!(
+        logged[5..],
+        [
+            format!("-- saved 5 lines to {}", first.as_str()),
+            "-- usage: /save FILE".to_string(),
+            "<bob> after clear".to_string(),
+            format!("-- saved 2 lines to {}", second.as_str()),
+            err,
+            "* goodbye".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn help_lists_local_commands_then_the_servers() {
+    let server = Server::start(&[]);
+    let mut alice = Proc::login(&server, "alice");
+    alice.send("/help");
+    alice.expect("-- local commands:");
+    for cmd in ["/save FILE", "/clear", "/quit [REASON]", "/help"] {
+        let line = alice.expect_prefix("--   ");
+        assert!(line.contains(cmd), "{line:?} should describe {cmd}");
+    }
+    let server_help = alice.expect_prefix("*   ");
+    assert!(server_help.contains("TEXT"), "{server_help}");
+}
+
+#[test]
+fn a_refused_connection_is_exit_1_with_a_clear_message() {
+    // A port that was free a moment ago and has no listener now.
+    let port = fake_server().local_addr().unwrap().port().to_string();
+    let p = Proc::spawn(&["127.0.0.1", &port]);
+    let (status, out, stderr) = p.wait();
+    assert_eq!(status.code(), Some(1));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(
+        stderr,
+        format!("Unable to connect to 127.0.0.1:{port}: Connection refused\n")
+    );
+}
+
+#[test]
+fn the_server_going_away_is_exit_1() {
+    let mut server = Server::start(&[]);
+    let mut alice = Proc::login(&server, "alice");
+    server.signal(libc::SIGTERM);
+    alice.expect("* server is shutting down");
+    // stdin stays open: alice did not quit, the server left.
+    let (status, stderr) = alice.wait_with_stdin_open();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr, "Disconnected from chat server\n");
+    server.wait_exit(TIMEOUT);
+
+    // Killed outright, with no notice: the same.
+    let server = Server::start(&[]);
+    let mut alice = Proc::login(&server, "alice");
+    drop(server);
+    let (status, stderr) = alice.wait_with_stdin_open();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr, "Disconnected from chat server\n");
+}
+
+#[test]
+fn hostile_bytes_from_the_server_never_reach_stdout() {
+    let fake = fake_server();
+    let port = fake.local_addr().unwrap().port().to_string();
+    let mut p = Proc::spawn(&["127.0.0.1", &port]);
+    let mut server = accept(&fake);
+    let long = "y".repeat(100_000);
+    let mut evil = Vec::new();
+    evil.extend_from_slice(b"<eve> \x1b[2J\x1b[H\x1b]0;owned\x07 wipe\n");
+    evil.extend_from_slice(b"* c1 \xc2\x9b31m and raw \x9b31m and \xc2\x85 NEL\n");
+    evil.extend_from_slice(b"<eve> cr\roverwrite bs\x08\x08 del\x7f nul\x00 tab\tok\r\n");
+    evil.extend_from_slice("*eve* rtl \u{202e}txt.exe\n".as_bytes());
+    evil.extend_from_slice(format!("<eve> {long}\n").as_bytes());
+    evil.extend_from_slice(b"! last line, no LF \x1b[31m");
+    server.send_raw(&evil);
+    server.shutdown_write();
+
+    let mut lines = Vec::new();
+    for _ in 0..6 {
+        lines.push(p.raw_line());
+    }
+    for line in &lines {
+        let bad = line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
+        assert!(!bad, "a control byte reached stdout: {line:?}");
+        let text = String::from_utf8(line.clone()).expect("UTF-8");
+        let c1 = text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c));
+        assert!(!c1, "a C1 control reached stdout: {text:?}");
+    }
+    let text: Vec<String> = lines
+        .into_iter()
+        .map(|l| String::from_utf8(l).unwrap())
+        .collect();
+    assert_eq!(text[0], "<eve> ^[[2J^[[H^[]0;owned^G wipe");
+    assert_eq!(
+        text[1],
+        "* c1 <U+009B>31m and raw \u{fffd}31m and <U+0085> NEL"
+    );
+    assert_eq!(text[2], "<eve> cr^Moverwrite bs^H^H del^? nul^@ tab\tok");
+    assert_eq!(text[3], "*eve* rtl <U+202E>txt.exe");
+    // Far longer than chatd's --max-line, and shown whole.
+    assert_eq!(text[4], format!("<eve> {long}"));
+    assert_eq!(text[5], "! last line, no LF ^[[31m");
+    let (status, rest, stderr) = p.wait();
+    assert_eq!(status.code(), Some(1));
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(stderr, "Disconnected from chat server\n");
+}
+
+#[test]
+fn a_script_of_many_lines_is_all_delivered_before_the_client_exits() {
+    const LINES: usize = 200;
+    let server = Server::start(&["--rate", "0"]);
+    let mut bob = server.login("bob");
+    let script = TempPath::new("script");
+    let mut text = String::from("alice\n");
+    for i in 0..LINES {
+        text += &format!("line {i} of the script \n");
+    }
+    // The last line has no LF: it is still a line.
+    text += "//the end";
+    std::fs::write(&script.0, &text).unwrap();
+
+    // A regular file as stdin: epoll would refuse it.
+    let file = std::fs::File::open(&script.0).unwrap();
+    let p = Proc::spawn_with(&["127.0.0.1", &server.addr.port().to_string()], file.into());
+    bob.expect("* alice has joined #lobby");
+    for i in 0..LINES {
+        bob.expect(&format!("<alice> line {i} of the script "));
+    }
+    bob.expect("<alice> /the end");
+    bob.expect("* alice has quit");
+    let (status, out, stderr) = p.wait();
+    assert!(status.success(), "{status:?} {stderr}");
+    assert_eq!(out.first().map(String::as_str), Some(WELCOME));
+    assert_eq!(out.last().map(String::as_str), Some("* goodbye"));
+    assert_eq!(
+        out.len(),
+        3,
+        "own lines are not repeated on stdout: {out:?}"
+    );
+}
+
+#[test]
+fn dev_null_as_stdin_connects_and_quits() {
+    let server = Server::start(&[]);
+    let port = server.addr.port().to_string();
+    let p = Proc::spawn_with(&["127.0.0.1", &port], Stdio::null());
+    let (status, out, stderr) = p.wait();
+    assert!(status.success(), "{status:?} {stderr}");
+    assert_eq!(out, [WELCOME, "* goodbye"]);
+}
+
+#[test]
+fn passwords_are_sent_but_never_shown_logged_or_saved() {
+    let fake = fake_server();
+    let port = fake.local_addr().unwrap().port().to_string();
+    let (log, saved) = (TempPath::new("pw-log"), TempPath::new("pw-save"));
+    let mut p = Proc::spawn(&["--log", log.as_str(), "127.0.0.1", &port]);
+    let mut server = accept(&fake);
+    server.send(WELCOME);
+    p.expect(WELCOME);
+    p.send("alice");
+    server.expect("alice");
+    server.send("* password for alice:");
+    p.expect("* password for alice:");
+    p.send(" hunter2 hunter2 ");
+    server.expect(" hunter2 hunter2 ");
+    server.send("* you joined #lobby as alice (1 user here); /help lists the commands");
+    p.expect_prefix("* you joined #lobby as alice");
+    p.send("/register correct-horse-42");
+    server.expect("/register correct-horse-42");
+    p.send("/passwd correct-horse-42 battery-staple-7");
+    server.expect("/passwd correct-horse-42 battery-staple-7");
+    p.send("now a message");
+    server.expect("now a message");
+    p.send(&format!("/save {}", saved.as_str()));
+    p.expect_prefix("-- saved 4 lines to ");
+    p.send("/quit");
+    server.expect("/quit");
+    drop(server);
+    let (status, out, stderr) = p.wait();
+    assert!(status.success(), "{status:?} {stderr}");
+
+    let saved = saved.lines().join("\n");
+    let logged = log.lines().join("\n");
+    let out = out.join("\n");
+    for secret in ["hunter2", "correct-horse", "battery-staple"] {
+        for (what, text) in [("saved", &saved), ("logged", &logged), ("stdout", &out)] {
+            assert!(!text.contains(secret), "{secret} was {what}: {text}");
+        }
+    }
+    // The message after them is kept, under our name.
+    assert!(saved.ends_with("<alice> now a message"), "{saved}");
+}
+
+/// A client whose stdin is a pipe the test never writes or closes still
+/// sees everything the server sends.
+#[test]
+fn incoming_lines_are_printed_while_stdin_is_silent() {
+    let server = Server::start(&[]);
+    let mut alice = Proc::login(&server, "alice");
+    let mut bob: Client = server.login("bob");
+    alice.expect("* bob has joined #lobby");
+    for i in 0..5 {
+        bob.send(&format!("m{i}"));
+        alice.expect(&format!("<bob> m{i}"));
+    }
+}
