@@ -20,6 +20,9 @@
 //! - [`server`]: the event loop. Accept, read, frame, hand to the chat,
 //!   encode once, queue, flush once per turn, reap.
 //! - [`logger`]: a stderr logger that can neither block nor crash the loop.
+//! - [`loadgen`]: the load generator behind `chat-bench` and the benches:
+//!   subscribers and a publisher on one `mio` loop, against chatd or Redis.
+//!   Uses none of the server's modules.
 //!
 //! The core (`proto`, `lines`, `chat`) is tested directly; `tests/` talks
 //! to a real server over TCP.
@@ -30,6 +33,7 @@
 pub mod chat;
 pub mod conn;
 pub mod lines;
+pub mod loadgen;
 pub mod logger;
 pub mod proto;
 pub mod server;
