@@ -27,6 +27,9 @@
 //! - [`client`]: the terminal client, `chat-client`: one loop over the
 //!   socket and stdin around socket-free parts (what server lines mean,
 //!   the line editor, the screen, the transcript).
+//! - [`loadgen`]: the load generator behind `chat-bench` and the benches:
+//!   subscribers and a publisher on one `mio` loop, against chatd or Redis.
+//!   Uses none of the server's modules.
 //!
 //! The core (`proto`, `lines`, `chat`) is tested directly; `tests/` talks
 //! to a real server over TCP.
@@ -39,6 +42,7 @@ pub mod client;
 pub mod conn;
 pub mod json;
 pub mod lines;
+pub mod loadgen;
 pub mod logger;
 pub mod proto;
 pub mod server;

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Fan-out, chatd against Redis pub/sub, side by side: the same load tool
+# (chat-bench), the same machine, the same matrix, each server fresh for
+# every run, the two alternating, REPS times each. Prints one Markdown
+# table of medians with the chatd/Redis ratio, the flags used, and the
+# machine's load, so a disturbed run can be spotted.
+#
+#   benches/compare.sh                 # full matrix, three runs each
+#   REPS=1 SUBS="10 1000" benches/compare.sh
+#
+# Installs nothing: needs redis-server on PATH (apt-get install
+# redis-server); the system service is not used, a private instance is
+# started on a spare loopback port. Everything stays on 127.0.0.1, every
+# run is bounded in time, and both servers are stopped by PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=${REPS:-3}
+SUBS=${SUBS:-"10 100 1000 10000"}
+# Deliveries per throughput run; never fewer than two windows of messages.
+DELIVERIES=${DELIVERIES:-10000000}
+MIN_MESSAGES=${MIN_MESSAGES:-2000}
+SIZE=${SIZE:-64}
+WINDOW=${WINDOW:-1000}
+# The latency figure: this many subscribers, this rate, this many messages.
+LAT_SUBS=${LAT_SUBS:-1000}
+LAT_RATE=${LAT_RATE:-1000}
+LAT_MESSAGES=${LAT_MESSAGES:-5000}
+IDLE=${IDLE:-10000}
+# Seconds chat-bench may spend logging in, and again on its run.
+RUN_TIMEOUT=${RUN_TIMEOUT:-60}
+
+CHATD_FLAGS=(--rate 0 --max-clients 40000 -q)
+REDIS_FLAGS=(--save "" --appendonly no --client-output-buffer-limit "pubsub 0 0 0"
+             --maxclients 40000 --protected-mode no --daemonize no)
+
+command -v redis-server >/dev/null || {
+    echo "compare.sh needs redis-server on PATH (apt-get install redis-server)" >&2
+    exit 2
+}
+cargo build --release --bins --quiet
+CHATD=target/release/chatd
+BENCH=target/release/chat-bench
+
+WORK=$(mktemp -d)
+SERVER_PID=""
+ADDR=""
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+trap 'stop_server; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+
+# Waits (5 s at most) until $1 accepts connections on 127.0.0.1:$2.
+await_port() {
+    for _ in $(seq 50); do
+        kill -0 "$1" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# A loopback port below the ephemeral range, so the clients' own ports (and
+# the TIME_WAIT entries 20,000 sockets a run leave behind) never clash with
+# it, and free now.
+spare_port() {
+    local port
+    for _ in $(seq 20); do
+        port=$((20000 + RANDOM % 10000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    return 1
+}
+
+start_chatd() {
+    for _ in 1 2 3 4 5; do
+        local port
+        port=$(spare_port)
+        "$CHATD" --listen "127.0.0.1:$port" "${CHATD_FLAGS[@]}" 2>"$WORK/chatd.log" &
+        SERVER_PID=$!
+        if await_port "$SERVER_PID" "$port"; then
+            ADDR=127.0.0.1:$port
+            return 0
+        fi
+        stop_server
+    done
+    echo "chatd did not start:" >&2; cat "$WORK/chatd.log" >&2; return 1
+}
+
+start_redis() {
+    for _ in 1 2 3 4 5; do
+        local port
+        port=$(spare_port)
+        redis-server --port "$port" --bind 127.0.0.1 "${REDIS_FLAGS[@]}" \
+            --logfile "$WORK/redis.log" &
+        SERVER_PID=$!
+        if await_port "$SERVER_PID" "$port"; then
+            ADDR=127.0.0.1:$port
+            return 0
+        fi
+        stop_server
+    done
+    echo "redis-server did not start:" >&2; tail "$WORK/redis.log" >&2; return 1
+}
+
+# run SERVER FIGURE REP CHAT-BENCH-ARGS...: one fresh server, one run; its
+# key=value line goes to the results file, a failure is recorded as such.
+RESULTS=$WORK/results
+run() {
+    local server=$1 figure=$2 rep=$3
+    shift 3
+    "start_$server"
+    local proto=chat
+    [ "$server" = redis ] && proto=redis
+    local line
+    if line=$(timeout $((2 * RUN_TIMEOUT + 30)) "$BENCH" --addr "$ADDR" --proto "$proto" \
+            --server-pid "$SERVER_PID" --timeout "$RUN_TIMEOUT" --kv "$@" 2>"$WORK/bench.err"); then
+        echo "$server $figure $rep ok $line" >>"$RESULTS"
+    else
+        echo "$server $figure $rep FAILED $line $(tr '\n' ' ' <"$WORK/bench.err")" >>"$RESULTS"
+    fi
+    stop_server
+    printf '%-6s %-10s run %s: %s\n' "$server" "$figure" "$rep" "$(tail -n1 "$RESULTS" | cut -d' ' -f4-)" >&2
+}
+
+messages_for() {
+    local m=$((DELIVERIES / $1))
+    [ "$m" -lt "$MIN_MESSAGES" ] && m=$MIN_MESSAGES
+    echo "$m"
+}
+
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date +%s)
+for rep in $(seq "$REPS"); do
+    # A B, then B A: neither server always runs first.
+    order="chatd redis"
+    [ $((rep % 2)) -eq 0 ] && order="redis chatd"
+    for subs in $SUBS; do
+        for server in $order; do
+            run "$server" "subs=$subs" "$rep" --subs "$subs" \
+                --messages "$(messages_for "$subs")" --size "$SIZE" --window "$WINDOW"
+        done
+    done
+    for server in $order; do
+        run "$server" latency "$rep" --subs "$LAT_SUBS" --messages "$LAT_MESSAGES" \
+            --send-rate "$LAT_RATE" --size "$SIZE" --window "$WINDOW"
+    done
+    for server in $order; do
+        run "$server" idle "$rep" --idle "$IDLE"
+    done
+done
+END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# median SERVER FIGURE KEY: the median of KEY over the clean runs.
+median() {
+    awk -v s="$1" -v f="$2" -v k="$3" '
+        $1 == s && $2 == f && $4 == "ok" {
+            for (i = 5; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] }
+        }' "$RESULTS" | sort -g | awk '{ v[NR] = $1 } END {
+            if (NR == 0) { print "-"; exit }
+            print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+count_ok() { awk -v s="$1" -v f="$2" '$1 == s && $2 == f && $4 == "ok"' "$RESULTS" | wc -l; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+mega() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f M", v / 1e6 }'; }
+
+echo
+echo "### chatd and Redis pub/sub, fan-out on loopback ($(date -u +%Y-%m-%d), $(nproc) CPUs)"
+echo
+echo "| figure | chatd | Redis | chatd/Redis | target | chatd ns/delivery, peak RSS | Redis ns/delivery, peak RSS | machine busy % (chatd / Redis) | clean runs |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for subs in $SUBS; do
+    f="subs=$subs"
+    c=$(median chatd "$f" deliveries_per_s)
+    r=$(median redis "$f" deliveries_per_s)
+    case $subs in 10) target="≥ 1×" ;; 1000) target="≥ 2×" ;; 10000) target="≥ 1.5×" ;; *) target="" ;; esac
+    printf '| deliveries/s, 1 → %s | %s | %s | %s | %s | %s ns, %s MiB | %s ns, %s MiB | %s / %s | %s+%s of %s+%s |\n' \
+        "$subs" "$(mega "$c")" "$(mega "$r")" "$(ratio "$c" "$r")" "$target" \
+        "$(median chatd "$f" server_ns_per_delivery)" \
+        "$(awk -v k="$(median chatd "$f" server_peak_rss_kib)" 'BEGIN{ if (k=="-") print "-"; else printf "%.0f", k/1024 }')" \
+        "$(median redis "$f" server_ns_per_delivery)" \
+        "$(awk -v k="$(median redis "$f" server_peak_rss_kib)" 'BEGIN{ if (k=="-") print "-"; else printf "%.0f", k/1024 }')" \
+        "$(median chatd "$f" machine_busy_pct)" "$(median redis "$f" machine_busy_pct)" \
+        "$(count_ok chatd "$f")" "$(count_ok redis "$f")" "$REPS" "$REPS"
+done
+# Flatness: how far the medians spread from 100 subscribers up.
+spread() {
+    local s=$1 lo="" hi=""
+    for subs in $SUBS; do
+        [ "$subs" -ge 100 ] || continue
+        local v
+        v=$(median "$s" "subs=$subs" deliveries_per_s)
+        [ "$v" = "-" ] && { echo "-"; return; }
+        lo=$(awk -v a="$lo" -v b="$v" 'BEGIN{ print (a == "" || b < a) ? b : a }')
+        hi=$(awk -v a="$hi" -v b="$v" 'BEGIN{ print (a == "" || b > a) ? b : a }')
+    done
+    awk -v lo="$lo" -v hi="$hi" 'BEGIN{ if (hi == "" || hi == 0) print "-"; else printf "%.0f%%", 100 * (hi - lo) / hi }'
+}
+printf '| spread of deliveries/s from 100 up, (max-min)/max | %s | %s | | < 30%% | | | | |\n' \
+    "$(spread chatd)" "$(spread redis)"
+c=$(median chatd latency p99_us)
+r=$(median redis latency p99_us)
+printf '| p99 latency µs, %s msg/s to %s | %s (p50 %s) | %s (p50 %s) | %s | ≤ 1× | | | %s / %s | %s+%s of %s+%s |\n' \
+    "$LAT_RATE" "$LAT_SUBS" "$c" "$(median chatd latency p50_us)" "$r" "$(median redis latency p50_us)" \
+    "$(ratio "$c" "$r")" "$(median chatd latency machine_busy_pct)" "$(median redis latency machine_busy_pct)" \
+    "$(count_ok chatd latency)" "$(count_ok redis latency)" "$REPS" "$REPS"
+c=$(median chatd idle server_bytes_per_conn)
+r=$(median redis idle server_bytes_per_conn)
+printf '| server RSS bytes per idle named connection, %s | %s | %s | %s | ≤ 1024 B | kernel: %s B | kernel: %s B | | %s+%s of %s+%s |\n' \
+    "$IDLE" "$c" "$r" "$(ratio "$c" "$r")" \
+    "$(median chatd idle kernel_bytes_per_conn)" "$(median redis idle kernel_bytes_per_conn)" \
+    "$(count_ok chatd idle)" "$(count_ok redis idle)" "$REPS" "$REPS"
+echo
+echo "Medians of $REPS runs each, alternating, a fresh server per run; ${SIZE}-byte deliveries on the wire,"
+echo "publisher at most $WINDOW messages ahead of the slowest subscriber, $DELIVERIES deliveries per run"
+echo "(at least $MIN_MESSAGES messages). Load average $START_LOAD at the start, $END_LOAD at the end;"
+echo "$(($(date +%s) - STARTED)) s in all. $(redis-server --version | cut -d' ' -f1-3)."
+echo
+echo "- chatd: \`chatd --listen 127.0.0.1:PORT ${CHATD_FLAGS[*]}\`"
+echo "- Redis: \`redis-server --port PORT --bind 127.0.0.1 --save \"\" --appendonly no --client-output-buffer-limit \"pubsub 0 0 0\" --maxclients 40000 --protected-mode no\`"
+echo "- load: \`chat-bench --proto chat|redis --subs N --messages M --size $SIZE --window $WINDOW\`; latency adds \`--send-rate $LAT_RATE\`; memory is \`chat-bench --idle $IDLE\`; all with \`--server-pid PID --kv\`"
+if grep -q FAILED "$RESULTS"; then
+    echo
+    echo "Failed runs:"
+    grep FAILED "$RESULTS" | sed 's/^/    /'
+fi
