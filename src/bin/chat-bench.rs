@@ -19,6 +19,9 @@ enum ProtoArg {
     Chat,
     /// Redis pub/sub: SUBSCRIBE and PUBLISH on one channel.
     Redis,
+    /// chatd with JSON subscribers (the publisher stays a text user, so
+    /// the messages are those of `chat`; --size is their text-mode size).
+    ChatJson,
 }
 
 /// Load generator for chatd (and, to compare, Redis pub/sub), loopback only.
@@ -105,6 +108,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let proto = match args.proto {
         ProtoArg::Chat => Proto::Chat,
         ProtoArg::Redis => Proto::Redis,
+        ProtoArg::ChatJson => Proto::ChatJson,
     };
     let conns = args.idle.unwrap_or(args.subs) as u64 + 1;
     let limit = chatd::server::raise_fd_limit()

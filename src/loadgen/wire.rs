@@ -14,6 +14,11 @@ pub enum Proto {
     /// Redis pub/sub (RESP2): subscribers SUBSCRIBE to one channel, the
     /// publisher PUBLISHes to it and is answered `:N`.
     Redis,
+    /// chatd with JSON subscribers: each connects with a JSON `connect`, and
+    /// a delivery is a `message` object. The publisher stays a text user
+    /// sending the same lines as in `Chat`, so the two compare the same
+    /// messages; each JSON delivery is longer on the wire.
+    ChatJson,
 }
 
 impl fmt::Display for Proto {
@@ -21,6 +26,7 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Proto::Chat => "chat",
             Proto::Redis => "redis",
+            Proto::ChatJson => "chat-json",
         })
     }
 }
@@ -98,6 +104,11 @@ impl Proto {
                 out.push(b'\n');
             }
             Proto::Redis => resp_command(out, &[b"SUBSCRIBE", CHANNEL.as_bytes()]),
+            Proto::ChatJson => {
+                out.extend_from_slice(br#"{"type":"connect","payload":{"name":""#);
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\"}}\n");
+            }
         }
     }
 
@@ -105,7 +116,7 @@ impl Proto {
     /// the connection works.
     pub fn hello_publisher(self, out: &mut Vec<u8>) {
         match self {
-            Proto::Chat => self.subscribe(PUBLISHER, out),
+            Proto::Chat | Proto::ChatJson => Proto::Chat.subscribe(PUBLISHER, out),
             Proto::Redis => resp_command(out, &[b"PING"]),
         }
     }
@@ -114,7 +125,7 @@ impl Proto {
     /// SETNAME.
     pub fn name_only(self, name: &str, out: &mut Vec<u8>) {
         match self {
-            Proto::Chat => self.subscribe(name, out),
+            Proto::Chat | Proto::ChatJson => self.subscribe(name, out),
             Proto::Redis => resp_command(out, &[b"CLIENT", b"SETNAME", name.as_bytes()]),
         }
     }
@@ -124,8 +135,15 @@ impl Proto {
     pub fn login_reply(self, line: &[u8]) -> Option<LoginReply> {
         let refused = || LoginReply::Refused(String::from_utf8_lossy(line).into_owned());
         match self {
-            Proto::Chat if line.starts_with(b"* you joined") => Some(LoginReply::Accepted),
-            Proto::Chat if line.starts_with(b"! ") => Some(refused()),
+            // The JSON subscribers' publisher is a text user.
+            Proto::Chat | Proto::ChatJson if line.starts_with(b"* you joined") => {
+                Some(LoginReply::Accepted)
+            }
+            Proto::Chat | Proto::ChatJson if line.starts_with(b"! ") => Some(refused()),
+            Proto::ChatJson if line.starts_with(br#"{"type":"connect_ack""#) => {
+                Some(LoginReply::Accepted)
+            }
+            Proto::ChatJson if line.starts_with(br#"{"type":"error""#) => Some(refused()),
             // The subscribe reply ends in the subscription count, PING and
             // SETNAME are answered with a simple string.
             Proto::Redis if line.starts_with(b":") || line.starts_with(b"+") => {
@@ -140,8 +158,9 @@ impl Proto {
     /// wire, framing included.
     pub fn text_len(self, size: usize) -> Result<usize, String> {
         let text = match self {
-            // <pub> TEXT LF
-            Proto::Chat => size.checked_sub(PUBLISHER.len() + 4),
+            // <pub> TEXT LF; JSON subscribers get the same text, framed
+            // longer.
+            Proto::Chat | Proto::ChatJson => size.checked_sub(PUBLISHER.len() + 4),
             // *3 $7 message $N channel $N TEXT, each with CRLF
             Proto::Redis => {
                 let fixed = 4 + 13 + (1 + digits(CHANNEL.len()) + 2 + CHANNEL.len() + 2);
@@ -169,7 +188,7 @@ impl Proto {
             out.resize(out.len() + text_len - STAMP_LEN, PAD);
         };
         match self {
-            Proto::Chat => {
+            Proto::Chat | Proto::ChatJson => {
                 stamp(out);
                 out.push(b'\n');
             }
@@ -190,6 +209,11 @@ impl Proto {
     pub fn delivery(self, line: &[u8]) -> Option<(u64, u64)> {
         let text = match self {
             Proto::Chat => line.strip_prefix(b"<pub> ")?,
+            // The stamp is plain ASCII, so it appears in the JSON text as is.
+            // Everyone is in the lobby, so the text starts at a fixed place.
+            Proto::ChatJson => line.strip_prefix(
+                br#"{"type":"message","payload":{"sender":"pub","room":"lobby","text":""#,
+            )?,
             // The text's own line of the RESP message; the headers before
             // it never start with the mark.
             Proto::Redis => line,
@@ -205,7 +229,7 @@ impl Proto {
     /// The subscriber count a Redis PUBLISH reply gives, for the publisher.
     pub fn publish_reply(self, line: &[u8]) -> Option<u64> {
         match self {
-            Proto::Chat => None,
+            Proto::Chat | Proto::ChatJson => None,
             Proto::Redis => std::str::from_utf8(line.strip_prefix(b":")?)
                 .ok()?
                 .trim_end()
@@ -262,6 +286,35 @@ mod tests {
             .filter_map(|l| Proto::Redis.delivery(l))
             .collect();
         assert_eq!(got, [(7, 99)]);
+    }
+
+    #[test]
+    fn json_subscribers_log_in_and_read_the_text_publisher() {
+        let mut hello = Vec::new();
+        Proto::ChatJson.subscribe("s0", &mut hello);
+        assert_eq!(
+            hello,
+            b"{\"type\":\"connect\",\"payload\":{\"name\":\"s0\"}}\n"
+        );
+        let ack = br#"{"type":"connect_ack","payload":{"message":"Connected to the room.","name":"s0","room":"lobby","version":1}}"#;
+        assert_eq!(Proto::ChatJson.login_reply(ack), Some(LoginReply::Accepted));
+        assert_eq!(
+            Proto::ChatJson.login_reply(b"* you joined #lobby as pub (2 users here)"),
+            Some(LoginReply::Accepted)
+        );
+        let t = Proto::ChatJson.text_len(64).unwrap();
+        let mut sent = Vec::new();
+        Proto::ChatJson.publish(42, 123_456_789, t, &mut sent);
+        let text = std::str::from_utf8(&sent[..sent.len() - 1]).unwrap();
+        let line = format!(
+            r#"{{"type":"message","payload":{{"sender":"pub","room":"lobby","text":"{text}","ts":"2026-11-21T14:02:07Z"}}}}"#
+        );
+        assert_eq!(
+            Proto::ChatJson.delivery(line.as_bytes()),
+            Some((42, 123_456_789))
+        );
+        let joined = br#"{"type":"notification","payload":{"message":"s1 has joined the room.","event":"join","name":"s1","room":"lobby"}}"#;
+        assert_eq!(Proto::ChatJson.delivery(joined), None);
     }
 
     #[test]
