@@ -84,11 +84,14 @@ spare_port() {
     return 1
 }
 
-start_chatd() {
+# start_on LOG COMMAND...: starts COMMAND with PORT in its arguments
+# replaced by a spare port, and waits until it listens; up to five tries.
+start_on() {
+    local log=$1 port
+    shift
     for _ in 1 2 3 4 5; do
-        local port
         port=$(spare_port)
-        "$CHATD" --listen "127.0.0.1:$port" "${CHATD_FLAGS[@]}" 2>"$WORK/chatd.log" &
+        "${@//PORT/$port}" >"$log" 2>&1 &
         SERVER_PID=$!
         if await_port "$SERVER_PID" "$port"; then
             ADDR=127.0.0.1:$port
@@ -96,23 +99,15 @@ start_chatd() {
         fi
         stop_server
     done
-    echo "chatd did not start:" >&2; cat "$WORK/chatd.log" >&2; return 1
+    echo "$1 did not start:" >&2; tail "$log" >&2; return 1
+}
+
+start_chatd() {
+    start_on "$WORK/chatd.log" "$CHATD" --listen 127.0.0.1:PORT "${CHATD_FLAGS[@]}"
 }
 
 start_redis() {
-    for _ in 1 2 3 4 5; do
-        local port
-        port=$(spare_port)
-        redis-server --port "$port" --bind 127.0.0.1 "${REDIS_FLAGS[@]}" \
-            --logfile "$WORK/redis.log" &
-        SERVER_PID=$!
-        if await_port "$SERVER_PID" "$port"; then
-            ADDR=127.0.0.1:$port
-            return 0
-        fi
-        stop_server
-    done
-    echo "redis-server did not start:" >&2; tail "$WORK/redis.log" >&2; return 1
+    start_on "$WORK/redis.log" redis-server --port PORT --bind 127.0.0.1 "${REDIS_FLAGS[@]}"
 }
 
 # run SERVER FIGURE REP CHAT-BENCH-ARGS...: one fresh server, one run; its
