@@ -69,6 +69,9 @@ impl OutBuf {
     /// Appends `log[start..end]`. A range that continues the one held just
     /// extends it, so a run of broadcasts costs no copy at all.
     pub fn push_shared(&mut self, log: &[u8], start: usize, end: usize) {
+        if start == end {
+            return;
+        }
         if self.shared_end == start && self.shared_start < self.shared_end {
             self.shared_end = end;
             return;
@@ -356,6 +359,10 @@ mod tests {
         out.push(&[], b"y\n");
         out.write_to(&mut w, &[]).unwrap();
         assert!(w.got.ends_with(b"<a> 2\ny\n"));
+        // An event that encodes to nothing in this mode leaves no range.
+        out.push_shared(&log, 12, 12);
+        assert!(out.is_empty());
+        assert_eq!((out.shared_start, out.shared_end), (0, 0));
     }
 
     #[test]

@@ -167,7 +167,7 @@ pub fn decode(line: &str, connected: bool) -> Result<Request, Rejected> {
         id: id.clone(),
         error,
     };
-    if !connected && kind != "connect" && (is_known(&kind) || NOT_YET.contains(&&*kind)) {
+    if !connected && kind != "connect" {
         return Err(reject(ProtoError::NotConnected));
     }
     let payload = match envelope.payload.map(RawValue::get) {
@@ -195,26 +195,6 @@ struct EnvelopeIn<'a> {
     payload: Option<&'a RawValue>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
-}
-
-/// Types of version 1 that this server does not serve yet: `unknown_type`
-/// once connected.
-const NOT_YET: &[&str] = &["register", "passwd", "history"];
-
-fn is_known(kind: &str) -> bool {
-    matches!(
-        kind,
-        "connect"
-            | "message"
-            | "direct"
-            | "join"
-            | "nick"
-            | "status"
-            | "who"
-            | "users"
-            | "rooms"
-            | "quit"
-    )
 }
 
 fn bad(id: Option<RequestId>, why: &str) -> Rejected {
@@ -584,9 +564,12 @@ impl<P: Serialize> ErasedPayload for P {
             id,
         };
         // Serialising these structs into a Vec cannot fail: every map key
-        // is a string and no Serialize impl here returns an error.
-        if serde_json::to_writer(&mut *buf, &envelope).is_ok() {
-            buf.push(b'\n');
+        // is a string and no Serialize impl here returns an error. Were it
+        // to fail, no half line may stay in a log shared by many.
+        let before = buf.len();
+        match serde_json::to_writer(&mut *buf, &envelope) {
+            Ok(()) => buf.push(b'\n'),
+            Err(_) => buf.truncate(before),
         }
     }
 }
@@ -726,7 +709,7 @@ mod tests {
         assert_eq!(code(r#"{"type":"who"}"#, false), "not_connected");
         assert_eq!(code(r#"{"type":"quit"}"#, false), "not_connected");
         assert_eq!(code(r#"{"type":"history"}"#, false), "not_connected");
-        assert_eq!(code(r#"{"type":"frob"}"#, false), "unknown_type");
+        assert_eq!(code(r#"{"type":"frob"}"#, false), "not_connected");
         assert_eq!(
             code(r#"{"type":"connect","payload":{"name":"a"}}"#, true),
             "bad_payload"

@@ -1,6 +1,8 @@
 //! `Server`: the one `mio::Poll` loop. Accepts, reads, frames lines, hands
-//! them to `Chat`, encodes each event once, queues the bytes, and flushes
-//! every connection at most once per turn. No chat rules live here.
+//! them to `Chat`, encodes each event once per mode, queues the bytes, and
+//! flushes every connection with output once per turn (again only if
+//! closing connections at the end of the turn give it more). No chat rules
+//! live here.
 //!
 //! Each turn: poll; note which connections are readable or writable; accept
 //! (bounded); fire due timers; serve the ready list, one bounded read per
@@ -56,7 +58,7 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a closing connection may take to receive what it is owed.
 pub const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 /// A turn's broadcast log keeps its allocation up to this size for the next
-/// turn; a bigger one (after a burst) is freed.
+/// turn; a bigger one (after a burst) is shrunk to it.
 pub const LOG_KEEP: usize = 4 * 1024 * 1024;
 /// Backlog of not-yet-accepted connections the kernel keeps.
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -137,6 +139,8 @@ struct Conns {
     /// each broadcast event is encoded into it once, and its recipients
     /// hold ranges of it until the end-of-turn flush writes or settles them.
     logs: [Vec<u8>; 2],
+    /// Where an event for one connection is encoded before it is queued.
+    reply: Vec<u8>,
     timers: BinaryHeap<Timer>,
     max_outbuf: usize,
     now: Instant,
@@ -167,10 +171,10 @@ impl Conns {
         self.timers.push(Reverse((at, key, c.serial)));
     }
 
-    /// Queues the bytes `encode` gives for `key`'s mode, or drops the
-    /// connection if that would put it over its output limit. Nobody else
-    /// is affected either way.
-    fn queue<'a>(&mut self, key: usize, encode: impl FnOnce(Mode) -> &'a [u8]) {
+    /// Queues `event` for `key` alone, in its mode (JSON echoes `id`), or
+    /// drops the connection if that would put it over its output limit.
+    /// Nobody else is affected either way.
+    fn queue(&mut self, key: usize, event: &Event, id: Option<&json::RawValue>) {
         let Some(c) = self.slab.get_mut(key) else {
             return;
         };
@@ -178,12 +182,13 @@ impl Conns {
             return;
         }
         let mode = c.mode.unwrap_or(Mode::Text);
-        let bytes = encode(mode);
-        if self.over_limit(key, bytes.len()) {
+        self.reply.clear();
+        encode(mode, event, id, &mut self.reply);
+        if self.over_limit(key, self.reply.len()) {
             return;
         }
         let c = &mut self.slab[key];
-        c.out.push(&self.logs[mode as usize], bytes);
+        c.out.push(&self.logs[mode as usize], &self.reply);
         self.mark_dirty(key);
     }
 
@@ -312,38 +317,6 @@ impl Conns {
     }
 }
 
-/// One event's encodings, each made on first need: a broadcast to text
-/// users only never builds its JSON, and the other way round.
-#[derive(Default)]
-struct Encoded {
-    text: Vec<u8>,
-    json: Vec<u8>,
-    has_text: bool,
-    has_json: bool,
-}
-
-impl Encoded {
-    /// Forgets the last event's bytes (keeping the buffers).
-    fn reset(&mut self) {
-        self.has_text = false;
-        self.has_json = false;
-    }
-
-    /// `event` in `mode`, echoing `id` in JSON, encoded if not yet.
-    fn get(&mut self, mode: Mode, event: &Event, id: Option<&json::RawValue>) -> &[u8] {
-        let (buf, done) = match mode {
-            Mode::Text => (&mut self.text, &mut self.has_text),
-            Mode::Json => (&mut self.json, &mut self.has_json),
-        };
-        if !*done {
-            buf.clear();
-            encode(mode, event, id, buf);
-            *done = true;
-        }
-        buf
-    }
-}
-
 /// Appends `event` as `mode` writes it, with the request `id` in JSON.
 fn encode(mode: Mode, event: &Event, id: Option<&json::RawValue>, buf: &mut Vec<u8>) {
     match mode {
@@ -398,9 +371,6 @@ pub struct Server {
     cfg: Config,
     /// Where reads land before framing; shared by all connections.
     scratch: Box<[u8]>,
-    /// One event's bytes, encoded at most once per mode and queued to each
-    /// recipient.
-    encoded: Encoded,
     /// The listener may have connections waiting.
     accept_pending: bool,
     accept_paused_until: Option<Instant>,
@@ -433,6 +403,7 @@ impl Server {
                 dirty: Vec::new(),
                 dead: Vec::new(),
                 logs: [Vec::new(), Vec::new()],
+                reply: Vec::new(),
                 timers: BinaryHeap::new(),
                 max_outbuf: cfg.max_outbuf,
                 now: Instant::now(),
@@ -441,7 +412,6 @@ impl Server {
             out: Outbox::default(),
             cfg,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
-            encoded: Encoded::default(),
             accept_pending: true,
             accept_paused_until: None,
             spare_fd: Some(File::open("/dev/null")?),
@@ -843,8 +813,10 @@ impl Server {
         }
     }
 
-    /// Turns the chat's outputs into queued bytes: each event is encoded
-    /// at most once per mode, then copied to every recipient.
+    /// Turns the chat's outputs into queued bytes: an event for one
+    /// connection goes to its own buffer; a broadcast is encoded at most
+    /// once per mode into the turn's log, and each recipient notes its
+    /// range.
     fn dispatch(&mut self) {
         self.dispatch_reply(ConnId(usize::MAX), None);
     }
@@ -852,18 +824,11 @@ impl Server {
     /// As `dispatch`, for the outputs of one request from `asker`: what
     /// goes to the asker alone answers the request and carries its `id`.
     fn dispatch_reply(&mut self, asker: ConnId, id: Option<&json::RawValue>) {
-        let Server {
-            out,
-            conns,
-            encoded,
-            ..
-        } = self;
+        let Server { out, conns, .. } = self;
         out.drain(|o| match o {
             Output::Send { event, to } => {
                 if let [one] = to {
-                    let id = id.filter(|_| *one == asker);
-                    encoded.reset();
-                    conns.queue(one.0, |mode| encoded.get(mode, event, id));
+                    conns.queue(one.0, event, id.filter(|_| *one == asker));
                 } else {
                     let mut ranges = [None, None];
                     for conn in to {
@@ -891,9 +856,7 @@ impl Server {
         // Every range of the logs was written or settled by the flushes.
         for log in &mut self.conns.logs {
             log.clear();
-            if log.capacity() > LOG_KEEP {
-                *log = Vec::new();
-            }
+            log.shrink_to(LOG_KEEP);
         }
     }
 

@@ -449,6 +449,7 @@ fn every_error_code_comes_from_its_input_and_leaves_the_connection_open() {
         r#"{"type":"quit","payload":{"reason":"bye"}}"#,
         r#"{"type":"history","payload":{"count":5}}"#,
         r#"{"type":"register","payload":{"password":"correct horse"}}"#,
+        r#"{"type":"frob"}"#,
     ] {
         c.send(line);
         expect_error(&mut c, "not_connected", None);
