@@ -2,6 +2,8 @@
 //! with a discard mode that never buffers an over-long line, and never
 //! searches the same bytes twice. Knows nothing of sockets or UTF-8.
 
+use memchr::memchr;
+
 /// What `LineBuf::next_line` yields.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
@@ -113,28 +115,6 @@ impl LineBuf {
         self.start = 0;
         self.scanned = 0;
     }
-}
-
-/// Position of the first `needle` in `hay`. The standard library's slice
-/// search is a plain loop; this checks eight bytes at a time.
-pub fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO * u64::from(needle);
-    let mut chunks = hay.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        // chunks_exact guarantees eight bytes.
-        let word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")) ^ pattern;
-        if (word.wrapping_sub(LO) & !word & HI) != 0 {
-            break;
-        }
-        offset += 8;
-    }
-    hay[offset..]
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| offset + i)
 }
 
 #[cfg(test)]
@@ -256,20 +236,5 @@ mod tests {
         })
         .collect();
         assert_eq!(rest, [b"2".to_vec(), b"3".to_vec(), b"4".to_vec()]);
-    }
-
-    #[test]
-    fn memchr_finds_the_first_match_at_every_offset() {
-        for len in 0..40 {
-            for at in 0..len {
-                let mut hay = vec![b'a'; len];
-                hay[at] = b'\n';
-                if at + 1 < len {
-                    hay[len - 1] = b'\n';
-                }
-                assert_eq!(memchr(b'\n', &hay), Some(at), "len {len} at {at}");
-            }
-            assert_eq!(memchr(b'\n', &vec![0x8a; len]), None);
-        }
     }
 }

@@ -36,8 +36,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
 use signal_hook::iterator::Signals;
 
-use crate::lines::memchr;
 use editor::{Editor, Key, KeyDecoder, Outcome};
+use memchr::memchr;
 use screen::{Prompt, Screen, Style};
 use session::{Action, LOCAL_HELP, Session, Shown};
 use transcript::Transcript;
