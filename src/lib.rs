@@ -8,8 +8,7 @@
 //! # Layout
 //!
 //! Dependencies point one way: `bin/chatd → server → conn → lines, proto,
-//! json`, `server → chat → proto`, and `bin/chat-client → client → proto,
-//! lines`.
+//! json`, `server → chat → proto`, and `bin/chat-client → client → proto`.
 //!
 //! - [`proto`]: the vocabulary. Commands from clients, events to them,
 //!   protocol errors, and the text codec. No sockets, no recipients.
@@ -22,7 +21,8 @@
 //! - [`conn`]: one connection's socket, buffers, rate budget and closing
 //!   state.
 //! - [`server`]: the event loop. Accept, read, frame, hand to the chat,
-//!   encode once, queue, flush once per turn, reap.
+//!   encode each broadcast once per mode into the turn's shared log, flush
+//!   once per turn, reap.
 //! - [`logger`]: a stderr logger that can neither block nor crash the loop.
 //! - [`client`]: the terminal client, `chat-client`: one loop over the
 //!   socket and stdin around socket-free parts (what server lines mean,
