@@ -486,3 +486,57 @@ fn incoming_lines_are_printed_while_stdin_is_silent() {
         alice.expect(&format!("<bob> m{i}"));
     }
 }
+
+/// A script that logs in with a password, sent all at once: each line is
+/// taken only once the server has answered the one before, so the
+/// password lines are known to be passwords and never shown as messages.
+#[test]
+fn a_whole_script_with_passwords_keeps_them_secret() {
+    let fake = fake_server();
+    let port = fake.local_addr().unwrap().port().to_string();
+    let (log, saved) = (
+        TempPath::new("pw-script-log"),
+        TempPath::new("pw-script-save"),
+    );
+    let mut p = Proc::spawn(&["--log", log.as_str(), "127.0.0.1", &port]);
+    let mut server = accept(&fake);
+    server.send(WELCOME);
+    p.expect(WELCOME);
+    {
+        let stdin = p.stdin.as_mut().expect("stdin");
+        let script = format!(
+            "alice\nhunter22pw\nsecond-try-pw\nhello\n/save {}\n",
+            saved.as_str()
+        );
+        stdin.write_all(script.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    p.close_stdin();
+    server.expect("alice");
+    server.send("* password for alice:");
+    server.expect("hunter22pw");
+    server.send("! wrong password");
+    server.send("* password for alice:");
+    server.expect("second-try-pw");
+    server.send("* you joined #lobby as alice (1 user here); /help lists the commands");
+    server.expect("hello");
+    // /save is local; then the end of input.
+    server.expect("/quit");
+    server.send("* goodbye");
+    drop(server);
+    let (status, out, stderr) = p.wait();
+    assert!(status.success(), "{status:?} {stderr}");
+
+    let saved = untimed(saved.lines());
+    let logged = untimed(log.lines());
+    for (what, text) in [("saved", &saved), ("logged", &logged), ("stdout", &out)] {
+        for secret in ["hunter22pw", "second-try-pw"] {
+            assert!(
+                !text.iter().any(|l| l.contains(secret)),
+                "{secret} was {what}: {text:#?}"
+            );
+        }
+    }
+    assert_eq!(saved.last().map(String::as_str), Some("<alice> hello"));
+    assert!(logged.contains(&"<alice> hello".to_string()), "{logged:#?}");
+}

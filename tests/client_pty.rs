@@ -313,13 +313,12 @@ fn passwords_never_appear_on_screen_or_in_history() {
     pty.type_keys("hello\r");
     server.expect("hello");
     pty.wait_row("<alice> hello");
-    // History holds what was sent, secrets left out.
+    // History holds what was sent, secrets left out, and nothing from
+    // before the name was accepted (it might have been a password).
     pty.type_keys(UP);
     pty.wait_input("alice> hello");
-    pty.type_keys(UP);
-    pty.wait_input("alice> alice");
-    pty.type_keys(UP);
-    pty.wait_input("alice> alice");
+    pty.type_keys(&format!("{UP}{UP}x"));
+    pty.wait_input("alice> hellox");
 
     pty.type_keys("\x03");
     server.expect("/quit");
@@ -378,4 +377,36 @@ fn a_resize_rewraps_the_input_and_no_color_means_none() {
             );
         }
     }
+}
+
+/// With `--name`, a line typed before the server's password question
+/// arrives is held, then sent as the password: never drawn, echoed or
+/// kept in history.
+#[test]
+fn a_line_typed_ahead_of_the_password_question_stays_secret() {
+    let fake = fake_server();
+    let port = fake.local_addr().unwrap().port().to_string();
+    let mut pty = Pty::spawn(&["--name", "alice", "127.0.0.1", &port], &[]);
+    let mut server = accept(&fake);
+    server.expect("alice");
+    pty.wait_input("waiting for the server (typing not shown): ");
+    // Each key is handled before the screen is drawn again: once the
+    // redraw after Enter is there, the line has been entered.
+    let before = pty.raw().len();
+    pty.type_keys("hunter22");
+    pty.wait_output_past(before);
+    let before = pty.raw().len();
+    pty.type_keys("\r");
+    pty.wait_output_past(before);
+
+    server.send("* password for alice:");
+    server.expect("hunter22");
+    server.send("* you joined #lobby as alice (1 user here); /help lists the commands");
+    pty.wait_input("alice> ");
+    pty.type_keys(&format!("{UP}x"));
+    pty.wait_input("alice> x");
+    let rows = pty.rows();
+    assert!(!rows.iter().any(|r| r.contains("hunter22")), "{rows:#?}");
+    let raw = String::from_utf8_lossy(&pty.raw()).into_owned();
+    assert!(!raw.contains("hunter22"), "the password reached the screen");
 }

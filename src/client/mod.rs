@@ -39,7 +39,7 @@ use signal_hook::iterator::Signals;
 use editor::{Editor, Key, KeyDecoder, Outcome};
 use memchr::memchr;
 use screen::{Prompt, Screen, Style};
-use session::{Action, LOCAL_HELP, Session, Shown};
+use session::{Action, Entered, LOCAL_HELP, Session, Shown};
 use transcript::Transcript;
 
 /// Server host when none is given.
@@ -153,9 +153,8 @@ pub fn run(cfg: &Config) -> Result<(), ClientError> {
         Client::new(stream, terminal, log).map_err(io_err("starting the event loop"))?;
     if let Some(name) = &cfg.name {
         // The first line is the name; the server has not asked yet, but
-        // it reads it the same way. Not kept in history.
-        let _ = client.session.on_input(name);
-        client.send(name);
+        // it reads it the same way.
+        client.enter_line(name.clone());
     }
     let result = client.run();
     client.finish();
@@ -303,6 +302,8 @@ struct Client {
     /// The socket may hold more than this turn's budget read.
     more_to_read: bool,
     server_closed: bool,
+    /// Piped input has ended: quit once every line is sent.
+    input_ended: bool,
     /// The user quit (or input ended); we wait for the server to close.
     user_quit: bool,
     /// Quit again while waiting: leave now.
@@ -358,6 +359,7 @@ impl Client {
             out: Vec::new(),
             more_to_read: true,
             server_closed: false,
+            input_ended: false,
             user_quit: false,
             leave_now: false,
             last_activity: Instant::now(),
@@ -375,6 +377,7 @@ impl Client {
             {
                 let shown = self.session.on_server_line(&rest);
                 self.show(shown);
+                self.take_entered();
             }
             self.render()?;
             if self.server_closed {
@@ -435,7 +438,6 @@ impl Client {
     fn read_socket(&mut self) {
         let mut buf = vec![0; 64 * 1024];
         let mut total = 0;
-        let mut shown = Vec::new();
         loop {
             if total >= READ_BUDGET {
                 break;
@@ -451,7 +453,10 @@ impl Client {
                     self.last_activity = Instant::now();
                     self.incoming.push(&buf[..n]);
                     while let Some(line) = self.incoming.next_line() {
-                        shown.push(self.session.on_server_line(line));
+                        let shown = self.session.on_server_line(line);
+                        self.show(shown);
+                        // The line may be the answer held input waited for.
+                        self.take_entered();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -466,9 +471,6 @@ impl Client {
                     break;
                 }
             }
-        }
-        for s in shown {
-            self.show(s);
         }
     }
 
@@ -509,9 +511,23 @@ impl Client {
         self.unsent.extend_from_slice(bytes);
     }
 
-    /// Takes input from the stdin thread while the server keeps up.
+    /// Whether the server is so far behind that entered lines wait.
+    fn backed_up(&self) -> bool {
+        self.unsent.len() - self.sent >= MAX_UNSENT
+    }
+
+    /// Takes input from the stdin thread while the server keeps up. In a
+    /// pipe, nothing more is read while lines wait for the server: a big
+    /// script waits in the pipe, not in memory.
     fn take_stdin(&mut self) {
-        while self.stdin_open && self.unsent.len() - self.sent < MAX_UNSENT {
+        self.take_entered();
+        loop {
+            let piped = self.tty.is_none();
+            let wait = self.backed_up()
+                || (piped && (self.session.has_held() || self.session.is_waiting()));
+            if !self.stdin_open || wait {
+                return;
+            }
             let msg = match self.stdin.try_recv() {
                 Ok(msg) => msg,
                 Err(TryRecvError::Empty) => return,
@@ -532,7 +548,8 @@ impl Client {
                         if !rest.is_empty() {
                             self.piped_line(rest);
                         }
-                        self.quit(None);
+                        self.input_ended = true;
+                        self.take_entered();
                     }
                 }
             }
@@ -556,7 +573,7 @@ impl Client {
                 Outcome::Changed => tty.dirty = true,
                 Outcome::Submit(line) => {
                     tty.dirty = true;
-                    self.enter_line(&line);
+                    self.enter_line(line);
                 }
                 Outcome::Quit => self.quit(None),
             }
@@ -596,7 +613,7 @@ impl Client {
             line.pop();
         }
         match String::from_utf8(line) {
-            Ok(line) => self.enter_line(&line),
+            Ok(line) => self.enter_line(line),
             // Not ours to judge: the server answers invalid UTF-8.
             Err(e) => {
                 self.send_raw(e.as_bytes());
@@ -605,14 +622,34 @@ impl Client {
         }
     }
 
-    /// A line the user entered, typed or piped.
-    fn enter_line(&mut self, line: &str) {
-        if !self.session.is_secret(line)
+    /// A line the user entered, typed or piped. It waits while the server
+    /// has not answered our name or password, or is far behind.
+    fn enter_line(&mut self, line: String) {
+        self.session.enter(line);
+        self.take_entered();
+    }
+
+    /// Acts on entered lines whose turn has come; at the end of piped
+    /// input, quits once none is left.
+    fn take_entered(&mut self) {
+        while !self.user_quit && !self.backed_up() {
+            let Some(entered) = self.session.next_entered() else {
+                break;
+            };
+            self.act(entered);
+        }
+        if self.input_ended && !self.session.has_held() && !self.session.is_waiting() {
+            self.quit(None);
+        }
+    }
+
+    fn act(&mut self, entered: Entered) {
+        if entered.remember
             && let Some(tty) = &mut self.tty
         {
-            tty.editor.remember(line);
+            tty.editor.remember(&entered.line);
         }
-        match self.session.on_input(line) {
+        match entered.action {
             Action::Nothing => {}
             Action::Send { line, echo, .. } => {
                 self.send(&line);
@@ -646,6 +683,7 @@ impl Client {
             return;
         }
         self.user_quit = true;
+        self.session.drop_held();
         self.send(line.unwrap_or("/quit"));
         self.last_activity = Instant::now();
     }
@@ -706,6 +744,15 @@ impl Client {
                 },
             };
         }
+        if self.session.is_waiting() {
+            return Prompt {
+                text: "waiting for the server (typing not shown): ".to_string(),
+                style: Style {
+                    dim: true,
+                    ..Style::default()
+                },
+            };
+        }
         match self.session.name() {
             Some(name) => Prompt {
                 text: format!("{name}> "),
@@ -728,7 +775,10 @@ impl Client {
     fn render(&mut self) -> Result<(), ClientError> {
         let prompt = self.prompt();
         if let Some(tty) = &mut self.tty {
-            tty.editor.set_secret(self.session.password_for().is_some());
+            // While our name or password awaits an answer, what is typed
+            // may be the answer to a password question on its way.
+            let secret = self.session.password_for().is_some() || self.session.is_waiting();
+            tty.editor.set_secret(secret);
             if !tty.pending.is_empty() || tty.dirty || tty.prompt != prompt {
                 tty.prompt = prompt;
                 tty.screen

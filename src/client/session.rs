@@ -3,6 +3,7 @@
 //! is ours, and what to do with each line the user enters. Never writes
 //! anywhere; the loop in `client` acts on what it returns.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use crate::proto::{self, Command};
@@ -175,16 +176,32 @@ pub enum Action {
     Usage(&'static str),
 }
 
+/// A line the user entered, taken in turn: what to do with it, and whether
+/// it may go into the editor's history.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entered {
+    pub line: String,
+    pub action: Action,
+    /// Neither secret nor entered before our name was confirmed (a line
+    /// typed then may turn out to answer a password question).
+    pub remember: bool,
+}
+
 /// What the client knows about its own user.
 #[derive(Debug, Default)]
 pub struct Session {
-    /// Our name, as the server last confirmed it.
+    /// Our name, as the server last confirmed it. Nothing we type is shown
+    /// as ours until then: a line sent before the server has answered our
+    /// name may be the answer to a password question still on its way.
     name: Option<String>,
-    /// A name we sent and the server has not answered yet; used to show our
-    /// first messages when input runs ahead of the server (in a pipe).
-    pending: Option<String>,
     /// The server asked for this name's password: the next line is secret.
     password_for: Option<String>,
+    /// We sent a name or a password and the server has not answered yet
+    /// (with `* you joined ... as NAME`, `* password for NAME:` or
+    /// `* choose a name:`): what the next line means is not known.
+    awaiting: bool,
+    /// Lines entered while `awaiting`, taken in order once it ends.
+    held: VecDeque<String>,
 }
 
 impl Session {
@@ -192,14 +209,53 @@ impl Session {
         Session::default()
     }
 
-    /// The name to show in the prompt and in our own messages.
+    /// Our name, once the server has confirmed it: for the prompt and for
+    /// our own messages.
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref().or(self.pending.as_deref())
+        self.name.as_deref()
     }
 
     /// The name whose password the server is waiting for, if it is.
     pub fn password_for(&self) -> Option<&str> {
         self.password_for.as_deref()
+    }
+
+    /// Whether input is held until the server answers our name or
+    /// password.
+    pub fn is_waiting(&self) -> bool {
+        self.awaiting
+    }
+
+    /// Whether lines are held, waiting for the server's answer.
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Forgets the held lines (the user has quit).
+    pub fn drop_held(&mut self) {
+        self.held.clear();
+    }
+
+    /// Takes a line the user entered (without its LF). It waits its turn
+    /// behind lines held earlier; `next_entered` hands it out.
+    pub fn enter(&mut self, line: String) {
+        self.held.push_back(line);
+    }
+
+    /// The next entered line and what to do with it, unless the server's
+    /// answer to our name or password must come first.
+    pub fn next_entered(&mut self) -> Option<Entered> {
+        if self.awaiting {
+            return None;
+        }
+        let line = self.held.pop_front()?;
+        let remember = self.name.is_some() && !self.is_secret(&line);
+        let action = self.on_input(&line);
+        Some(Entered {
+            line,
+            action,
+            remember,
+        })
     }
 
     /// Takes a line the server sent (without its LF, CR already dropped)
@@ -223,8 +279,8 @@ impl Session {
                 .and_then(|(n, _)| named(n));
             if let Some(name) = name {
                 self.name = Some(name);
-                self.pending = None;
                 self.password_for = None;
+                self.awaiting = false;
             }
         } else if let Some(rest) = text.strip_prefix("* you are now known as ") {
             if let Some(name) = named(rest) {
@@ -232,13 +288,14 @@ impl Session {
             }
         } else if let Some(rest) = text.strip_prefix("* password for ") {
             if let Some(name) = rest.strip_suffix(':').and_then(named) {
-                self.pending = Some(name.clone());
                 self.password_for = Some(name);
+                self.awaiting = false;
             }
         } else if text == "* choose a name:" {
-            // The name we sent was refused; the next line is a new try.
-            self.pending = None;
+            // The name (or password) we sent was refused; the next line
+            // is a new try at a name.
             self.password_for = None;
+            self.awaiting = false;
         }
     }
 
@@ -248,10 +305,13 @@ impl Session {
         self.password_for.is_some() || secret_args_at(line).is_some()
     }
 
-    /// Decides what to do with a line the user entered (without its LF).
-    pub fn on_input(&mut self, line: &str) -> Action {
+    /// Decides what to do with a line the user entered (without its LF),
+    /// now that its turn has come.
+    fn on_input(&mut self, line: &str) -> Action {
         if self.password_for.take().is_some() {
-            // Sent as typed: a password is never trimmed.
+            // Sent as typed: a password is never trimmed. The server
+            // answers with a welcome, or with the question again.
+            self.awaiting = true;
             return Action::Send {
                 line: line.to_string(),
                 echo: None,
@@ -281,14 +341,19 @@ impl Session {
             _ => {}
         }
         let secret = secret_args_at(&clean).is_some();
-        let echo = if secret {
-            None
-        } else if let Some(me) = self.name().map(str::to_string) {
-            own_echo(&me, &clean)
-        } else {
-            // Not named yet: this line is our try at a name.
-            self.pending = name_attempt(&clean);
-            None
+        let echo = match self.name() {
+            Some(me) if !secret => own_echo(me, &clean),
+            Some(_) => None,
+            None => {
+                // Not named yet: a message or `/nick` is our try at a name,
+                // and the server answers it with a question or a welcome.
+                // Other commands get an error and change nothing.
+                self.awaiting = matches!(
+                    proto::parse_text(&clean),
+                    Ok(Command::Say(_) | Command::Nick(_))
+                );
+                None
+            }
         };
         Action::Send {
             line: line.to_string(),
@@ -313,17 +378,6 @@ fn own_echo(me: &str, line: &str) -> Option<Shown> {
         }),
         _ => None,
     }
-}
-
-/// The name in a line sent while choosing one: `alice`, `#alice` or
-/// `/nick alice`.
-fn name_attempt(line: &str) -> Option<String> {
-    let line = line.trim();
-    let name = match line.split_once(char::is_whitespace) {
-        Some((cmd, rest)) if cmd.eq_ignore_ascii_case("/nick") => rest.trim(),
-        _ => line.strip_prefix('#').unwrap_or(line),
-    };
-    proto::valid_name(name).then(|| name.to_string())
 }
 
 /// Commands whose arguments are passwords.
@@ -412,9 +466,12 @@ mod tests {
         );
         assert_eq!(s.name(), None);
         assert_eq!(s.on_input("alice"), send("alice", None, false));
-        assert_eq!(s.name(), Some("alice"), "pending until the server answers");
+        assert_eq!(s.name(), None, "not ours until the server says so");
+        assert!(s.is_waiting());
         said(&mut s, "! name \"alice\" is taken, choose another");
+        assert!(s.is_waiting(), "the question follows the error");
         said(&mut s, "* choose a name:");
+        assert!(!s.is_waiting());
         assert_eq!(s.name(), None);
         assert_eq!(s.on_input("/nick Al"), send("/nick Al", None, false));
         said(
@@ -422,6 +479,7 @@ mod tests {
             "* you joined #lobby as Al (2 users here); /help lists the commands",
         );
         assert_eq!(s.name(), Some("Al"));
+        assert!(!s.is_waiting());
         said(&mut s, "* you joined #rust");
         assert_eq!(s.name(), Some("Al"));
         said(&mut s, "* you are now known as albert");
@@ -429,6 +487,80 @@ mod tests {
         // Someone else's rename is not ours.
         said(&mut s, "* bob is now known as robert");
         assert_eq!(s.name(), Some("albert"));
+    }
+
+    #[test]
+    fn commands_before_a_name_are_answered_without_a_question() {
+        let mut s = Session::new();
+        for line in ["/who", "/nick", "@bob hi"] {
+            s.on_input(line);
+            assert!(!s.is_waiting(), "{line} is answered by an error alone");
+        }
+        s.on_input("#alice");
+        assert!(s.is_waiting());
+    }
+
+    /// Every entered line, taken in turn until the session must wait.
+    fn taken(s: &mut Session) -> Vec<(String, Option<String>, bool, bool)> {
+        std::iter::from_fn(|| s.next_entered())
+            .map(|e| match e.action {
+                Action::Send { echo, secret, .. } => {
+                    (e.line, echo.map(|e| e.text), secret, e.remember)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn entry(
+        line: &str,
+        echo: Option<&str>,
+        secret: bool,
+        remember: bool,
+    ) -> (String, Option<String>, bool, bool) {
+        (line.into(), echo.map(Into::into), secret, remember)
+    }
+
+    #[test]
+    fn lines_entered_before_the_server_answers_wait_for_its_answer() {
+        // A script sent all at once, or typing ahead of a slow server:
+        // the second line is the password, but nothing says so yet.
+        let mut s = Session::new();
+        for line in ["alice", "hunter22", "second-try", "hello"] {
+            s.enter(line.into());
+        }
+        assert_eq!(taken(&mut s), [entry("alice", None, false, false)]);
+        assert!(s.has_held());
+        said(&mut s, "* password for alice:");
+        assert_eq!(taken(&mut s), [entry("hunter22", None, true, false)]);
+        said(&mut s, "! wrong password");
+        assert_eq!(taken(&mut s), []);
+        said(&mut s, "* password for alice:");
+        assert_eq!(taken(&mut s), [entry("second-try", None, true, false)]);
+        said(
+            &mut s,
+            "* you joined #lobby as alice (1 user here); /help lists the commands",
+        );
+        assert_eq!(
+            taken(&mut s),
+            [entry("hello", Some("<alice> hello"), false, true)]
+        );
+        assert!(!s.has_held());
+
+        // A refused name: the next line is the next try, not a message.
+        let mut s = Session::new();
+        for line in ["alice", "bob", "hi"] {
+            s.enter(line.into());
+        }
+        assert_eq!(taken(&mut s).len(), 1);
+        said(&mut s, "! name \"alice\" is taken, choose another");
+        said(&mut s, "* choose a name:");
+        assert_eq!(taken(&mut s), [entry("bob", None, false, false)]);
+        said(
+            &mut s,
+            "* you joined #lobby as bob (2 users here); /help lists the commands",
+        );
+        assert_eq!(taken(&mut s), [entry("hi", Some("<bob> hi"), false, true)]);
     }
 
     #[test]
