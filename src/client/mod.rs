@@ -328,11 +328,11 @@ impl Client {
         spawn_signal_watcher(flags.clone(), waker)?;
         let tty = terminal.then(|| {
             let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            let width = term::width(1).unwrap_or(screen::DEFAULT_WIDTH);
+            let (width, height) = terminal_size();
             Box::new(Tty {
                 editor: Editor::new(),
                 decoder: KeyDecoder::new(),
-                screen: Screen::new(width, colour),
+                screen: Screen::new(width, height, colour),
                 pending: Vec::new(),
                 prompt: Prompt {
                     text: String::new(),
@@ -807,9 +807,9 @@ impl Client {
         if self.flags.resized.swap(false, Ordering::Relaxed)
             && let Some(tty) = &mut self.tty
         {
-            let width = term::width(1).unwrap_or(screen::DEFAULT_WIDTH);
+            let (width, height) = terminal_size();
             tty.screen
-                .resize(&mut self.out, width, &tty.editor, &tty.prompt);
+                .resize(&mut self.out, width, height, &tty.editor, &tty.prompt);
         }
         let interrupts = self.flags.interrupts.swap(0, Ordering::Relaxed);
         if interrupts > 0 {
@@ -817,6 +817,11 @@ impl Client {
             self.quit(None);
         }
     }
+}
+
+/// The terminal's size, or a common one when it does not say.
+fn terminal_size() -> (usize, usize) {
+    term::size(1).unwrap_or((screen::DEFAULT_WIDTH, screen::DEFAULT_HEIGHT))
 }
 
 fn spawn_stdin_reader(tx: SyncSender<StdinMsg>, waker: Arc<Waker>) -> io::Result<()> {

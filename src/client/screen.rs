@@ -12,6 +12,8 @@ use super::session::{Kind, Shown};
 
 /// Width used when the terminal does not say.
 pub const DEFAULT_WIDTH: usize = 80;
+/// Height used when the terminal does not say.
+pub const DEFAULT_HEIGHT: usize = 24;
 /// Columns between tab stops.
 const TAB_STOP: usize = 8;
 /// Foreground colours for names, picked by a hash of the name. Red is left
@@ -181,24 +183,163 @@ impl Pen<'_> {
 }
 
 /// Where the input area is on screen after it was drawn.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Drawn {
     /// Row of the cursor, counted from the area's first row.
     cursor_row: usize,
+    /// The columns of each character drawn on the rows before the
+    /// cursor's, then on the cursor's row before it, with the cursor as
+    /// one more column: what a terminal that reflows on resize moves.
+    rows: Vec<Vec<usize>>,
+}
+
+impl Drawn {
+    /// Rows from the area's first to the cursor once the terminal is
+    /// `width` columns wide, at most: a terminal that reflows (tmux, VTE,
+    /// kitty...) splits each drawn row that no longer fits, one that does
+    /// not (xterm) leaves them as they were.
+    fn cursor_row_after_resize(&self, width: usize) -> usize {
+        let reflowed: usize = self
+            .rows
+            .iter()
+            .map(|row| {
+                let mut flow = Flow::new(width);
+                for &w in row {
+                    flow.place(w);
+                }
+                flow.row + 1
+            })
+            .sum();
+        self.cursor_row.max(reflowed - 1)
+    }
+}
+
+/// Where characters land as rows fill up, without drawing them.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    width: usize,
+    row: usize,
+    col: usize,
+}
+
+impl Flow {
+    fn new(width: usize) -> Flow {
+        Flow {
+            width: width.max(1),
+            row: 0,
+            col: 0,
+        }
+    }
+
+    /// Places something `w` columns wide, on the next row if it does not
+    /// fit on this one (a wide character is never split). Returns where.
+    fn place(&mut self, w: usize) -> (usize, usize) {
+        if self.col > 0 && self.col + w > self.width {
+            self.row += 1;
+            self.col = 0;
+        }
+        let at = (self.row, self.col);
+        self.col += w;
+        at
+    }
+}
+
+/// A character of the input area, laid out.
+struct Glyph {
+    row: usize,
+    col: usize,
+    c: char,
+    width: usize,
+    style: Style,
+}
+
+/// The prompt and the visible part of the line, laid out in rows.
+struct Layout {
+    glyphs: Vec<Glyph>,
+    cursor: (usize, usize),
+    rows: usize,
+}
+
+fn layout_input(width: usize, editor: &Editor, prompt: &Prompt) -> Layout {
+    let mut flow = Flow::new(width);
+    let mut glyphs = Vec::new();
+    let mut put = |flow: &mut Flow, c: char, style: Style| {
+        // Prompts and input hold no tabs; a stray one is a space.
+        let (c, width) = match c {
+            '\t' => (' ', 1),
+            c => (c, c.width().unwrap_or(0)),
+        };
+        let (row, col) = flow.place(width);
+        glyphs.push(Glyph {
+            row,
+            col,
+            c,
+            width,
+            style,
+        });
+    };
+    for c in prompt.text.chars() {
+        put(&mut flow, c, prompt.style);
+    }
+    let hidden = editor.hidden_from().unwrap_or(usize::MAX);
+    let mut cursor = None;
+    for (i, &c) in editor.chars().iter().enumerate().take(hidden) {
+        if i == editor.cursor() {
+            // Where the character under the cursor goes.
+            let w = c.width().unwrap_or(0);
+            let mut ahead = flow;
+            cursor = Some(ahead.place(w));
+        }
+        put(&mut flow, c, PLAIN);
+    }
+    // Past the last visible character. On a full row the terminal would
+    // hold the cursor at the last column, so it goes to the next row.
+    let cursor = cursor.unwrap_or_else(|| flow.place(1));
+    Layout {
+        rows: flow.row.max(cursor.0) + 1,
+        glyphs,
+        cursor,
+    }
+}
+
+/// The rows of a layout `rows` tall that fit in `room` rows with the
+/// cursor's row among them, and whether a marker row for hidden text goes
+/// above and below.
+fn window(rows: usize, cursor_row: usize, room: usize) -> (std::ops::Range<usize>, bool, bool) {
+    let room = room.max(1);
+    if rows <= room {
+        return (0..rows, false, false);
+    }
+    if room < 3 {
+        // No room for markers: the rows up to the cursor's.
+        let first = (cursor_row + 1).saturating_sub(room);
+        return (first..first + room, false, false);
+    }
+    // The cursor's row as low as it goes, a marker where text is hidden.
+    let end = cursor_row + 1;
+    let below = end < rows;
+    let content = room - usize::from(below);
+    if end <= content {
+        // Nothing hidden above: fill down from the top.
+        return (0..room - 1, false, true);
+    }
+    (end - (content - 1)..end, true, below)
 }
 
 /// The terminal screen as the client uses it.
 #[derive(Debug)]
 pub struct Screen {
     width: usize,
+    height: usize,
     colour: bool,
     drawn: Option<Drawn>,
 }
 
 impl Screen {
-    pub fn new(width: usize, colour: bool) -> Screen {
+    pub fn new(width: usize, height: usize, colour: bool) -> Screen {
         Screen {
             width: width.max(1),
+            height: height.max(1),
             colour,
             drawn: None,
         }
@@ -207,10 +348,12 @@ impl Screen {
     /// Erases the input area, leaving the cursor where the area began.
     fn erase_input(&mut self, out: &mut Vec<u8>) {
         if let Some(d) = self.drawn.take() {
-            if d.cursor_row > 0 {
-                let _ = write!(Sink(out), "\x1b[{}A", d.cursor_row);
-            }
-            out.extend_from_slice(b"\r\x1b[J");
+            move_up(out, d.cursor_row);
+            // Not `ESC [ J` from here: at the screen's top-left corner tmux
+            // takes that for clearing the screen and keeps a copy of it in
+            // the scrollback. This row, then all below it (a cursor on the
+            // last row does not move down, and clears its own row again).
+            out.extend_from_slice(b"\r\x1b[2K\x1b7\x1b[B\x1b[J\x1b8");
         }
     }
 
@@ -235,20 +378,30 @@ impl Screen {
         self.show(out, &[], editor, prompt);
     }
 
-    /// The terminal is now `width` columns wide. A terminal that reflows
-    /// has re-wrapped the input area already, so the cursor's row within
-    /// it is recomputed at the new width before it is erased.
-    pub fn resize(&mut self, out: &mut Vec<u8>, width: usize, editor: &Editor, prompt: &Prompt) {
+    /// The terminal is now `width` columns by `height` rows. Its rows are
+    /// ours, ended by CRLF: a terminal may have split them to the new
+    /// width (tmux and most others do; xterm does not), so the cursor may
+    /// now be further below the area's first row. The area is erased from
+    /// the furthest that row can be; in a terminal that does not reflow, a
+    /// narrower window may so lose a few rows of conversation above it.
+    pub fn resize(
+        &mut self,
+        out: &mut Vec<u8>,
+        width: usize,
+        height: usize,
+        editor: &Editor,
+        prompt: &Prompt,
+    ) {
         self.width = width.max(1);
-        if self.drawn.is_some() {
-            let mut scratch = Vec::new();
-            let cursor_row = draw_input(&mut scratch, self.width, false, editor, prompt);
-            self.drawn = Some(Drawn { cursor_row });
+        self.height = height.max(1);
+        if let Some(d) = &mut self.drawn {
+            d.cursor_row = d.cursor_row_after_resize(self.width);
         }
         self.redraw(out, editor, prompt);
     }
 
-    /// Clears the whole screen and its scrollback, then draws the input.
+    /// Clears the screen, then draws the input. The terminal's scrollback
+    /// (what was there before the client) is left alone.
     pub fn clear(&mut self, out: &mut Vec<u8>, editor: &Editor, prompt: &Prompt) {
         out.extend_from_slice(b"\x1b[?25l\x1b[H\x1b[2J\x1b[3J");
         self.drawn = None;
@@ -262,59 +415,78 @@ impl Screen {
         out.extend_from_slice(b"\x1b[0m\x1b[?25h");
     }
 
+    /// Draws the prompt and the line from the cursor's current position
+    /// (the start of a row), then puts the cursor where the editor's is.
+    /// A line taller than the window leaves a row for what is above it:
+    /// only a window of rows around the cursor is drawn, with a marker
+    /// row where text is hidden.
     fn draw_input_here(&mut self, out: &mut Vec<u8>, editor: &Editor, prompt: &Prompt) {
-        let cursor_row = draw_input(out, self.width, self.colour, editor, prompt);
-        self.drawn = Some(Drawn { cursor_row });
+        let layout = layout_input(self.width, editor, prompt);
+        let (shown, above, below) = window(layout.rows, layout.cursor.0, self.height - 1);
+        let mut pen = Pen::new(out, self.width, self.colour);
+        let mut drawn_rows: Vec<Vec<usize>> = Vec::new();
+        let marker = |pen: &mut Pen<'_>, text: String| {
+            for c in text.chars().take(pen.width) {
+                pen.put(c, DIM);
+            }
+            text.chars().take(pen.width).map(|_| 1).collect::<Vec<_>>()
+        };
+        if above {
+            let n = shown.start;
+            let s = if n == 1 { "" } else { "s" };
+            drawn_rows.push(marker(&mut pen, format!("... {n} row{s} above")));
+            pen.newline();
+        }
+        let mut glyphs = layout
+            .glyphs
+            .iter()
+            .skip_while(|g| g.row < shown.start)
+            .peekable();
+        let cursor_row = drawn_rows.len() + layout.cursor.0 - shown.start;
+        for row in shown.clone() {
+            if row > shown.start {
+                pen.newline();
+            }
+            let mut widths = Vec::new();
+            while let Some(g) = glyphs.next_if(|g| g.row == row) {
+                pen.put(g.c, g.style);
+                if row < layout.cursor.0 || (row == layout.cursor.0 && g.col < layout.cursor.1) {
+                    widths.push(g.width);
+                }
+            }
+            if row <= layout.cursor.0 {
+                if row == layout.cursor.0 {
+                    widths.push(1);
+                }
+                drawn_rows.push(widths);
+            }
+        }
+        if below {
+            let n = layout.rows - shown.end;
+            let s = if n == 1 { "" } else { "s" };
+            pen.newline();
+            marker(&mut pen, format!("... {n} row{s} below"));
+        }
+        pen.set_style(PLAIN);
+        let up = pen.row - cursor_row;
+        let out = pen.out;
+        move_up(out, up);
+        out.push(b'\r');
+        if layout.cursor.1 > 0 {
+            let _ = write!(Sink(out), "\x1b[{}C", layout.cursor.1);
+        }
+        self.drawn = Some(Drawn {
+            cursor_row,
+            rows: drawn_rows,
+        });
         out.extend_from_slice(b"\x1b[?25h");
     }
 }
 
-/// Draws the prompt and the visible part of the line from the cursor's
-/// current position (the start of a row), then puts the cursor where the
-/// editor's is. Returns the cursor's row within the area.
-fn draw_input(
-    out: &mut Vec<u8>,
-    width: usize,
-    colour: bool,
-    editor: &Editor,
-    prompt: &Prompt,
-) -> usize {
-    let mut pen = Pen::new(out, width, colour);
-    for c in prompt.text.chars() {
-        pen.put(c, prompt.style);
+fn move_up(out: &mut Vec<u8>, rows: usize) {
+    if rows > 0 {
+        let _ = write!(Sink(out), "\x1b[{rows}A");
     }
-    pen.set_style(PLAIN);
-    let hidden = editor.hidden_from().unwrap_or(usize::MAX);
-    let mut at = None;
-    for (i, &c) in editor.chars().iter().enumerate().take(hidden) {
-        if i == editor.cursor() {
-            pen.make_room(c);
-            at = Some((pen.row, pen.col));
-        }
-        pen.put(c, PLAIN);
-    }
-    let (row, col) = match at {
-        Some(at) => at,
-        None => {
-            // The cursor is past the last visible character. On a full row
-            // the terminal would hold it at the last column, so move to
-            // the next row now.
-            if pen.col >= pen.width {
-                pen.newline();
-            }
-            (pen.row, pen.col)
-        }
-    };
-    let up = pen.row - row;
-    let out = pen.out;
-    if up > 0 {
-        let _ = write!(Sink(out), "\x1b[{up}A");
-    }
-    out.push(b'\r');
-    if col > 0 {
-        let _ = write!(Sink(out), "\x1b[{col}C");
-    }
-    row
 }
 
 /// `write!` into a byte vector.
@@ -352,7 +524,7 @@ mod tests {
         fn new(colour: bool) -> Term {
             let mut t = Term {
                 parser: vt100::Parser::new(nz(ROWS), nz(COLS), 0),
-                screen: Screen::new(COLS.into(), colour),
+                screen: Screen::new(COLS.into(), ROWS.into(), colour),
                 editor: Editor::new(),
                 prompt: Prompt {
                     text: "al> ".into(),
@@ -464,36 +636,205 @@ mod tests {
         assert_eq!(t.cursor(), (1, 19));
     }
 
-    #[test]
-    fn resizing_redraws_the_input_at_the_new_width() {
-        let mut t = Term::new(false);
-        t.typed("abcdefghijklmnopqrstuvwxyz");
-        // vt100 does not reflow on resize; start a 10-column terminal
-        // showing what a reflowing one shows after the resize: the same
-        // text re-wrapped, the cursor after it.
-        t.parser = vt100::Parser::new(nz(ROWS), nz(10), 0);
-        t.feed(b"<bob> before\r\nal> abcdefghijklmnopqrstuvwxyz\r\n".to_vec());
+    /// What a terminal that reflows on resize (tmux, VTE...) does when it
+    /// becomes `cols` wide: each row ended by CRLF stays a line of its
+    /// own, split into pieces when it no longer fits (a wide character is
+    /// never split), and the cursor stays on the character it was on.
+    fn reflowed(old: &vt100::Parser, cols: u16) -> vt100::Parser {
+        let s = old.screen();
+        let (old_rows, old_cols) = (s.size().0.get(), s.size().1.get());
+        let (crow, ccol) = s.cursor_position();
+        let mut lines: Vec<String> = Vec::new();
+        let mut cursor = (0, 0);
+        for r in 0..old_rows {
+            // The row's cells as far as something was written.
+            let mut cells = Vec::new();
+            let mut col = 0;
+            while col < old_cols {
+                let cell = s.cell(r, col).unwrap();
+                let w: u16 = if cell.is_wide() { 2 } else { 1 };
+                cells.push((col, cell.contents().to_string(), usize::from(w)));
+                col += w;
+            }
+            while cells.last().is_some_and(|(_, c, _)| c.is_empty()) {
+                cells.pop();
+            }
+            let mut flow = Flow::new(cols.into());
+            let mut pieces = vec![String::new()];
+            for (col, c, w) in &cells {
+                if (r, *col) == (crow, ccol) {
+                    let mut ahead = flow;
+                    let at = ahead.place(1);
+                    cursor = (lines.len() + at.0, at.1);
+                }
+                let (row, _) = flow.place(*w);
+                if row == pieces.len() {
+                    pieces.push(String::new());
+                }
+                pieces[row].push_str(if c.is_empty() { " " } else { c });
+            }
+            if r == crow && ccol >= cells.last().map_or(0, |(c, _, w)| c + *w as u16) {
+                // The cursor after the written part of its row.
+                let mut ahead = flow;
+                for _ in cells.last().map_or(0, |(c, _, w)| c + *w as u16)..ccol {
+                    ahead.place(1);
+                }
+                let at = ahead.place(1);
+                cursor = (lines.len() + at.0, at.1);
+                while pieces.len() <= at.0 {
+                    pieces.push(String::new());
+                }
+            }
+            lines.extend(pieces);
+        }
+        // Blank rows below everything stay blank rows, not lines.
+        let used = lines
+            .iter()
+            .rposition(|l| !l.trim().is_empty())
+            .map_or(0, |i| i + 1);
+        lines.truncate(used.max(cursor.0 + 1));
+        let rows = u16::try_from(lines.len()).unwrap();
+        let mut p = vt100::Parser::new(nz(rows.max(old_rows)), nz(cols), 0);
+        p.process(lines.join("\r\n").as_bytes());
+        // Rows that no longer fit scroll off the top.
+        p.screen_mut().set_size(nz(old_rows), nz(cols));
+        let cursor = (cursor.0 as u16, cursor.1 as u16);
+        p.process(format!("\x1b[{};{}H", cursor.0 + 1, cursor.1 + 1).as_bytes());
+        p
+    }
+
+    fn resize_to(t: &mut Term, cols: u16, reflow: bool) {
+        if reflow {
+            t.parser = reflowed(&t.parser, cols);
+        } else {
+            t.parser.screen_mut().set_size(nz(ROWS), nz(cols));
+        }
         let mut out = Vec::new();
-        t.screen.resize(&mut out, 10, &t.editor, &t.prompt);
+        t.screen
+            .resize(&mut out, cols.into(), ROWS.into(), &t.editor, &t.prompt);
         t.feed(out);
-        let rows: Vec<String> = t.parser.screen().rows(0, 10).collect();
+    }
+
+    fn rows_at(t: &Term, cols: u16) -> Vec<String> {
+        let mut rows: Vec<String> = t
+            .parser
+            .screen()
+            .rows(0, cols)
+            .map(|r| r.trim_end().to_string())
+            .collect();
+        while rows.last().is_some_and(String::is_empty) {
+            rows.pop();
+        }
+        rows
+    }
+
+    #[test]
+    fn resizing_a_terminal_that_reflows_leaves_no_piece_of_the_old_input() {
+        let mut t = Term::new(false);
+        t.show("<bob> one");
+        t.show("<bob> two");
+        t.typed("abcdefghijklmnopqrstuvwxyz");
         assert_eq!(
-            rows[..6],
+            t.text(),
             [
-                "<bob> befo",
-                "re",
+                "<bob> one",
+                "<bob> two",
+                "al> abcdefghijklmnop",
+                "qrstuvwxyz"
+            ]
+        );
+        resize_to(&mut t, 10, true);
+        assert_eq!(
+            rows_at(&t, 10),
+            [
+                "<bob> one",
+                "<bob> two",
                 "al> abcdef",
                 "ghijklmnop",
-                "qrstuvwxyz",
-                ""
+                "qrstuvwxyz"
             ]
         );
         assert_eq!(t.cursor(), (5, 0));
         // Editing goes on at the new width.
         t.key(Key::Backspace);
-        let rows: Vec<String> = t.parser.screen().rows(0, 10).collect();
-        assert_eq!(rows[2..6], ["al> abcdef", "ghijklmnop", "qrstuvwxy", ""]);
+        assert_eq!(
+            rows_at(&t, 10)[2..],
+            ["al> abcdef", "ghijklmnop", "qrstuvwxy"]
+        );
         assert_eq!(t.cursor(), (4, 9));
+        // Wider again: rows ended by CRLF are not joined back.
+        resize_to(&mut t, 30, true);
+        assert_eq!(
+            rows_at(&t, 30),
+            ["<bob> one", "<bob> two", "al> abcdefghijklmnopqrstuvwxy"]
+        );
+        assert_eq!(t.cursor(), (2, 29));
+    }
+
+    #[test]
+    fn resizing_a_terminal_that_does_not_reflow_leaves_no_piece_of_the_old_input() {
+        let mut t = Term::new(false);
+        for line in ["<bob> one", "<bob> two", "<bob> three"] {
+            t.show(line);
+        }
+        t.typed("abcdefghijklmnopqrstuvwxyz");
+        resize_to(&mut t, 10, false);
+        // The cursor may have been up to 3 rows below the area's top, so
+        // that much is erased: here two rows of conversation go with it.
+        assert_eq!(
+            rows_at(&t, 10),
+            ["<bob> one", "al> abcdef", "ghijklmnop", "qrstuvwxyz"]
+        );
+        assert_eq!(t.cursor(), (4, 0));
+        resize_to(&mut t, 30, false);
+        assert_eq!(
+            rows_at(&t, 30),
+            ["<bob> one", "al> abcdefghijklmnopqrstuvwxyz"]
+        );
+        assert_eq!(t.cursor(), (2, 0));
+    }
+
+    #[test]
+    fn a_line_taller_than_the_window_is_drawn_around_the_cursor() {
+        let mut t = Term::new(false);
+        t.show("<bob> hi");
+        // 4 + 200 columns: 11 rows at 20 columns, in an 8-row window.
+        let digits = "0123456789".repeat(20);
+        t.typed(&digits);
+        let row = |i: usize| digits[16 + (i - 1) * 20..][..20].to_string();
+        // At most 7 rows: a marker, then the rows up to the cursor's.
+        let mut want = vec!["... 5 rows above".to_string()];
+        want.extend((5..10).map(row));
+        want.push(digits[196..].into());
+        assert_eq!(t.text()[1..], want);
+        assert_eq!(t.text()[0], "<bob> hi");
+        assert_eq!(t.cursor(), (7, 4));
+
+        // At the start: the first rows, and a marker for the rest.
+        t.key(Key::Home);
+        let mut want = vec![format!("al> {}", &digits[..16])];
+        want.extend((1..6).map(row));
+        want.push("... 5 rows below".to_string());
+        assert_eq!(t.text()[1..], want);
+        assert_eq!(t.cursor(), (1, 4));
+
+        // A message arrives: the window moves down whole (the screen
+        // scrolls), nothing is left behind.
+        t.show("<bob> more");
+        assert_eq!(t.text()[0], "<bob> more");
+        assert_eq!(t.text()[1..], want);
+        assert_eq!(t.cursor(), (1, 4));
+
+        // Back at the end, four characters fewer: ten full rows, and the
+        // cursor at the start of an eleventh.
+        t.key(Key::End);
+        for _ in 0..4 {
+            t.key(Key::Backspace);
+        }
+        let mut want = vec!["<bob> more".to_string(), "... 5 rows above".to_string()];
+        want.extend((5..10).map(row));
+        assert_eq!(t.text(), want);
+        assert_eq!(t.cursor(), (7, 0));
     }
 
     #[test]
@@ -524,7 +865,7 @@ mod tests {
         assert_eq!(s.cell(2, 6).unwrap().fgcolor(), vt100::Color::Default);
         // No colour at all when it is off.
         let mut plain = Vec::new();
-        let mut screen = Screen::new(20, false);
+        let mut screen = Screen::new(20, 8, false);
         let mut session = Session::new();
         let line = session.on_server_line(b"! bad");
         screen.show(

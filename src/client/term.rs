@@ -1,4 +1,4 @@
-//! The terminal itself: whether a descriptor is one, its width, and raw
+//! The terminal itself: whether a descriptor is one, its size, and raw
 //! mode, which is undone on every way out (the guard's drop, and a panic
 //! hook for a panic that never reaches the drop). The only unsafe code in
 //! the client lives here.
@@ -13,13 +13,14 @@ pub fn is_tty(fd: RawFd) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
-/// The terminal's width in columns, if it says.
-pub fn width(fd: RawFd) -> Option<usize> {
+/// The terminal's size in columns and rows, if it says.
+pub fn size(fd: RawFd) -> Option<(usize, usize)> {
     // SAFETY: an all-zero winsize is valid; TIOCGWINSZ writes one.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: `ws` is a valid winsize for the ioctl to fill.
     let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+    (rc == 0 && ws.ws_col > 0 && ws.ws_row > 0)
+        .then_some((usize::from(ws.ws_col), usize::from(ws.ws_row)))
 }
 
 /// The settings to put back, shared with the panic hook.
