@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -539,4 +540,51 @@ fn a_whole_script_with_passwords_keeps_them_secret() {
     }
     assert_eq!(saved.last().map(String::as_str), Some("<alice> hello"));
     assert!(logged.contains(&"<alice> hello".to_string()), "{logged:#?}");
+}
+
+/// `/save` never blocks the client, and never writes over the log.
+#[test]
+fn save_refuses_fifos_devices_and_the_log_file() {
+    let server = Server::start(&[]);
+    let (log, fifo) = (TempPath::new("save-refuse-log"), TempPath::new("save-fifo"));
+    let mut p = Proc::connect(&server, &["--log", log.as_str()]);
+    p.expect(WELCOME);
+    p.send("alice");
+    p.expect_prefix("* you joined #lobby as alice");
+
+    let c_path = std::ffi::CString::new(fifo.as_str()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    // No one reads the FIFO: opening it to write would wait forever.
+    p.send(&format!("/save {}", fifo.as_str()));
+    p.expect(&format!(
+        "-- cannot save to {}: not a regular file",
+        fifo.as_str()
+    ));
+    // A reader makes no difference: a FIFO is still refused.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo.0)
+        .unwrap();
+    p.send(&format!("/save {}", fifo.as_str()));
+    p.expect(&format!(
+        "-- cannot save to {}: not a regular file",
+        fifo.as_str()
+    ));
+    drop(reader);
+    p.send("/save /dev/null");
+    p.expect("-- cannot save to /dev/null: not a regular file");
+
+    p.send(&format!("/save {}", log.as_str()));
+    p.expect(&format!(
+        "-- cannot save to {}: it is the --log file",
+        log.as_str()
+    ));
+    p.send("/quit");
+    p.expect("* goodbye");
+    let (status, _, stderr) = p.wait();
+    assert!(status.success(), "{status:?} {stderr}");
+    // The log is whole: it starts with the welcome.
+    assert_eq!(untimed(log.lines())[0], WELCOME);
 }

@@ -24,7 +24,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::net::ToSocketAddrs;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -689,25 +689,48 @@ impl Client {
     }
 
     fn save(&mut self, path: &str) {
-        let written = OpenOptions::new()
+        match self.save_to(path) {
+            Ok(n) => self.show(Shown::local(format!("saved {n} lines to {path}"))),
+            Err(why) => self.show(Shown::local_error(format!("cannot save to {path}: {why}"))),
+        }
+    }
+
+    /// Writes the transcript to `path`, a regular file. Nothing here may
+    /// block the loop: a FIFO with no reader would wait forever to open,
+    /// so it is opened without waiting and anything but a regular file is
+    /// refused before a byte is written. So is the `--log` file, which
+    /// `/save` would otherwise cut short.
+    fn save_to(&self, path: &str) -> Result<usize, String> {
+        const NOT_REGULAR: &str = "not a regular file";
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
             .mode(0o600)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
-            .and_then(|file| {
-                let mut w = BufWriter::new(file);
-                let n = self.transcript.write_to(&mut w)?;
-                w.flush()?;
-                Ok(n)
-            });
-        match written {
-            Ok(n) => self.show(Shown::local(format!("saved {n} lines to {path}"))),
-            Err(e) => self.show(Shown::local_error(format!(
-                "cannot save to {path}: {}",
-                describe(&e)
-            ))),
+            .map_err(|e| match e.raw_os_error() {
+                // A FIFO no one reads.
+                Some(libc::ENXIO) => NOT_REGULAR.to_string(),
+                _ => describe(&e),
+            })?;
+        let meta = file.metadata().map_err(|e| describe(&e))?;
+        if !meta.is_file() {
+            return Err(NOT_REGULAR.to_string());
         }
+        if let Some(log) = &self.log
+            && let Ok(log) = log.metadata()
+            && (log.dev(), log.ino()) == (meta.dev(), meta.ino())
+        {
+            return Err("it is the --log file".to_string());
+        }
+        let write = || {
+            file.set_len(0)?;
+            let mut w = BufWriter::new(&file);
+            let n = self.transcript.write_to(&mut w)?;
+            w.flush()?;
+            Ok(n)
+        };
+        write().map_err(|e: io::Error| describe(&e))
     }
 
     /// Shows a line: into the transcript and the log, then on screen (in
