@@ -588,3 +588,41 @@ fn save_refuses_fifos_devices_and_the_log_file() {
     // The log is whole: it starts with the welcome.
     assert_eq!(untimed(log.lines())[0], WELCOME);
 }
+
+/// A reader that stops early (`chat-client ... | head -1`) ends the
+/// session quietly: `/quit` to the server, exit 0, nothing on stderr.
+#[test]
+fn stdout_closed_by_its_reader_is_a_quiet_quit() {
+    let fake = fake_server();
+    let port = fake.local_addr().unwrap().port().to_string();
+    let mut child = Command::new(chat_client_path())
+        .args(["--name", "alice", "127.0.0.1", &port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start chat-client");
+    let mut server = accept(&fake);
+    server.expect("alice");
+    server.send(WELCOME);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first.trim_end(), WELCOME);
+    drop(stdout);
+    // The next line cannot be written: the client leaves.
+    server.send("* you joined #lobby as alice (1 user here); /help lists the commands");
+    server.expect("/quit");
+    server.send("* goodbye");
+    drop(server);
+    let status = common::wait_child(&mut child, TIMEOUT);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status:?} {stderr}");
+    assert_eq!(stderr, "");
+}

@@ -299,6 +299,9 @@ struct Client {
     tty: Option<Box<Tty>>,
     /// Bytes for stdout this turn.
     out: Vec<u8>,
+    /// stdout was closed by its reader (`| head -1`): nothing more is
+    /// written there.
+    stdout_gone: bool,
     /// The socket may hold more than this turn's budget read.
     more_to_read: bool,
     server_closed: bool,
@@ -357,6 +360,7 @@ impl Client {
             pipe_passthrough: false,
             tty,
             out: Vec::new(),
+            stdout_gone: false,
             more_to_read: true,
             server_closed: false,
             input_ended: false,
@@ -380,6 +384,8 @@ impl Client {
                 self.take_entered();
             }
             self.render()?;
+            // Drawing may have quit (stdout closed): send the `/quit` now.
+            self.flush_socket();
             if self.server_closed {
                 return if self.user_quit {
                     Ok(())
@@ -810,13 +816,25 @@ impl Client {
                 tty.dirty = false;
             }
         }
-        self.write_out().map_err(|source| ClientError::Io {
-            what: "writing to standard output",
-            source,
-        })
+        match self.write_out() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                // Whoever reads our output has seen enough: a quiet end of
+                // the session, as if input had ended.
+                self.stdout_gone = true;
+                self.quit(None);
+                Ok(())
+            }
+            result => result.map_err(|source| ClientError::Io {
+                what: "writing to standard output",
+                source,
+            }),
+        }
     }
 
     fn write_out(&mut self) -> io::Result<()> {
+        if self.stdout_gone {
+            self.out.clear();
+        }
         if self.out.is_empty() {
             return Ok(());
         }
