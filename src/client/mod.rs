@@ -49,9 +49,13 @@ pub const DEFAULT_PORT: u16 = 5000;
 /// How long each resolved address is tried before the next.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After `/quit` (or the end of piped input), the client waits for the
-/// server to close; it gives up and exits 0 once this long passes with
-/// nothing read or written.
+/// server to close; once everything is sent, it stops waiting and exits 0
+/// when this long passes with nothing read or written.
 pub const QUIT_WAIT: Duration = Duration::from_secs(3);
+/// While input is still unsent after `/quit` (or the end of piped input),
+/// the client waits this long for the server to take any of it before it
+/// gives up and exits 1.
+pub const QUIT_STALL: Duration = Duration::from_secs(30);
 /// An incoming line longer than this is shown in pieces of this size as
 /// it arrives, rather than held without bound; nothing is dropped.
 pub const MAX_INCOMING_LINE: usize = 1 << 20;
@@ -95,6 +99,11 @@ pub enum ClientError {
         path: PathBuf,
         source: io::Error,
     },
+    /// After the user quit, the server took nothing for `QUIT_STALL`
+    /// while this many bytes of input were still unsent.
+    GaveUp {
+        unsent: usize,
+    },
     Io {
         what: &'static str,
         source: io::Error,
@@ -115,6 +124,11 @@ impl fmt::Display for ClientError {
                 describe(source)
             ),
             ClientError::Io { what, source } => write!(f, "{what} failed: {}", describe(source)),
+            ClientError::GaveUp { unsent } => write!(
+                f,
+                "Gave up: the server took no input for {} s; {unsent} bytes were not sent",
+                QUIT_STALL.as_secs()
+            ),
         }
     }
 }
@@ -398,13 +412,13 @@ impl Client {
             }
             let timeout = if self.more_to_read {
                 Some(Duration::ZERO)
-            } else if self.user_quit {
-                let left =
-                    (self.last_activity + QUIT_WAIT).saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(());
+            } else if self.user_quit || self.input_ended {
+                let unsent = self.unsent_input();
+                match quit_wait(self.last_activity.elapsed(), unsent > 0) {
+                    QuitWait::For(left) => Some(left),
+                    QuitWait::Done => return Ok(()),
+                    QuitWait::GiveUp => return Err(ClientError::GaveUp { unsent }),
                 }
-                Some(left)
             } else {
                 None
             };
@@ -515,6 +529,14 @@ impl Client {
 
     fn send_raw(&mut self, bytes: &[u8]) {
         self.unsent.extend_from_slice(bytes);
+    }
+
+    /// Input bytes not yet taken by the server: unsent, held, or (before
+    /// the end of piped input has led to `/quit`) at least the `/quit`.
+    fn unsent_input(&self) -> usize {
+        let held = self.session.held_bytes();
+        let quit = if self.user_quit { 0 } else { "/quit\n".len() };
+        self.unsent.len() - self.sent + held + quit
     }
 
     /// Whether the server is so far behind that entered lines wait.
@@ -865,6 +887,29 @@ fn terminal_size() -> (usize, usize) {
     term::size(1).unwrap_or((screen::DEFAULT_WIDTH, screen::DEFAULT_HEIGHT))
 }
 
+/// What the loop does after the user quit, given how long nothing was
+/// read or written and whether input is still unsent.
+#[derive(Debug, PartialEq, Eq)]
+enum QuitWait {
+    /// Wait for the server at most this much longer.
+    For(Duration),
+    /// Everything is sent and the server has gone quiet: leave.
+    Done,
+    /// The server has taken nothing for too long: leave, saying so.
+    GiveUp,
+}
+
+/// The silence timer runs only once everything is sent: a server slow to
+/// read gets a much longer bound, and lines are not dropped silently.
+fn quit_wait(quiet_for: Duration, unsent: bool) -> QuitWait {
+    let limit = if unsent { QUIT_STALL } else { QUIT_WAIT };
+    match limit.checked_sub(quiet_for) {
+        Some(left) if !left.is_zero() => QuitWait::For(left),
+        _ if unsent => QuitWait::GiveUp,
+        _ => QuitWait::Done,
+    }
+}
+
 fn spawn_stdin_reader(tx: SyncSender<StdinMsg>, waker: Arc<Waker>) -> io::Result<()> {
     thread::Builder::new().name("stdin".into()).spawn(move || {
         let mut stdin = io::stdin().lock();
@@ -957,6 +1002,24 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].len(), MAX_INCOMING_LINE);
         assert_eq!(inc.rest(), Some(b"!".to_vec()));
+    }
+
+    #[test]
+    fn after_quitting_the_silence_timer_waits_for_unsent_input() {
+        let s = Duration::from_secs;
+        assert_eq!(quit_wait(s(0), false), QuitWait::For(QUIT_WAIT));
+        assert_eq!(quit_wait(s(1), false), QuitWait::For(s(2)));
+        assert_eq!(quit_wait(s(3), false), QuitWait::Done);
+        // A server that stops reading for a while with lines still unsent
+        // is waited for, far longer than the silence timer...
+        assert_eq!(quit_wait(s(3), true), QuitWait::For(s(27)));
+        assert_eq!(quit_wait(s(29), true), QuitWait::For(s(1)));
+        // ...but not for ever, and not silently.
+        assert_eq!(quit_wait(s(30), true), QuitWait::GiveUp);
+        assert_eq!(
+            ClientError::GaveUp { unsent: 12 }.to_string(),
+            "Gave up: the server took no input for 30 s; 12 bytes were not sent"
+        );
     }
 
     #[test]

@@ -231,6 +231,11 @@ impl Session {
         !self.held.is_empty()
     }
 
+    /// Bytes held, LFs included.
+    pub fn held_bytes(&self) -> usize {
+        self.held.iter().map(|l| l.len() + 1).sum()
+    }
+
     /// Forgets the held lines (the user has quit).
     pub fn drop_held(&mut self) {
         self.held.clear();
