@@ -410,3 +410,37 @@ fn a_line_typed_ahead_of_the_password_question_stays_secret() {
     let raw = String::from_utf8_lossy(&pty.raw()).into_owned();
     assert!(!raw.contains("hunter22"), "the password reached the screen");
 }
+
+/// Keys are read even while the server reads nothing and lines pile up:
+/// Ctrl-C still quits (twice: the first `/quit` cannot reach the server).
+#[test]
+fn ctrl_c_works_while_the_server_is_not_reading() {
+    // A server that takes the name, then never reads again, with a small
+    // receive buffer so the kernel holds less on its behalf.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(1).unwrap();
+    let fake: std::net::TcpListener = socket.into();
+    let port = fake.local_addr().unwrap().port().to_string();
+    let mut pty = Pty::spawn(&["--name", "alice", "127.0.0.1", &port], &[]);
+    let mut server = accept(&fake);
+    server.expect("alice");
+    server.send("* you joined #lobby as alice (1 user here); /help lists the commands");
+    pty.wait_input("alice> ");
+
+    // Far more than the kernel's socket buffers and the client's own
+    // limit together, as commands (not echoed, so the screen stays calm).
+    let line = format!("/x {}\r", "y".repeat(60_000));
+    let mut master = pty.master.try_clone().unwrap();
+    let typist = thread::spawn(move || {
+        for _ in 0..100 {
+            master.write_all(line.as_bytes()).unwrap();
+        }
+        master.write_all(b"\x03\x03").unwrap();
+    });
+    assert!(pty.wait_exit().success());
+    typist.join().unwrap();
+    drop(server);
+}

@@ -62,8 +62,9 @@ pub const MAX_INCOMING_LINE: usize = 1 << 20;
 /// A piped stdin line longer than this is passed to the server as it
 /// comes rather than held (the server answers `line too long`).
 pub const MAX_PIPE_LINE: usize = 1 << 20;
-/// Unsent bytes at which the loop stops taking stdin until the server
-/// reads more: a big script waits in the pipe, not in memory.
+/// Unsent bytes at which entered lines wait (and, in a pipe, stdin is not
+/// read) until the server reads more: a big script waits in the pipe, not
+/// in memory.
 const MAX_UNSENT: usize = 256 * 1024;
 /// Socket bytes read per loop turn, so a flood still lets keys through.
 const READ_BUDGET: usize = 256 * 1024;
@@ -544,15 +545,16 @@ impl Client {
         self.unsent.len() - self.sent >= MAX_UNSENT
     }
 
-    /// Takes input from the stdin thread while the server keeps up. In a
-    /// pipe, nothing more is read while lines wait for the server: a big
-    /// script waits in the pipe, not in memory.
+    /// Takes input from the stdin thread. In a pipe, nothing more is read
+    /// while the server is far behind or lines wait for its answer: a big
+    /// script waits in the pipe, not in memory. Keys are always read, so
+    /// editing, Ctrl-C and Ctrl-D work at once; only entered lines wait.
     fn take_stdin(&mut self) {
         self.take_entered();
         loop {
             let piped = self.tty.is_none();
-            let wait = self.backed_up()
-                || (piped && (self.session.has_held() || self.session.is_waiting()));
+            let wait =
+                piped && (self.backed_up() || self.session.has_held() || self.session.is_waiting());
             if !self.stdin_open || wait {
                 return;
             }
