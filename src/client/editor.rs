@@ -67,6 +67,12 @@ impl KeyDecoder {
             }
         }
         self.pending.drain(..at);
+        if self.pending == [0x1b] {
+            // A terminal sends a whole escape sequence in one write: an ESC
+            // that ends a read is the Escape key alone, which does nothing.
+            // Kept, it would swallow the next key typed (`b` as Alt-b).
+            self.pending.clear();
+        }
     }
 }
 
@@ -429,11 +435,34 @@ mod tests {
     fn split_sequences_wait_for_the_rest() {
         let mut d = KeyDecoder::new();
         let mut out = Vec::new();
-        let bytes = "a\x1b[1;5C世".as_bytes();
-        for b in bytes {
-            d.feed(std::slice::from_ref(b), &mut out);
+        let mut feed = |bytes: &[u8]| d.feed(bytes, &mut out);
+        feed(b"a\x1b[");
+        for b in b"1;5C" {
+            feed(std::slice::from_ref(b));
+        }
+        for b in "世".as_bytes() {
+            feed(std::slice::from_ref(b));
         }
         assert_eq!(out, [Key::Char('a'), Key::WordRight, Key::Char('世')]);
+    }
+
+    #[test]
+    fn escape_alone_at_the_end_of_a_read_is_the_escape_key() {
+        let mut d = KeyDecoder::new();
+        let mut out = Vec::new();
+        d.feed(b"x\x1b", &mut out);
+        d.feed(b"b", &mut out);
+        d.feed(b"\x1b", &mut out);
+        d.feed(b"[A", &mut out);
+        assert_eq!(
+            out,
+            [
+                Key::Char('x'),
+                Key::Char('b'),
+                Key::Char('['),
+                Key::Char('A')
+            ]
+        );
     }
 
     #[test]
