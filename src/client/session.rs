@@ -106,6 +106,8 @@ fn needs_escape(c: char) -> bool {
         // read as something else; line and paragraph separators can break
         // the screen layout in some terminals.
         '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}' => true,
+        // Direction marks (left-to-right, right-to-left, Arabic letter).
+        '\u{200e}' | '\u{200f}' | '\u{061c}' => true,
         _ => false,
     }
 }
@@ -368,19 +370,24 @@ impl Session {
     }
 }
 
-/// How our own line reads in the transcript, if it is a message.
+/// How our own line reads in the transcript, if it is a message. What we
+/// typed (or piped) is made safe like anything from the network.
 fn own_echo(me: &str, line: &str) -> Option<Shown> {
+    let safe = |s: &str| sanitize(s.as_bytes());
     match proto::parse_text(line) {
         Ok(Command::Say(text)) => Some(Shown {
             kind: Kind::Own,
-            text: format!("<{me}> {text}"),
+            text: format!("<{me}> {}", safe(text)),
             name: Some(1..1 + me.len()),
         }),
-        Ok(Command::Msg { to, text }) => Some(Shown {
-            kind: Kind::OwnDirect,
-            text: format!("-> *{to}* {text}"),
-            name: Some(4..4 + to.len()),
-        }),
+        Ok(Command::Msg { to, text }) => {
+            let to = safe(to);
+            Some(Shown {
+                kind: Kind::OwnDirect,
+                text: format!("-> *{to}* {}", safe(text)),
+                name: Some(4..4 + to.len()),
+            })
+        }
         _ => None,
     }
 }
@@ -438,6 +445,10 @@ mod tests {
         assert_eq!(sanitize("csi\u{9b}31m".as_bytes()), "csi<U+009B>31m");
         assert_eq!(sanitize(b"raw c1 \x9b31m"), "raw c1 \u{fffd}31m");
         assert_eq!(sanitize("rtl\u{202e}txt".as_bytes()), "rtl<U+202E>txt");
+        assert_eq!(
+            sanitize("marks \u{200e} \u{200f} \u{61c}".as_bytes()),
+            "marks <U+200E> <U+200F> <U+061C>"
+        );
         assert_eq!(
             sanitize(b"\x1b]0;title\x07osc"),
             "^[]0;title^Gosc",
@@ -593,6 +604,15 @@ mod tests {
         assert_eq!(
             echo(&mut s, "a\x1b[31mb"),
             Some((Kind::Own, "<alice> a[31mb".into()))
+        );
+        // Our own text is made as safe as anyone else's.
+        assert_eq!(
+            echo(&mut s, "rtl \u{202e}txt.exe \u{200f}"),
+            Some((Kind::Own, "<alice> rtl <U+202E>txt.exe <U+200F>".into()))
+        );
+        assert_eq!(
+            echo(&mut s, "@bob \u{2066}x"),
+            Some((Kind::OwnDirect, "-> *bob* <U+2066>x".into()))
         );
         assert_eq!(s.on_input("   "), Action::Nothing);
     }
