@@ -403,7 +403,7 @@ impl Screen {
     /// Clears the screen, then draws the input. The terminal's scrollback
     /// (what was there before the client) is left alone.
     pub fn clear(&mut self, out: &mut Vec<u8>, editor: &Editor, prompt: &Prompt) {
-        out.extend_from_slice(b"\x1b[?25l\x1b[H\x1b[2J\x1b[3J");
+        out.extend_from_slice(b"\x1b[?25l\x1b[H\x1b[2J");
         self.drawn = None;
         self.draw_input_here(out, editor, prompt);
     }
@@ -881,6 +881,20 @@ mod tests {
             !String::from_utf8_lossy(&plain).contains("\x1b[0"),
             "{plain:?}"
         );
+    }
+
+    #[test]
+    fn clear_empties_the_screen_but_not_the_scrollback() {
+        let mut t = Term::new(false);
+        t.show("<bob> hi");
+        t.typed("draft");
+        let mut out = Vec::new();
+        t.screen.clear(&mut out, &t.editor, &t.prompt);
+        // `ESC [ 3 J` would also wipe what the terminal kept from before.
+        assert!(!out.windows(4).any(|w| w == b"\x1b[3J"), "{out:?}");
+        t.feed(out);
+        assert_eq!(t.text(), ["al> draft"]);
+        assert_eq!(t.cursor(), (0, 9));
     }
 
     #[test]
