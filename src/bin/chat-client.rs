@@ -12,7 +12,8 @@ use clap::Parser;
 /// messages arrive above it. Otherwise it sends stdin's lines and prints
 /// what the server sends; at the end of stdin it quits. Local commands:
 /// /save FILE, /clear, /quit [REASON], /help. Exit status: 0 when you
-/// quit, 1 when the connection fails or the server goes away.
+/// quit, 1 when the connection fails, the server goes away, or it takes
+/// no input for 30 s while some is still unsent after you quit.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
