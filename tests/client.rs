@@ -474,6 +474,28 @@ fn passwords_are_sent_but_never_shown_logged_or_saved() {
     assert!(saved.ends_with("<alice> now a message"), "{saved}");
 }
 
+/// Quitting at a password question must not send `/quit`: the server
+/// would take it as the password. The client closes its side instead.
+#[test]
+fn quitting_at_a_password_question_sends_no_line() {
+    let fake = fake_server();
+    let port = fake.local_addr().unwrap().port().to_string();
+    let mut p = Proc::spawn(&["127.0.0.1", &port]);
+    let mut server = accept(&fake);
+    server.send(WELCOME);
+    p.expect(WELCOME);
+    p.send("alice");
+    server.expect("alice");
+    server.send("* password for alice:");
+    p.expect("* password for alice:");
+    // The end of piped input is a quit.
+    p.close_stdin();
+    server.expect_eof();
+    drop(server);
+    let (status, _, stderr) = p.wait();
+    assert!(status.success(), "{status:?} {stderr}");
+}
+
 /// A client whose stdin is a pipe the test never writes or closes still
 /// sees everything the server sends.
 #[test]

@@ -324,6 +324,10 @@ struct Client {
     input_ended: bool,
     /// The user quit (or input ended); we wait for the server to close.
     user_quit: bool,
+    /// Once everything queued is written, close our side instead of
+    /// sending `/quit`: a line sent at a password question would be taken
+    /// as the password.
+    close_after_unsent: bool,
     /// Quit again while waiting: leave now.
     leave_now: bool,
     /// Last byte read from or written to the socket.
@@ -380,6 +384,7 @@ impl Client {
             server_closed: false,
             input_ended: false,
             user_quit: false,
+            close_after_unsent: false,
             leave_now: false,
             last_activity: Instant::now(),
         })
@@ -517,6 +522,10 @@ impl Client {
         if self.sent == self.unsent.len() {
             self.unsent.clear();
             self.sent = 0;
+            if self.close_after_unsent {
+                self.close_after_unsent = false;
+                let _ = self.socket.shutdown(std::net::Shutdown::Write);
+            }
         } else if self.sent >= MAX_UNSENT {
             self.unsent.drain(..self.sent);
             self.sent = 0;
@@ -714,7 +723,11 @@ impl Client {
         }
         self.user_quit = true;
         self.session.drop_held();
-        self.send(line.unwrap_or("/quit"));
+        if self.session.password_for().is_some() || self.session.is_waiting() {
+            self.close_after_unsent = true;
+        } else {
+            self.send(line.unwrap_or("/quit"));
+        }
         self.last_activity = Instant::now();
     }
 
