@@ -1,8 +1,12 @@
 //! The line editor: keys from a raw terminal in, an edited line and its
 //! history out. Decodes the bytes a terminal sends for keys, and edits by
-//! character, never by byte. Knows nothing of the screen or the socket.
+//! grapheme cluster (never by byte or by `char`: an accent typed after its
+//! letter, a flag, an emoji family are each one unit). Knows nothing of
+//! the screen or the socket.
 
 use std::collections::VecDeque;
+
+use unicode_segmentation::{GraphemeCursor, UnicodeSegmentation};
 
 /// Most bytes one input line may hold. A paste past it is cut here; the
 /// server's own limit (`--max-line`, 4096 by default) is usually lower and
@@ -205,16 +209,19 @@ pub enum Outcome {
     Quit,
 }
 
-/// The line being typed, the cursor in it (in characters), and history.
+/// The line being typed, the cursor in it, and history. The line is
+/// edited by grapheme cluster (what a reader takes for one character: `e`
+/// with a combining accent, a flag, an emoji joined with ZWJ), so the
+/// cursor always stands between two clusters, never inside one.
 #[derive(Debug, Default)]
 pub struct Editor {
-    line: Vec<char>,
-    bytes: usize,
+    line: String,
+    /// A byte offset into `line`, on a cluster boundary.
     cursor: usize,
     history: VecDeque<String>,
     /// While browsing history: the entry shown, and the line typed before
     /// browsing began (restored by going down past the newest entry).
-    browsing: Option<(usize, Vec<char>)>,
+    browsing: Option<(usize, String)>,
     /// Hide the whole line (a password is being typed).
     secret: bool,
 }
@@ -224,15 +231,17 @@ impl Editor {
         Editor::default()
     }
 
-    pub fn chars(&self) -> &[char] {
+    pub fn text(&self) -> &str {
         &self.line
     }
 
-    pub fn text(&self) -> String {
-        self.line.iter().collect()
+    /// The line's grapheme clusters, each with its byte offset: the units
+    /// the cursor moves by and the screen lays out.
+    pub fn clusters(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.line.grapheme_indices(true)
     }
 
-    /// The cursor, as a number of characters before it.
+    /// The cursor, as a byte offset into `text()` (a cluster boundary).
     pub fn cursor(&self) -> usize {
         self.cursor
     }
@@ -241,16 +250,19 @@ impl Editor {
         self.secret = secret;
     }
 
-    /// Where the hidden part of the line starts (in characters), if any:
+    /// Where the hidden part of the line starts (a byte offset), if any:
     /// all of it for a password, the arguments of `/register` and
     /// `/passwd`.
     pub fn hidden_from(&self) -> Option<usize> {
         if self.secret {
             return Some(0);
         }
-        let text = self.text();
-        let at = super::session::secret_args_at(&text)?;
-        Some(text[..at].chars().count())
+        let mut at = super::session::secret_args_at(&self.line)?.min(self.line.len());
+        // After a space wider than one byte (U+3000), `at` is inside it.
+        while !self.line.is_char_boundary(at) {
+            at += 1;
+        }
+        Some(at)
     }
 
     /// Adds a sent line to history (the caller leaves secrets out).
@@ -268,52 +280,49 @@ impl Editor {
         let before = (self.cursor, self.line.len());
         match key {
             Key::Char(c) => {
-                if self.bytes + c.len_utf8() > MAX_INPUT_BYTES {
+                if self.line.len() + c.len_utf8() > MAX_INPUT_BYTES {
                     return Outcome::Unchanged;
                 }
                 self.line.insert(self.cursor, c);
-                self.bytes += c.len_utf8();
-                self.cursor += 1;
+                // `c` may join the cluster after it (an `e` before a lone
+                // accent): the cursor goes past the whole of it.
+                self.cursor = self.boundary_at_or_after(self.cursor + c.len_utf8());
                 return Outcome::Changed;
             }
             Key::Enter => {
-                let line = self.text();
-                self.set_line(Vec::new());
+                let line = std::mem::take(&mut self.line);
+                self.cursor = 0;
                 self.browsing = None;
                 return Outcome::Submit(line);
             }
             Key::Backspace if self.cursor > 0 => {
-                self.cursor -= 1;
-                self.remove(self.cursor..self.cursor + 1);
+                let start = self.prev(self.cursor);
+                self.remove(start..self.cursor);
             }
             Key::Delete if self.cursor < self.line.len() => {
-                self.remove(self.cursor..self.cursor + 1);
+                let end = self.next(self.cursor);
+                self.remove(self.cursor..end);
             }
-            Key::Left => self.cursor = self.cursor.saturating_sub(1),
-            Key::Right => self.cursor = (self.cursor + 1).min(self.line.len()),
+            Key::Left => self.cursor = self.prev(self.cursor),
+            Key::Right => self.cursor = self.next(self.cursor),
             Key::Home => self.cursor = 0,
             Key::End => self.cursor = self.line.len(),
             Key::WordLeft => self.cursor = self.word_start(),
             Key::WordRight => {
-                let n = self.line.len();
                 let mut i = self.cursor;
-                while i < n && self.line[i].is_whitespace() {
-                    i += 1;
+                while i < self.line.len() && self.space_at(i) {
+                    i = self.next(i);
                 }
-                while i < n && !self.line[i].is_whitespace() {
-                    i += 1;
+                while i < self.line.len() && !self.space_at(i) {
+                    i = self.next(i);
                 }
                 self.cursor = i;
             }
-            Key::KillToStart => {
-                self.remove(0..self.cursor);
-                self.cursor = 0;
-            }
+            Key::KillToStart => self.remove(0..self.cursor),
             Key::KillToEnd => self.remove(self.cursor..self.line.len()),
             Key::KillWord => {
                 let start = self.word_start();
                 self.remove(start..self.cursor);
-                self.cursor = start;
             }
             Key::Up => return self.browse_up(),
             Key::Down => return self.browse_down(),
@@ -329,24 +338,67 @@ impl Editor {
         }
     }
 
+    /// The cluster boundary before `at` (0 at the start).
+    fn prev(&self, at: usize) -> usize {
+        GraphemeCursor::new(at, self.line.len(), true)
+            .prev_boundary(&self.line, 0)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// The cluster boundary after `at` (the end at the end).
+    fn next(&self, at: usize) -> usize {
+        GraphemeCursor::new(at, self.line.len(), true)
+            .next_boundary(&self.line, 0)
+            .ok()
+            .flatten()
+            .unwrap_or(self.line.len())
+    }
+
+    fn is_boundary(&self, at: usize) -> bool {
+        GraphemeCursor::new(at, self.line.len(), true)
+            .is_boundary(&self.line, 0)
+            .unwrap_or(true)
+    }
+
+    fn boundary_at_or_after(&self, at: usize) -> usize {
+        if self.is_boundary(at) {
+            at
+        } else {
+            self.next(at)
+        }
+    }
+
+    /// Whether the cluster starting at `at` is white space.
+    fn space_at(&self, at: usize) -> bool {
+        self.line[at..].starts_with(char::is_whitespace)
+    }
+
     fn word_start(&self) -> usize {
         let mut i = self.cursor;
-        while i > 0 && self.line[i - 1].is_whitespace() {
-            i -= 1;
+        while i > 0 && self.space_at(self.prev(i)) {
+            i = self.prev(i);
         }
-        while i > 0 && !self.line[i - 1].is_whitespace() {
-            i -= 1;
+        while i > 0 && !self.space_at(self.prev(i)) {
+            i = self.prev(i);
         }
         i
     }
 
+    /// Removes `range` (whole clusters) and leaves the cursor where it
+    /// was. What is left may join across the gap (a letter, then an accent
+    /// that followed a removed zero-width space): the cursor then goes to
+    /// the start of the joined cluster.
     fn remove(&mut self, range: std::ops::Range<usize>) {
-        let gone: usize = self.line.drain(range).map(char::len_utf8).sum();
-        self.bytes -= gone;
+        self.line.replace_range(range.clone(), "");
+        self.cursor = range.start;
+        if !self.is_boundary(self.cursor) {
+            self.cursor = self.prev(self.cursor);
+        }
     }
 
-    fn set_line(&mut self, line: Vec<char>) {
-        self.bytes = line.iter().map(|c| c.len_utf8()).sum();
+    fn set_line(&mut self, line: String) {
         self.cursor = line.len();
         self.line = line;
     }
@@ -364,7 +416,7 @@ impl Editor {
         if let Some((i, _)) = &mut self.browsing {
             *i = index;
         }
-        let line = self.history[index].chars().collect();
+        let line = self.history[index].clone();
         self.set_line(line);
         Outcome::Changed
     }
@@ -374,7 +426,7 @@ impl Editor {
             return Outcome::Unchanged;
         };
         if index + 1 < self.history.len() {
-            let line = self.history[index + 1].chars().collect();
+            let line = self.history[index + 1].clone();
             self.set_line(line);
             self.browsing = Some((index + 1, draft));
         } else {
@@ -490,9 +542,91 @@ mod tests {
         typed(&mut e, "a b c");
         e.handle(Key::Left);
         e.handle(Key::KillToStart);
-        assert_eq!((e.text().as_str(), e.cursor()), ("c", 0));
+        assert_eq!((e.text(), e.cursor()), ("c", 0));
         e.handle(Key::KillToEnd);
         assert_eq!(e.text(), "");
+    }
+
+    #[test]
+    fn a_letter_and_its_combining_accent_are_one_unit() {
+        let mut e = Editor::new();
+        typed(&mut e, "cafe\u{301}!");
+        e.handle(Key::Left);
+        e.handle(Key::Left);
+        assert_eq!(e.cursor(), 3, "one Left crosses `!`, one crosses `é`");
+        e.handle(Key::End);
+        e.handle(Key::Left);
+        // Backspace takes the accent with its letter: no stray `caf́!`.
+        e.handle(Key::Backspace);
+        assert_eq!((e.text(), e.cursor()), ("caf!", 3));
+        // An accent typed after its letter, then Delete before them both.
+        e.handle(Key::Home);
+        e.handle(Key::Right);
+        typed(&mut e, "a\u{300}");
+        assert_eq!(e.text(), "ca\u{300}af!");
+        e.handle(Key::Left);
+        assert_eq!(e.cursor(), 1);
+        e.handle(Key::Delete);
+        assert_eq!((e.text(), e.cursor()), ("caf!", 1));
+    }
+
+    #[test]
+    fn a_letter_typed_before_a_lone_accent_takes_it() {
+        let mut e = Editor::new();
+        typed(&mut e, "\u{301}x");
+        e.handle(Key::Home);
+        assert_eq!(e.handle(Key::Right), Outcome::Changed);
+        assert_eq!(e.cursor(), 2, "a lone accent is a unit of its own");
+        e.handle(Key::Home);
+        typed(&mut e, "e");
+        // The cursor goes past the cluster `e` now starts, never inside.
+        assert_eq!((e.text(), e.cursor()), ("e\u{301}x", 3));
+        // Backspace that leaves a letter and an accent side by side: they
+        // join, and the cursor stands before them.
+        let mut e = Editor::new();
+        typed(&mut e, "e\u{200b}\u{301}");
+        e.handle(Key::Left);
+        e.handle(Key::Backspace);
+        assert_eq!((e.text(), e.cursor()), ("e\u{301}", 0));
+    }
+
+    #[test]
+    fn emoji_sequences_are_one_unit() {
+        const FLAG: &str = "\u{1f1eb}\u{1f1f7}";
+        const FAMILY: &str = "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}";
+        const HEART: &str = "\u{2764}\u{fe0f}";
+        for emoji in [FLAG, FAMILY, HEART, "\u{1f44d}\u{1f3fd}"] {
+            let mut e = Editor::new();
+            typed(&mut e, &format!("a{emoji}b"));
+            e.handle(Key::Left);
+            e.handle(Key::Left);
+            assert_eq!(e.cursor(), 1, "{emoji:?}");
+            let clusters: Vec<_> = e.clusters().collect();
+            assert_eq!(clusters, [(0, "a"), (1, emoji), (1 + emoji.len(), "b")]);
+            e.handle(Key::Delete);
+            assert_eq!(e.text(), "ab", "{emoji:?}");
+            e.handle(Key::End);
+            e.handle(Key::Left);
+            typed(&mut e, emoji);
+            e.handle(Key::Backspace);
+            assert_eq!(e.text(), "ab", "{emoji:?}");
+        }
+        // Two flags: the regional indicators pair up from the start.
+        let mut e = Editor::new();
+        typed(&mut e, &format!("{FLAG}{FLAG}"));
+        e.handle(Key::Left);
+        assert_eq!(e.cursor(), FLAG.len());
+        e.handle(Key::KillToEnd);
+        assert_eq!(e.text(), FLAG);
+        // Ctrl-U and Ctrl-W take whole clusters too.
+        typed(&mut e, &format!(" x{FAMILY}y"));
+        e.handle(Key::Left);
+        e.handle(Key::Left);
+        e.handle(Key::KillWord);
+        assert_eq!(e.text(), format!("{FLAG} {FAMILY}y"));
+        e.handle(Key::Right);
+        e.handle(Key::KillToStart);
+        assert_eq!((e.text(), e.cursor()), ("y", 0));
     }
 
     #[test]
@@ -502,7 +636,7 @@ mod tests {
         e.handle(Key::Home);
         assert_eq!(e.handle(Key::Eof), Outcome::Changed);
         assert_eq!(e.handle(Key::Enter), Outcome::Submit("b".into()));
-        assert_eq!((e.text().as_str(), e.cursor()), ("", 0));
+        assert_eq!((e.text(), e.cursor()), ("", 0));
         assert_eq!(e.handle(Key::Eof), Outcome::Quit);
         assert_eq!(e.handle(Key::Interrupt), Outcome::Quit);
     }
@@ -537,6 +671,10 @@ mod tests {
         e.set_secret(true);
         typed(&mut e, "x");
         assert_eq!(e.hidden_from(), Some(0));
+        // After a space of more than one byte, from the next character.
+        let mut e = Editor::new();
+        typed(&mut e, "/passwd\u{3000}pw");
+        assert_eq!(e.hidden_from(), Some(10));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 
 use std::fmt::Write as _;
 
-use unicode_width::UnicodeWidthChar;
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
 
 use super::editor::Editor;
 use super::session::{Kind, Shown};
@@ -149,36 +150,34 @@ impl Pen<'_> {
         self.set_style(style);
     }
 
-    /// Columns `c` takes where the pen stands.
-    fn columns(&self, c: char) -> usize {
-        match c {
-            '\t' => TAB_STOP - self.col % TAB_STOP,
-            c => c.width().unwrap_or(0),
-        }
-    }
-
-    /// Moves to the next row if `c` does not fit on this one.
-    fn make_room(&mut self, c: char) {
-        let w = if c == '\t' { 1 } else { self.columns(c) };
+    /// Moves to the next row if `w` columns do not fit on this one.
+    fn make_room(&mut self, w: usize) {
         if self.col > 0 && self.col + w > self.width {
             self.newline();
         }
     }
 
-    fn put(&mut self, c: char, style: Style) {
-        self.make_room(c);
-        self.set_style(style);
-        if c == '\t' {
+    /// Draws one grapheme cluster.
+    fn put(&mut self, g: &str, style: Style) {
+        if g == "\t" {
             // A tab is drawn as spaces to the next stop, or the row's end.
-            let n = self.columns(c).min(self.width - self.col);
+            self.make_room(1);
+            self.set_style(style);
+            let n = (TAB_STOP - self.col % TAB_STOP).min(self.width - self.col);
             self.out.resize(self.out.len() + n, b' ');
             self.col += n;
-        } else {
-            let mut buf = [0; 4];
-            self.out
-                .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            self.col += self.columns(c);
+            return;
         }
+        let w = cluster_width(g);
+        self.make_room(w);
+        self.set_style(style);
+        if g.width() == 0 {
+            // Nothing for it to combine with, or nothing to see: on a
+            // space, it takes the column `cluster_width` gives it.
+            self.out.push(b' ');
+        }
+        self.out.extend_from_slice(g.as_bytes());
+        self.col += w;
     }
 }
 
@@ -244,55 +243,68 @@ impl Flow {
     }
 }
 
-/// A character of the input area, laid out.
-struct Glyph {
+/// Columns a grapheme cluster takes on screen (not a tab): its width as
+/// `unicode-width` gives it for the whole cluster (a flag or an emoji ZWJ
+/// sequence is two, not the sum of its parts), but at least one: a cluster
+/// that would take none (an accent with nothing before it to go on, a
+/// zero-width space) is drawn on a space of its own, so that it can be
+/// seen, and the cursor stands on it before it is deleted.
+pub fn cluster_width(g: &str) -> usize {
+    g.width().max(1)
+}
+
+/// A grapheme cluster of the input area, laid out.
+struct Glyph<'a> {
     row: usize,
     col: usize,
-    c: char,
+    g: &'a str,
     width: usize,
     style: Style,
 }
 
 /// The prompt and the visible part of the line, laid out in rows.
-struct Layout {
-    glyphs: Vec<Glyph>,
+struct Layout<'a> {
+    glyphs: Vec<Glyph<'a>>,
     cursor: (usize, usize),
     rows: usize,
 }
 
-fn layout_input(width: usize, editor: &Editor, prompt: &Prompt) -> Layout {
+fn layout_input<'a>(width: usize, editor: &'a Editor, prompt: &'a Prompt) -> Layout<'a> {
     let mut flow = Flow::new(width);
     let mut glyphs = Vec::new();
-    let mut put = |flow: &mut Flow, c: char, style: Style| {
+    let mut put = |flow: &mut Flow, g: &'a str, style: Style| {
         // Prompts and input hold no tabs; a stray one is a space.
-        let (c, width) = match c {
-            '\t' => (' ', 1),
-            c => (c, c.width().unwrap_or(0)),
-        };
+        let g = if g == "\t" { " " } else { g };
+        let width = cluster_width(g);
         let (row, col) = flow.place(width);
         glyphs.push(Glyph {
             row,
             col,
-            c,
+            g,
             width,
             style,
         });
     };
-    for c in prompt.text.chars() {
-        put(&mut flow, c, prompt.style);
+    for g in prompt.text.graphemes(true) {
+        put(&mut flow, g, prompt.style);
     }
     let hidden = editor.hidden_from().unwrap_or(usize::MAX);
     let mut cursor = None;
-    for (i, &c) in editor.chars().iter().enumerate().take(hidden) {
-        if i == editor.cursor() {
-            // Where the character under the cursor goes.
-            let w = c.width().unwrap_or(0);
-            let mut ahead = flow;
-            cursor = Some(ahead.place(w));
+    for (at, g) in editor.clusters() {
+        if at >= hidden {
+            break;
         }
-        put(&mut flow, c, PLAIN);
+        // Of a cluster across the start of the hidden part (a space, then
+        // an accent), only what comes before it.
+        let g = &g[..g.len().min(hidden - at)];
+        if at == editor.cursor() {
+            // Where the cluster under the cursor goes.
+            let mut ahead = flow;
+            cursor = Some(ahead.place(cluster_width(g)));
+        }
+        put(&mut flow, g, PLAIN);
     }
-    // Past the last visible character. On a full row the terminal would
+    // Past the last visible cluster. On a full row the terminal would
     // hold the cursor at the last column, so it goes to the next row.
     let cursor = cursor.unwrap_or_else(|| flow.place(1));
     Layout {
@@ -364,8 +376,8 @@ impl Screen {
         for shown in lines {
             let mut pen = Pen::new(out, self.width, self.colour);
             for (style, text) in runs(shown) {
-                for c in text.chars() {
-                    pen.put(c, style);
+                for g in text.graphemes(true) {
+                    pen.put(g, style);
                 }
             }
             pen.newline();
@@ -426,10 +438,14 @@ impl Screen {
         let mut pen = Pen::new(out, self.width, self.colour);
         let mut drawn_rows: Vec<Vec<usize>> = Vec::new();
         let marker = |pen: &mut Pen<'_>, text: String| {
-            for c in text.chars().take(pen.width) {
-                pen.put(c, DIM);
+            // ASCII, one column a character.
+            for g in text.graphemes(true).take(pen.width) {
+                pen.put(g, DIM);
             }
-            text.chars().take(pen.width).map(|_| 1).collect::<Vec<_>>()
+            text.graphemes(true)
+                .take(pen.width)
+                .map(|_| 1)
+                .collect::<Vec<_>>()
         };
         if above {
             let n = shown.start;
@@ -449,7 +465,7 @@ impl Screen {
             }
             let mut widths = Vec::new();
             while let Some(g) = glyphs.next_if(|g| g.row == row) {
-                pen.put(g.c, g.style);
+                pen.put(g.g, g.style);
                 if row < layout.cursor.0 || (row == layout.cursor.0 && g.col < layout.cursor.1) {
                     widths.push(g.width);
                 }
@@ -634,6 +650,84 @@ mod tests {
         t.key(Key::Backspace);
         assert_eq!(t.text(), ["<bob> y", "al> xxxxxxxxxxxxxxx"]);
         assert_eq!(t.cursor(), (1, 19));
+    }
+
+    #[test]
+    fn the_cursor_moves_over_a_letter_and_its_accent_at_once() {
+        let mut t = Term::new(false);
+        t.typed("cafe\u{301}");
+        assert_eq!(t.text(), ["al> cafe\u{301}"]);
+        assert_eq!(t.cursor(), (0, 8));
+        t.key(Key::Left);
+        assert_eq!(t.cursor(), (0, 7), "one Left, one column");
+        t.key(Key::Delete);
+        assert_eq!((t.text(), t.cursor()), (vec!["al> caf".into()], (0, 7)));
+        // An accent with no letter before it is drawn on a space of its
+        // own, not on the prompt, and takes a column.
+        t.key(Key::Home);
+        t.typed("\u{301}");
+        assert_eq!(t.text(), ["al>  \u{301}caf"]);
+        assert_eq!(t.cursor(), (0, 5));
+        t.key(Key::Backspace);
+        assert_eq!((t.text(), t.cursor()), (vec!["al> caf".into()], (0, 4)));
+    }
+
+    #[test]
+    fn emoji_sequences_take_the_columns_of_the_whole() {
+        const FLAG: &str = "\u{1f1eb}\u{1f1f7}";
+        const HEART: &str = "\u{2764}\u{fe0f}";
+        let mut t = Term::new(false);
+        t.typed(&format!("{FLAG}{HEART}x"));
+        assert_eq!(t.text(), [format!("al> {FLAG}{HEART}x")]);
+        assert_eq!(t.cursor(), (0, 9));
+        t.key(Key::Left);
+        t.key(Key::Left);
+        assert_eq!(t.cursor(), (0, 6));
+        t.key(Key::Left);
+        assert_eq!(t.cursor(), (0, 4));
+        // A flag is never split at the end of a row, in the input or in
+        // a line shown above it.
+        t.key(Key::End);
+        t.typed(&"x".repeat(10));
+        t.typed(FLAG);
+        assert_eq!(t.text()[1], FLAG);
+        assert_eq!(t.cursor(), (1, 2));
+        t.show(&format!("<bob> {}{HEART}", "y".repeat(13)));
+        assert_eq!(
+            t.text(),
+            [
+                format!("<bob> {}", "y".repeat(13)),
+                HEART.into(),
+                format!("al> {FLAG}{HEART}{}", "x".repeat(11)),
+                FLAG.into()
+            ]
+        );
+        assert_eq!(t.cursor(), (3, 2));
+    }
+
+    #[test]
+    fn an_emoji_zwj_sequence_is_laid_out_two_columns_wide() {
+        // vt100 draws each emoji of the sequence, as terminals that do not
+        // join them do; the layout is checked instead.
+        const FAMILY: &str = "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}";
+        assert_eq!(cluster_width(FAMILY), 2);
+        let prompt = Prompt {
+            text: "al> ".into(),
+            style: PLAIN,
+        };
+        let mut e = Editor::new();
+        for c in format!("{FAMILY}{FAMILY}x").chars() {
+            e.handle(Key::Char(c));
+        }
+        e.handle(Key::Left);
+        e.handle(Key::Left);
+        let layout = layout_input(COLS.into(), &e, &prompt);
+        assert_eq!(layout.cursor, (0, 6));
+        let glyphs: Vec<_> = layout.glyphs[4..]
+            .iter()
+            .map(|g| (g.g, g.col, g.width))
+            .collect();
+        assert_eq!(glyphs, [(FAMILY, 4, 2), (FAMILY, 6, 2), ("x", 8, 1)]);
     }
 
     /// What a terminal that reflows on resize (tmux, VTE...) does when it
