@@ -4,7 +4,7 @@
 //! letter, a flag, an emoji family are each one unit). Knows nothing of
 //! the screen or the socket.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use unicode_segmentation::{GraphemeCursor, UnicodeSegmentation};
 
@@ -219,9 +219,14 @@ pub struct Editor {
     /// A byte offset into `line`, on a cluster boundary.
     cursor: usize,
     history: VecDeque<String>,
-    /// While browsing history: the entry shown, and the line typed before
-    /// browsing began (restored by going down past the newest entry).
-    browsing: Option<(usize, String)>,
+    /// The history entry shown while browsing with Up/Down; `None` for the
+    /// line being typed before browsing began.
+    browsing: Option<usize>,
+    /// That line, put aside while a history entry is shown.
+    fresh: String,
+    /// Edits to recalled history entries, by index, kept while browsing
+    /// (as readline does) until a line is submitted.
+    drafts: HashMap<usize, String>,
     /// Hide the whole line (a password is being typed).
     secret: bool,
 }
@@ -265,15 +270,17 @@ impl Editor {
         Some(at)
     }
 
-    /// Adds a sent line to history (the caller leaves secrets out).
+    /// Adds a sent line to history (the caller leaves secrets out). While
+    /// history is browsed, none is dropped, so that the drafts of the
+    /// entries stay where they are; the oldest go at the next line.
     pub fn remember(&mut self, line: &str) {
         if line.trim().is_empty() || self.history.back().is_some_and(|l| l == line) {
             return;
         }
-        if self.history.len() == MAX_HISTORY {
+        self.history.push_back(line.to_string());
+        while self.browsing.is_none() && self.history.len() > MAX_HISTORY {
             self.history.pop_front();
         }
-        self.history.push_back(line.to_string());
     }
 
     pub fn handle(&mut self, key: Key) -> Outcome {
@@ -292,7 +299,11 @@ impl Editor {
             Key::Enter => {
                 let line = std::mem::take(&mut self.line);
                 self.cursor = 0;
+                // The recalled entries are as they were; the line sent
+                // goes to history as typed (by the caller).
                 self.browsing = None;
+                self.fresh.clear();
+                self.drafts.clear();
                 return Outcome::Submit(line);
             }
             Key::Backspace if self.cursor > 0 => {
@@ -403,35 +414,53 @@ impl Editor {
         self.line = line;
     }
 
-    fn browse_up(&mut self) -> Outcome {
-        let index = match &self.browsing {
-            Some((0, _)) => return Outcome::Unchanged,
-            Some((i, _)) => i - 1,
-            None if self.history.is_empty() => return Outcome::Unchanged,
-            None => {
-                self.browsing = Some((0, self.line.clone()));
-                self.history.len() - 1
+    /// Puts the line shown aside before another is shown: the new line,
+    /// or an edit of the history entry shown.
+    fn put_aside(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        match self.browsing {
+            None => self.fresh = line,
+            Some(i) if self.history.get(i) == Some(&line) => {
+                self.drafts.remove(&i);
             }
-        };
-        if let Some((i, _)) = &mut self.browsing {
-            *i = index;
+            Some(i) => {
+                self.drafts.insert(i, line);
+            }
         }
-        let line = self.history[index].clone();
+    }
+
+    /// Shows history entry `i` (its draft if it was edited), or the new
+    /// line.
+    fn recall(&mut self, to: Option<usize>) {
+        self.put_aside();
+        let line = match to {
+            None => std::mem::take(&mut self.fresh),
+            Some(i) => match self.drafts.get(&i) {
+                Some(draft) => draft.clone(),
+                None => self.history[i].clone(),
+            },
+        };
+        self.browsing = to;
         self.set_line(line);
+    }
+
+    fn browse_up(&mut self) -> Outcome {
+        let to = match self.browsing {
+            Some(0) => return Outcome::Unchanged,
+            Some(i) => i - 1,
+            None if self.history.is_empty() => return Outcome::Unchanged,
+            None => self.history.len() - 1,
+        };
+        self.recall(Some(to));
         Outcome::Changed
     }
 
     fn browse_down(&mut self) -> Outcome {
-        let Some((index, draft)) = self.browsing.take() else {
+        let Some(i) = self.browsing else {
             return Outcome::Unchanged;
         };
-        if index + 1 < self.history.len() {
-            let line = self.history[index + 1].clone();
-            self.set_line(line);
-            self.browsing = Some((index + 1, draft));
-        } else {
-            self.set_line(draft);
-        }
+        let to = Some(i + 1).filter(|&to| to < self.history.len());
+        self.recall(to);
         Outcome::Changed
     }
 }
@@ -658,6 +687,70 @@ mod tests {
         e.handle(Key::Down);
         assert_eq!(e.text(), "dra");
         assert_eq!(e.handle(Key::Down), Outcome::Unchanged);
+    }
+
+    #[test]
+    fn edits_to_recalled_lines_are_kept_until_a_line_is_sent() {
+        let mut e = Editor::new();
+        e.remember("one");
+        e.remember("two");
+        typed(&mut e, "new");
+        e.handle(Key::Up);
+        e.handle(Key::Backspace);
+        typed(&mut e, "in");
+        assert_eq!(e.text(), "twin");
+        e.handle(Key::Up);
+        assert_eq!(e.text(), "one");
+        typed(&mut e, "!");
+        e.handle(Key::Down);
+        assert_eq!(e.text(), "twin", "the edit was kept");
+        e.handle(Key::Down);
+        assert_eq!(e.text(), "new");
+        e.handle(Key::Up);
+        e.handle(Key::Up);
+        assert_eq!(e.text(), "one!");
+        // Undoing an edit by hand leaves the entry as it was.
+        e.handle(Key::Backspace);
+        e.handle(Key::Down);
+        e.handle(Key::Up);
+        assert_eq!(e.text(), "one");
+        e.handle(Key::Down);
+        // The line is sent as typed; the caller remembers it, and the
+        // entries recalled are as they were again.
+        assert_eq!(e.handle(Key::Enter), Outcome::Submit("twin".into()));
+        e.remember("twin");
+        for want in ["twin", "two", "one"] {
+            e.handle(Key::Up);
+            assert_eq!(e.text(), want);
+        }
+        e.handle(Key::Down);
+        e.handle(Key::Down);
+        e.handle(Key::Down);
+        assert_eq!(e.text(), "", "the line typed before browsing was sent");
+    }
+
+    #[test]
+    fn a_line_remembered_while_browsing_moves_no_draft() {
+        let mut e = Editor::new();
+        for i in 0..MAX_HISTORY {
+            e.remember(&i.to_string());
+        }
+        e.handle(Key::Up);
+        e.handle(Key::Up);
+        typed(&mut e, "x");
+        assert_eq!(e.text(), "498x");
+        e.handle(Key::Down);
+        // A held line whose turn came while browsing.
+        e.remember("late");
+        e.handle(Key::Up);
+        assert_eq!(e.text(), "498x");
+        e.handle(Key::Down);
+        e.handle(Key::Down);
+        assert_eq!(e.text(), "late");
+        e.handle(Key::Enter);
+        e.remember("next");
+        assert_eq!(e.history.len(), MAX_HISTORY);
+        assert_eq!(e.history.back().map(String::as_str), Some("next"));
     }
 
     #[test]
