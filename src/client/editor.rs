@@ -271,14 +271,16 @@ impl Editor {
     }
 
     /// Adds a sent line to history (the caller leaves secrets out). While
-    /// history is browsed, none is dropped, so that the drafts of the
-    /// entries stay where they are; the oldest go at the next line.
+    /// history is browsed or an entry has a draft, none is dropped, so
+    /// that the entries keep their places; the oldest go at the next line
+    /// after that.
     pub fn remember(&mut self, line: &str) {
         if line.trim().is_empty() || self.history.back().is_some_and(|l| l == line) {
             return;
         }
         self.history.push_back(line.to_string());
-        while self.browsing.is_none() && self.history.len() > MAX_HISTORY {
+        let in_use = self.browsing.is_some() || !self.drafts.is_empty();
+        while !in_use && self.history.len() > MAX_HISTORY {
             self.history.pop_front();
         }
     }
@@ -747,6 +749,13 @@ mod tests {
         e.handle(Key::Down);
         e.handle(Key::Down);
         assert_eq!(e.text(), "late");
+        // Back at the new line, with a draft still kept.
+        e.handle(Key::Down);
+        e.remember("later");
+        for want in ["later", "late", "499", "498x"] {
+            e.handle(Key::Up);
+            assert_eq!(e.text(), want);
+        }
         e.handle(Key::Enter);
         e.remember("next");
         assert_eq!(e.history.len(), MAX_HISTORY);
