@@ -9,7 +9,7 @@ use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
 use super::editor::Editor;
-use super::session::{Kind, Shown};
+use super::session::{Kind, Shown, needs_escape};
 
 /// Width used when the terminal does not say.
 pub const DEFAULT_WIDTH: usize = 80;
@@ -273,8 +273,16 @@ fn layout_input<'a>(width: usize, editor: &'a Editor, prompt: &'a Prompt) -> Lay
     let mut flow = Flow::new(width);
     let mut glyphs = Vec::new();
     let mut put = |flow: &mut Flow, g: &'a str, style: Style| {
-        // Prompts and input hold no tabs; a stray one is a space.
-        let g = if g == "\t" { " " } else { g };
+        // Prompts and input hold no tabs; a stray one is a space. A typed
+        // or pasted direction override or mark would reorder what the
+        // terminal shows, so it is drawn as U+FFFD (and still sent).
+        let g = if g == "\t" {
+            " "
+        } else if g.chars().any(needs_escape) {
+            "\u{fffd}"
+        } else {
+            g
+        };
         let width = cluster_width(g);
         let (row, col) = flow.place(width);
         glyphs.push(Glyph {
@@ -650,6 +658,20 @@ mod tests {
         t.key(Key::Backspace);
         assert_eq!(t.text(), ["<bob> y", "al> xxxxxxxxxxxxxxx"]);
         assert_eq!(t.cursor(), (1, 19));
+    }
+
+    #[test]
+    fn typed_direction_overrides_reach_the_terminal_only_as_a_placeholder() {
+        let mut t = Term::new(false);
+        for c in "a\u{202e}b\u{200f}c".chars() {
+            t.editor.handle(Key::Char(c));
+        }
+        let mut out = Vec::new();
+        t.screen.redraw(&mut out, &t.editor, &t.prompt);
+        let drawn = String::from_utf8(out).unwrap();
+        assert!(!drawn.contains(['\u{202e}', '\u{200f}']), "{drawn:?}");
+        assert!(drawn.contains("al> a\u{fffd}b\u{fffd}c"), "{drawn:?}");
+        assert_eq!(t.editor.text(), "a\u{202e}b\u{200f}c", "sent as typed");
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub fn sanitize(bytes: &[u8]) -> String {
     out
 }
 
-fn needs_escape(c: char) -> bool {
+pub(crate) fn needs_escape(c: char) -> bool {
     match c {
         '\t' => false,
         '\0'..='\u{1f}' | '\u{7f}'..='\u{9f}' => true,
@@ -399,12 +399,12 @@ const SECRET_COMMANDS: &[&str] = &["/register", "/passwd"];
 /// whose arguments are passwords and the command word is complete: the
 /// editor hides everything from there on as it is typed.
 pub fn secret_args_at(line: &str) -> Option<usize> {
-    let end = line.find(char::is_whitespace)?;
+    let (end, space) = line.char_indices().find(|(_, c)| c.is_whitespace())?;
     let word = &line[..end];
     SECRET_COMMANDS
         .iter()
         .any(|c| c.eq_ignore_ascii_case(word))
-        .then_some(end + 1)
+        .then_some(end + space.len_utf8())
 }
 
 #[cfg(test)]
@@ -658,5 +658,7 @@ mod tests {
         assert_eq!(secret_args_at("/register"), None, "not complete yet");
         assert_eq!(secret_args_at("/register "), Some(10));
         assert_eq!(secret_args_at("/registered x"), None);
+        // A space of more than one byte (U+3000) is stepped over whole.
+        assert_eq!(secret_args_at("/passwd\u{3000}x"), Some(10));
     }
 }
