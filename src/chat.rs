@@ -10,7 +10,7 @@ use slab::Slab;
 
 use crate::proto::{
     CloseReason, Command, Event, Info, LOBBY, MAX_NOTE_CHARS, Name, Notice, NoticeKind, ProtoError,
-    RoomInfo, Status, Timestamp, UserInfo, parse_text, valid_name,
+    RoomInfo, Status, Timestamp, UserInfo, clip, parse_text, valid_name,
 };
 
 /// Identifies a connection; the server's slab key.
@@ -142,14 +142,6 @@ pub struct Chat {
     shutting_down: bool,
     /// The wall clock, as last passed in; stamps messages.
     clock: Timestamp,
-}
-
-/// Bad input is echoed in errors; this keeps the echo short.
-fn clip(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
 }
 
 /// Orders names as listings show them, ignoring ASCII case, without

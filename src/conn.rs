@@ -225,6 +225,12 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// The mode its output is encoded in: text until the first line
+    /// chooses.
+    pub fn out_mode(&self) -> Mode {
+        self.mode.unwrap_or(Mode::Text)
+    }
+
     pub fn new(socket: TcpStream, peer: SocketAddr, serial: u64, budget: Budget) -> Conn {
         Conn {
             socket,

@@ -10,7 +10,7 @@ pub use serde_json::value::RawValue;
 
 use crate::proto::{
     Command, Event, Info, Notice, NoticeKind, ProtoError, RoomInfo, Status, Timestamp, UserInfo,
-    strip_controls,
+    clip, strip_controls,
 };
 
 /// The protocol version `connect_ack` announces.
@@ -95,9 +95,8 @@ impl Request {
 struct ConnectIn {
     name: String,
     room: Option<String>,
-    /// Accepted and ignored until accounts exist.
-    #[allow(dead_code)]
-    password: Option<String>,
+    // A `password` is ignored, like any other field not listed, until
+    // accounts exist.
 }
 
 #[derive(Deserialize)]
@@ -279,14 +278,6 @@ fn optional(s: Option<String>) -> Option<String> {
     s.map(clean)
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-}
-
-/// An unknown type is echoed in the error; this keeps the echo short.
-fn clip(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
 }
 
 /// Every object the server sends: `type`, `payload`, and the `id` of the

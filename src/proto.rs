@@ -89,6 +89,14 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (era * 400 + yoe + i64::from(m <= 2), m, d)
 }
 
+/// Bad input is echoed in errors; this keeps the echo to 40 characters.
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// Removes C0 controls (except TAB), DEL and C1 controls, so that no
 /// terminal escape or forged line reaches another user. Borrows when there
 /// is nothing to remove, which is the common case.

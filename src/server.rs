@@ -175,13 +175,9 @@ impl Conns {
     /// drops the connection if that would put it over its output limit.
     /// Nobody else is affected either way.
     fn queue(&mut self, key: usize, event: &Event, id: Option<&json::RawValue>) {
-        let Some(c) = self.slab.get_mut(key) else {
+        let Some(mode) = self.live_mode(key) else {
             return;
         };
-        if c.state == State::Dead {
-            return;
-        }
-        let mode = c.mode.unwrap_or(Mode::Text);
         self.reply.clear();
         encode(mode, event, id, &mut self.reply);
         if self.over_limit(key, self.reply.len()) {
@@ -201,13 +197,9 @@ impl Conns {
         event: &Event,
         ranges: &mut [Option<(usize, usize)>; 2],
     ) {
-        let Some(c) = self.slab.get_mut(key) else {
+        let Some(mode) = self.live_mode(key) else {
             return;
         };
-        if c.state == State::Dead {
-            return;
-        }
-        let mode = c.mode.unwrap_or(Mode::Text);
         let (start, end) = *ranges[mode as usize].get_or_insert_with(|| {
             let log = &mut self.logs[mode as usize];
             let start = log.len();
@@ -220,6 +212,12 @@ impl Conns {
         let c = &mut self.slab[key];
         c.out.push_shared(&self.logs[mode as usize], start, end);
         self.mark_dirty(key);
+    }
+
+    /// The mode of `key`'s output, unless it is gone or cut off.
+    fn live_mode(&self, key: usize) -> Option<Mode> {
+        let c = self.slab.get(key)?;
+        (c.state != State::Dead).then(|| c.out_mode())
     }
 
     /// Drops `key` as too slow if `more` bytes would put it over
@@ -290,7 +288,7 @@ impl Conns {
             return;
         }
         if !c.out.is_empty() {
-            let log = &self.logs[c.mode.unwrap_or(Mode::Text) as usize];
+            let log = &self.logs[c.out_mode() as usize];
             match c.out.write_to(&mut c.socket, log) {
                 Ok(n) => c.bytes_out += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
