@@ -6,6 +6,7 @@
 
 use std::hint::black_box;
 use std::io;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use chatd::chat::{Chat, ChatConfig, ConnId, Outbox, Output};
@@ -18,14 +19,18 @@ const MEMBERS: [usize; 3] = [10, 1000, 10_000];
 const TEXT: &str = "the quick brown fox jumps over the lazy dog, twice: ok ok";
 
 /// A lobby with `members` listeners and one sender, `pub`, every welcome
-/// and join notice drained. Returns the chat, its outbox and the sender.
-fn room(members: usize) -> (Chat, Outbox, ConnId) {
-    let mut chat = Chat::new(ChatConfig::default());
+/// and join notice drained, recording `keep` messages (0: none). Returns
+/// the chat, its outbox and the sender.
+fn room(members: usize, keep: usize) -> (Chat, Outbox, ConnId) {
+    let mut chat = Chat::new(ChatConfig {
+        history_keep: keep,
+        ..ChatConfig::default()
+    });
     let mut out = Outbox::default();
     let now = Instant::now();
     for i in 0..=members {
         let c = ConnId(i);
-        chat.connect(c, now, &mut out);
+        chat.connect(c, IpAddr::from([127, 0, 0, 1]), now, &mut out);
         let name = if i == members {
             "pub".to_string()
         } else {
@@ -41,26 +46,30 @@ fn route_and_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("core/room_message");
     for &n in &MEMBERS {
         group.throughput(Throughput::Elements(n as u64));
-        let (mut chat, mut out, sender) = room(n);
-        let mut encoded = Vec::new();
         // What the chat decides and the one encoding of it; each recipient
-        // is only looked at.
-        group.bench_with_input(BenchmarkId::new("route_encode", n), &n, |b, _| {
-            b.iter(|| {
-                chat.handle_line(sender, TEXT, &mut out);
-                let mut sum = 0usize;
-                out.drain(|o| {
-                    if let Output::Send { event, to } = o {
-                        encoded.clear();
-                        encode_text(event, &mut encoded);
-                        for c in to {
-                            sum += c.0;
+        // is only looked at. Once without recording, once recording each
+        // message (in memory and in the batch handed to storage per turn).
+        for (label, keep) in [("route_encode", 0), ("route_encode_record", 10_000)] {
+            let (mut chat, mut out, sender) = room(n, keep);
+            let mut encoded = Vec::new();
+            group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
+                b.iter(|| {
+                    chat.handle_line(sender, TEXT, &mut out);
+                    let mut sum = 0usize;
+                    out.drain(|o| {
+                        if let Output::Send { event, to } = o {
+                            encoded.clear();
+                            encode_text(event, &mut encoded);
+                            for c in to {
+                                sum += c.0;
+                            }
                         }
-                    }
-                });
-                black_box((sum, encoded.len()))
-            })
-        });
+                    });
+                    black_box((sum, encoded.len(), chat.take_records()))
+                })
+            });
+        }
+        let (mut chat, mut out, sender) = room(n, 0);
         // Plus queueing for every recipient and one write each, as the
         // server does when each loop turn carries one message: the message
         // is encoded once into the turn's log, each queue notes its range,

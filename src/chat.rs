@@ -1,17 +1,27 @@
-//! `Chat`: users, rooms (indexed both ways and kept in step), statuses, and
-//! who receives which event. In: connect, a line, disconnect, tick(now).
-//! Out: an `Outbox` of "send this event to these connections" and "close
-//! this one". No sockets, no bytes, no modes, no clock of its own.
+//! `Chat`: users, rooms (indexed both ways and kept in step), statuses,
+//! accounts, recent history, and who receives which event. In: connect, a
+//! line, a finished job, disconnect, tick(now). Out: an `Outbox` of "send
+//! this event to these connections", "close this one" and "run this job"
+//! (a password check, a registration, a history query), plus the messages
+//! to record. No sockets, no bytes, no modes, no disk, no clock of its own.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::history::History;
 use crate::proto::{
-    CloseReason, Command, Event, Info, LOBBY, MAX_NOTE_CHARS, Name, Notice, NoticeKind, ProtoError,
-    RoomInfo, Status, Timestamp, UserInfo, clip, parse_text, valid_name,
+    CloseReason, Command, DEFAULT_HISTORY, Event, Info, LOBBY, MAX_NOTE_CHARS, Name, Notice,
+    NoticeKind, ProtoError, Recorded, RoomInfo, Status, Timestamp, UserInfo, check_password, clip,
+    parse_secret, parse_text, strip_controls, valid_name,
 };
+use crate::throttle::Throttle;
+
+/// Wrong passwords in a row after which a connection is closed.
+pub const MAX_PASSWORD_FAILURES: u8 = 3;
 
 /// Identifies a connection; the server's slab key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,6 +35,13 @@ pub struct ChatConfig {
     pub announce_limit: usize,
     /// A connection that has not chosen a name by then is told so and closed.
     pub handshake_timeout: Duration,
+    /// Recorded messages a user receives on entering a room.
+    pub history: usize,
+    /// Messages recorded per room; 0 records none.
+    pub history_keep: usize,
+    /// The delay before a first wrong password is answered; it doubles
+    /// with each further failure of the account or the address.
+    pub login_delay: Duration,
 }
 
 impl Default for ChatConfig {
@@ -32,8 +49,82 @@ impl Default for ChatConfig {
         ChatConfig {
             announce_limit: 100,
             handshake_timeout: Duration::from_secs(30),
+            history: DEFAULT_HISTORY,
+            history_keep: 10_000,
+            login_delay: Duration::from_millis(500),
         }
     }
+}
+
+impl ChatConfig {
+    /// Messages per room kept in memory: enough for every join and for a
+    /// default `/history`, never more than are recorded.
+    pub fn history_cap(&self) -> usize {
+        self.history.max(DEFAULT_HISTORY).min(self.history_keep)
+    }
+}
+
+/// Names the connection (and which of its lives) a job's answer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    pub conn: ConnId,
+    serial: u64,
+}
+
+/// Work that must not block the loop: password hashing and the disk.
+#[derive(Debug)]
+pub enum Job {
+    /// Check `password` against the account `name`.
+    Login {
+        ticket: Ticket,
+        name: Name,
+        password: String,
+    },
+    /// Create the account `name`.
+    Register {
+        ticket: Ticket,
+        name: Name,
+        password: String,
+    },
+    /// Change the password of `name` if `old` is right.
+    Passwd {
+        ticket: Ticket,
+        name: Name,
+        old: String,
+        new: String,
+    },
+    /// The newest `count` recorded messages of `room`.
+    History {
+        ticket: Ticket,
+        room: Name,
+        count: usize,
+    },
+}
+
+impl Job {
+    pub fn ticket(&self) -> Ticket {
+        match self {
+            Job::Login { ticket, .. }
+            | Job::Register { ticket, .. }
+            | Job::Passwd { ticket, .. }
+            | Job::History { ticket, .. } => *ticket,
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The password was right (login), or it was changed (passwd), or the
+    /// account was created (register).
+    Done,
+    WrongPassword,
+    /// The account does not exist (any more).
+    NoAccount,
+    AlreadyRegistered,
+    History(Vec<Recorded>),
+    /// Not run: too many jobs waiting, or the database failed.
+    Busy,
 }
 
 /// What the chat asks of the connection layer.
@@ -47,6 +138,8 @@ pub enum Output<'a> {
         conn: ConnId,
         reason: CloseReason,
     },
+    /// Run `job` off the loop and hand its outcome to `Chat::job_done`.
+    Job(Job),
 }
 
 enum Action {
@@ -59,6 +152,7 @@ enum Action {
         conn: ConnId,
         reason: CloseReason,
     },
+    Job(Job),
 }
 
 /// Events with their recipients, in order. Recipient lists share one
@@ -87,6 +181,10 @@ impl Outbox {
         self.actions.push(Action::Close { conn, reason });
     }
 
+    pub fn job(&mut self, job: Job) {
+        self.actions.push(Action::Job(job));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
@@ -100,6 +198,7 @@ impl Outbox {
                     to: &self.recipients[start..end],
                 }),
                 Action::Close { conn, reason } => f(Output::Close { conn, reason }),
+                Action::Job(job) => f(Output::Job(job)),
             }
         }
         self.recipients.clear();
@@ -118,11 +217,51 @@ struct User {
     pos: usize,
     status: Status,
     note: Option<Name>,
+    addr: IpAddr,
+    /// The account (lower-cased) this connection proved it owns, by its
+    /// password or by registering it; it may come back to that name.
+    account: Option<Box<str>>,
+    wait: Option<Wait>,
+    /// Wrong passwords so far while logging in.
+    failures: u8,
+}
+
+/// What a connection is waiting for.
+enum Wait {
+    /// Text mode: its next line is the password for `name`.
+    Password {
+        name: Name,
+    },
+    /// A job is out; its input waits for the outcome.
+    Login {
+        name: Name,
+        room: Option<Name>,
+        /// Asked at the text-mode password question (asked again on
+        /// failure), not in a JSON `connect`.
+        prompted: bool,
+    },
+    Register {
+        name: Name,
+    },
+    Passwd {
+        name: Name,
+    },
+    History {
+        room: Name,
+    },
+    /// A wrong password, answered by `due_answer` once its delay is over.
+    Wrong {
+        name: Name,
+        login: bool,
+        prompted: bool,
+    },
 }
 
 struct Room {
     name: Name,
     members: Vec<ConnId>,
+    /// The room's slot in `history`.
+    history: usize,
 }
 
 /// The state of the chat.
@@ -142,6 +281,17 @@ pub struct Chat {
     shutting_down: bool,
     /// The wall clock, as last passed in; stamps messages.
     clock: Timestamp,
+    /// The monotonic clock, as last passed in; times password answers.
+    now: Instant,
+    /// Registered names: lower-cased to the case they were registered in.
+    accounts: HashMap<Box<str>, Name>,
+    throttle: Throttle,
+    /// Wrong-password answers waiting out their delay.
+    answers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    history: History,
+    /// Messages recorded since the last `take_records`, oldest first.
+    records: Vec<Recorded>,
+    record_bytes: usize,
 }
 
 /// Orders names as listings show them, ignoring ASCII case, without
@@ -152,6 +302,10 @@ fn cmp_ignore_case(a: &str, b: &str) -> std::cmp::Ordering {
         .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
+/// What a recorded message costs beyond its text and sender, roughly:
+/// used to bound what waits to be stored.
+pub const RECORD_OVERHEAD: usize = 64;
+
 fn strip_hash(s: &str) -> &str {
     let s = s.trim();
     s.strip_prefix('#').unwrap_or(s)
@@ -159,14 +313,23 @@ fn strip_hash(s: &str) -> &str {
 
 impl Chat {
     pub fn new(cfg: ChatConfig) -> Chat {
+        let mut history = History::new(cfg.history_cap());
         let mut rooms = Slab::new();
         let lobby = rooms.insert(Room {
             name: LOBBY.into(),
             members: Vec::new(),
+            history: history.slot(LOBBY),
         });
         let mut room_ids = HashMap::new();
         room_ids.insert(LOBBY.into(), lobby);
         Chat {
+            throttle: Throttle::new(cfg.login_delay),
+            now: Instant::now(),
+            accounts: HashMap::new(),
+            answers: BinaryHeap::new(),
+            history,
+            records: Vec::new(),
+            record_bytes: 0,
             cfg,
             users: Vec::new(),
             names: HashMap::new(),
@@ -180,8 +343,35 @@ impl Chat {
         }
     }
 
-    /// A new connection: it is welcomed and must choose a name in time.
-    pub fn connect(&mut self, conn: ConnId, now: Instant, out: &mut Outbox) {
+    /// The registered names, replacing what was known (at start-up, and
+    /// when an operator changed the accounts).
+    pub fn set_accounts(&mut self, names: impl IntoIterator<Item = Name>) {
+        self.accounts = names
+            .into_iter()
+            .map(|n| (n.to_ascii_lowercase().into(), n))
+            .collect();
+    }
+
+    /// Recorded messages of `room` (oldest first) from the database, at
+    /// start-up; `truncated` says older ones exist.
+    pub fn load_history(&mut self, room: &str, messages: Vec<Recorded>, truncated: bool) {
+        self.history.load(room, messages, truncated);
+    }
+
+    /// Takes the messages recorded since the last call, to be stored.
+    pub fn take_records(&mut self) -> Vec<Recorded> {
+        self.record_bytes = 0;
+        std::mem::take(&mut self.records)
+    }
+
+    /// Roughly how many bytes `take_records` would hand over.
+    pub fn record_bytes(&self) -> usize {
+        self.record_bytes
+    }
+
+    /// A new connection from `addr`: it is welcomed and must choose a name
+    /// in time.
+    pub fn connect(&mut self, conn: ConnId, addr: IpAddr, now: Instant, out: &mut Outbox) {
         let serial = self.next_serial;
         self.next_serial += 1;
         if self.users.len() <= conn.0 {
@@ -195,25 +385,196 @@ impl Chat {
             pos: 0,
             status: Status::Online,
             note: None,
+            addr,
+            account: None,
+            wait: None,
+            failures: 0,
         });
         self.deadlines
             .push_back((now + self.cfg.handshake_timeout, conn, serial));
         out.send(conn, Event::Welcome);
     }
 
-    /// Sets the wall clock that stamps messages from now on.
-    pub fn set_clock(&mut self, now: Timestamp) {
-        self.clock = now;
+    /// Sets the clocks: the wall clock stamps messages, the monotonic one
+    /// times password answers.
+    pub fn set_clock(&mut self, wall: Timestamp, now: Instant) {
+        self.clock = wall;
+        self.now = now;
     }
 
-    /// One text-mode line from `conn`: terminator and control characters
-    /// removed, not blank.
-    pub fn handle_line(&mut self, conn: ConnId, line: &str, out: &mut Outbox) {
-        match parse_text(line) {
-            Ok(cmd) => self.handle(conn, cmd, out),
-            Err(e) if self.user(conn).is_some_and(|u| !u.gone) => out.send(conn, Event::Error(e)),
-            Err(_) => {}
+    /// One text-mode line from `conn`, as it came (terminator removed).
+    /// A password is taken exactly as sent; everything else has its
+    /// control characters removed, and a blank line is ignored.
+    pub fn handle_line(&mut self, conn: ConnId, raw: &str, out: &mut Outbox) {
+        let Some(user) = self.users.get_mut(conn.0).and_then(Option::as_mut) else {
+            return;
+        };
+        if user.gone || raw.is_empty() {
+            return;
         }
+        if let Some(Wait::Password { name }) = &user.wait {
+            let name = name.clone();
+            user.wait = None;
+            // `/nick OTHER` goes back to choosing a name.
+            if let Ok(Command::Nick(other)) = parse_text(&strip_controls(raw)) {
+                return self.choose_name(conn, strip_hash(other), None, None, out);
+            }
+            return self.login(conn, name, None, raw, true, out);
+        }
+        let parsed = match parse_secret(raw) {
+            Some(parsed) => parsed,
+            None => {
+                let line = strip_controls(raw);
+                if line.trim().is_empty() {
+                    return;
+                }
+                match parse_text(&line) {
+                    Ok(cmd) => return self.handle(conn, cmd, out),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match parsed {
+            Ok(cmd) => self.handle(conn, cmd, out),
+            Err(e) => out.send(conn, Event::Error(e)),
+        }
+    }
+
+    /// Whether `conn` waits for a job or a delayed answer; its input is
+    /// not read meanwhile, so its lines keep their order.
+    pub fn is_waiting(&self, conn: ConnId) -> bool {
+        self.user(conn)
+            .is_some_and(|u| !matches!(u.wait, None | Some(Wait::Password { .. })))
+    }
+
+    /// The outcome of a job handed out earlier. Outcomes for connections
+    /// that have gone since are dropped.
+    pub fn job_done(&mut self, ticket: Ticket, outcome: Outcome, out: &mut Outbox) {
+        let conn = ticket.conn;
+        let Some(user) = self.users.get_mut(conn.0).and_then(Option::as_mut) else {
+            return;
+        };
+        if user.serial != ticket.serial || user.gone {
+            return;
+        }
+        let Some(wait) = user.wait.take() else { return };
+        let addr = user.addr;
+        let error = |e| Event::Error(e);
+        match (wait, outcome) {
+            (Wait::Login { name, room, .. }, Outcome::Done) => {
+                let key = name.to_ascii_lowercase();
+                self.throttle.succeeded(&key);
+                self.logged_in(conn, name, room, key.into(), out);
+            }
+            (Wait::Login { name, room, .. }, Outcome::NoAccount) => {
+                // Deleted by an operator since: the name is free to take.
+                self.accounts.remove(name.to_ascii_lowercase().as_str());
+                self.choose_name(conn, &name, room.as_deref(), None, out);
+            }
+            (Wait::Login { name, prompted, .. }, Outcome::WrongPassword) => {
+                self.defer_wrong(conn, addr, name, true, prompted)
+            }
+            (Wait::Login { name, prompted, .. }, _) => {
+                out.send(conn, error(ProtoError::ServerBusy));
+                if prompted {
+                    self.ask_password(conn, name, out);
+                }
+            }
+            (Wait::Register { name }, Outcome::Done) => {
+                let key: Box<str> = name.to_ascii_lowercase().into();
+                self.accounts.insert(key.clone(), name.clone());
+                self.user_mut(conn).account = Some(key);
+                out.send(conn, Event::Info(Info::Registered { name }));
+            }
+            (Wait::Register { name }, Outcome::AlreadyRegistered) => {
+                self.accounts
+                    .insert(name.to_ascii_lowercase().into(), name.clone());
+                out.send(conn, error(ProtoError::AlreadyRegistered(name.to_string())));
+            }
+            (Wait::Passwd { name }, Outcome::Done) => {
+                self.throttle.succeeded(&name.to_ascii_lowercase());
+                out.send(conn, Event::Info(Info::PasswordChanged { name }));
+            }
+            (Wait::Passwd { name }, Outcome::WrongPassword) => {
+                self.defer_wrong(conn, addr, name, false, false)
+            }
+            (Wait::Passwd { name }, Outcome::NoAccount) => {
+                self.accounts.remove(name.to_ascii_lowercase().as_str());
+                self.user_mut(conn).account = None;
+                out.send(conn, error(ProtoError::NotRegistered(name.to_string())));
+            }
+            (Wait::History { room }, Outcome::History(messages)) => out.send(
+                conn,
+                Event::History {
+                    room,
+                    messages,
+                    listing: true,
+                },
+            ),
+            (_, _) => out.send(conn, error(ProtoError::ServerBusy)),
+        }
+    }
+
+    /// A wrong password is answered once its delay is over.
+    fn defer_wrong(&mut self, conn: ConnId, addr: IpAddr, name: Name, login: bool, prompted: bool) {
+        let delay = self
+            .throttle
+            .failed(&name.to_ascii_lowercase(), addr, self.now);
+        let user = self.user_mut(conn);
+        user.wait = Some(Wait::Wrong {
+            name,
+            login,
+            prompted,
+        });
+        let serial = user.serial;
+        self.answers
+            .push(Reverse((self.now + delay, conn.0, serial)));
+    }
+
+    /// Answers one wrong password whose delay is over, if any; returns the
+    /// connection answered.
+    pub fn due_answer(&mut self, now: Instant, out: &mut Outbox) -> Option<ConnId> {
+        while let Some(&Reverse((at, key, serial))) = self.answers.peek() {
+            if at > now {
+                return None;
+            }
+            self.answers.pop();
+            let conn = ConnId(key);
+            let Some(user) = self.users.get_mut(key).and_then(Option::as_mut) else {
+                continue;
+            };
+            if user.serial != serial || user.gone {
+                continue;
+            }
+            let Some(Wait::Wrong {
+                name,
+                login,
+                prompted,
+            }) = user.wait.take()
+            else {
+                continue;
+            };
+            out.send(
+                conn,
+                Event::Error(ProtoError::WrongPassword(name.to_string())),
+            );
+            if login {
+                user.failures += 1;
+                if user.failures >= MAX_PASSWORD_FAILURES {
+                    user.gone = true;
+                    out.close(conn, CloseReason::WrongPassword);
+                } else if prompted {
+                    self.ask_password(conn, name, out);
+                }
+            }
+            return Some(conn);
+        }
+        None
+    }
+
+    /// When `due_answer` next has something to do.
+    pub fn next_answer(&self) -> Option<Instant> {
+        self.answers.peek().map(|r| r.0.0)
     }
 
     /// One command from `conn`, in either mode. Commands from unknown or
@@ -315,11 +676,19 @@ impl Chat {
     fn naming(&mut self, conn: ConnId, cmd: Command<'_>, out: &mut Outbox) {
         match cmd {
             Command::Say(name) | Command::Nick(name) => {
-                self.choose_name(conn, strip_hash(name), None, out)
+                self.choose_name(conn, strip_hash(name), None, None, out)
             }
-            Command::Connect { name, room } => {
-                self.choose_name(conn, strip_hash(name), room.map(strip_hash), out)
-            }
+            Command::Connect {
+                name,
+                room,
+                password,
+            } => self.choose_name(
+                conn,
+                strip_hash(name),
+                room.map(strip_hash),
+                Some(password.unwrap_or("")),
+                out,
+            ),
             Command::Help => out.send(conn, Event::Help { named: false }),
             Command::Quit(_) => {
                 self.user_mut(conn).gone = true;
@@ -331,22 +700,112 @@ impl Chat {
     }
 
     /// Takes `name` and enters `room` (the lobby if `None`), or says why
-    /// not and asks again.
-    fn choose_name(&mut self, conn: ConnId, name: &str, room: Option<&str>, out: &mut Outbox) {
-        let checked = self.check_name_free(conn, name).and_then(|()| match room {
-            Some(r) if !valid_name(r) => Err(ProtoError::RoomInvalid(clip(r))),
-            _ => Ok(()),
-        });
-        if let Err(e) = checked {
+    /// not and asks again. A registered name needs its password: the JSON
+    /// `connect` brings it (`password` is `Some`, empty if missing); in
+    /// text mode the user is asked for it.
+    fn choose_name(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        room: Option<&str>,
+        password: Option<&str>,
+        out: &mut Outbox,
+    ) {
+        let refuse = |e, out: &mut Outbox| {
             out.send(conn, Event::Error(e));
             out.send(conn, Event::AskName);
-            return;
+        };
+        if !valid_name(name) {
+            return refuse(ProtoError::NameInvalid(clip(name)), out);
         }
-        let name: Name = name.into();
+        if let Some(r) = room.filter(|r| !valid_name(r)) {
+            return refuse(ProtoError::RoomInvalid(clip(r)), out);
+        }
+        let room: Option<Name> = room.map(Into::into);
+        if let Some(registered) = self.accounts.get(name.to_ascii_lowercase().as_str()) {
+            let name = registered.clone();
+            return match password {
+                None => self.ask_password(conn, name, out),
+                Some("") => refuse(ProtoError::PasswordRequired(name.to_string()), out),
+                Some(password) => self.login(conn, name, room, password, false, out),
+            };
+        }
+        if let Err(e) = self.check_name_free(conn, name) {
+            return refuse(e, out);
+        }
+        self.take_name(conn, name.into(), room, out);
+    }
+
+    fn ask_password(&mut self, conn: ConnId, name: Name, out: &mut Outbox) {
+        self.user_mut(conn).wait = Some(Wait::Password { name: name.clone() });
+        out.send(conn, Event::PasswordPrompt { name });
+    }
+
+    /// Checks `password` for the registered `name` off the loop; a
+    /// password of impossible length is wrong without being hashed.
+    fn login(
+        &mut self,
+        conn: ConnId,
+        name: Name,
+        room: Option<Name>,
+        password: &str,
+        prompted: bool,
+        out: &mut Outbox,
+    ) {
+        let user = self.user_mut(conn);
+        let ticket = Ticket {
+            conn,
+            serial: user.serial,
+        };
+        if check_password(password).is_err() {
+            let addr = user.addr;
+            return self.defer_wrong(conn, addr, name, true, prompted);
+        }
+        user.wait = Some(Wait::Login {
+            name: name.clone(),
+            room,
+            prompted,
+        });
+        out.job(Job::Login {
+            ticket,
+            name,
+            password: password.to_string(),
+        });
+    }
+
+    /// The password was right: an older connection holding the name is
+    /// replaced (told and closed), and this one takes the name.
+    fn logged_in(
+        &mut self,
+        conn: ConnId,
+        name: Name,
+        room: Option<Name>,
+        key: Box<str>,
+        out: &mut Outbox,
+    ) {
+        if let Some(&old) = self.names.get(&key)
+            && old != conn
+        {
+            let reason = CloseReason::Replaced;
+            self.announce(old, NoticeKind::Disconnect { reason }, true, out);
+            self.remove(old);
+            self.user_mut(old).gone = true;
+            out.close(old, reason);
+        }
+        let user = self.user_mut(conn);
+        user.account = Some(key);
+        user.failures = 0;
+        self.take_name(conn, name, room, out);
+    }
+
+    /// Names `conn` and enters `room` (the lobby if `None`): it is told
+    /// where it is, receives the room's recent history, and the room is
+    /// told it joined.
+    fn take_name(&mut self, conn: ConnId, name: Name, room: Option<Name>, out: &mut Outbox) {
         self.names.insert(name.to_ascii_lowercase().into(), conn);
         self.user_mut(conn).name = Some(name.clone());
         let id = match room {
-            Some(r) => self.room_id(r),
+            Some(r) => self.room_id(&r),
             None => self.lobby,
         };
         self.enter(conn, id);
@@ -359,16 +818,44 @@ impl Chat {
                 users: room.members.len(),
             },
         );
+        self.replay(conn, out);
         self.announce(conn, NoticeKind::Join, false, out);
     }
 
-    /// Whether `conn` may take `name`: valid, and not held by another user.
+    /// Sends `conn` the recent history of its room (JSON users always get
+    /// the object, possibly empty).
+    fn replay(&self, conn: ConnId, out: &mut Outbox) {
+        let room = &self.rooms[self.user(conn).expect("present user").room];
+        let messages = self
+            .history
+            .recent(room.history, self.cfg.history)
+            .unwrap_or_default();
+        out.send(
+            conn,
+            Event::History {
+                room: room.name.clone(),
+                messages,
+                listing: false,
+            },
+        );
+    }
+
+    /// Whether `conn` may take `name`: valid, not held by another user,
+    /// and not someone else's account.
     fn check_name_free(&self, conn: ConnId, name: &str) -> Result<(), ProtoError> {
         if !valid_name(name) {
             return Err(ProtoError::NameInvalid(clip(name)));
         }
-        match self.names.get(name.to_ascii_lowercase().as_str()) {
+        let key = name.to_ascii_lowercase();
+        let own = self
+            .user(conn)
+            .and_then(|u| u.account.as_deref())
+            .is_some_and(|a| *a == *key);
+        match self.names.get(key.as_str()) {
             Some(&holder) if holder != conn => Err(ProtoError::NameTaken(name.to_string())),
+            _ if self.accounts.contains_key(key.as_str()) && !own => {
+                Err(ProtoError::NameTaken(name.to_string()))
+            }
             _ => Ok(()),
         }
     }
@@ -380,13 +867,86 @@ impl Chat {
         match cmd {
             Command::Say(text) => {
                 let r = &self.rooms[room];
+                let text: std::sync::Arc<str> = text.into();
+                if self.cfg.history_keep > 0 {
+                    let record = Recorded {
+                        room: r.name.clone(),
+                        sender: name.clone(),
+                        text: text.clone(),
+                        ts: self.clock,
+                    };
+                    self.record_bytes += text.len() + name.len() + RECORD_OVERHEAD;
+                    self.history.record(r.history, record.clone());
+                    self.records.push(record);
+                }
                 let event = Event::Message {
                     from: name,
                     room: r.name.clone(),
-                    text: text.into(),
+                    text,
                     ts: self.clock,
                 };
                 out.send_all(r.members.iter().copied().filter(|&m| m != conn), event);
+            }
+            Command::History(n) => {
+                let r = &self.rooms[room];
+                match self.history.recent(r.history, n) {
+                    Some(messages) => out.send(
+                        conn,
+                        Event::History {
+                            room: r.name.clone(),
+                            messages,
+                            listing: true,
+                        },
+                    ),
+                    None => {
+                        let room = r.name.clone();
+                        let ticket = self.ticket(conn);
+                        self.user_mut(conn).wait = Some(Wait::History { room: room.clone() });
+                        out.job(Job::History {
+                            ticket,
+                            room,
+                            count: n,
+                        });
+                    }
+                }
+            }
+            Command::Register(password) => {
+                if self
+                    .accounts
+                    .contains_key(name.to_ascii_lowercase().as_str())
+                {
+                    let e = ProtoError::AlreadyRegistered(name.to_string());
+                    return out.send(conn, Event::Error(e));
+                }
+                if let Err(e) = check_password(password) {
+                    return out.send(conn, Event::Error(e));
+                }
+                let ticket = self.ticket(conn);
+                self.user_mut(conn).wait = Some(Wait::Register { name: name.clone() });
+                out.job(Job::Register {
+                    ticket,
+                    name,
+                    password: password.to_string(),
+                });
+            }
+            Command::Passwd { old, new } => {
+                let key = name.to_ascii_lowercase();
+                let own = self.user(conn).and_then(|u| u.account.as_deref()) == Some(&*key);
+                if !own || !self.accounts.contains_key(key.as_str()) {
+                    let e = ProtoError::NotRegistered(name.to_string());
+                    return out.send(conn, Event::Error(e));
+                }
+                if let Err(e) = check_password(new) {
+                    return out.send(conn, Event::Error(e));
+                }
+                let ticket = self.ticket(conn);
+                self.user_mut(conn).wait = Some(Wait::Passwd { name: name.clone() });
+                out.job(Job::Passwd {
+                    ticket,
+                    name,
+                    old: old.to_string(),
+                    new: new.to_string(),
+                });
             }
             Command::Msg { to, text } => match self.names.get(to.to_ascii_lowercase().as_str()) {
                 Some(&target) => out.send(
@@ -425,7 +985,18 @@ impl Chat {
                 );
             }
             Command::Users => {
-                let users = self.user_infos(self.names.values().copied());
+                let mut users = self.user_infos(self.names.values().copied());
+                users.extend(
+                    self.accounts
+                        .iter()
+                        .filter(|(key, _)| !self.names.contains_key(*key))
+                        .map(|(_, name)| UserInfo {
+                            name: name.clone(),
+                            status: Status::Offline,
+                            note: None,
+                        }),
+                );
+                users.sort_unstable_by(|a, b| cmp_ignore_case(&a.name, &b.name));
                 out.send(conn, Event::Users { users });
             }
             Command::Help => out.send(conn, Event::Help { named: true }),
@@ -490,6 +1061,14 @@ impl Chat {
         let id = self.room_id(target);
         self.enter(conn, id);
         self.announce(conn, NoticeKind::Join, true, out);
+        self.replay(conn, out);
+    }
+
+    fn ticket(&self, conn: ConnId) -> Ticket {
+        Ticket {
+            conn,
+            serial: self.user(conn).expect("present user").serial,
+        }
     }
 
     /// The room named `name` (valid), created if it does not exist.
@@ -501,6 +1080,7 @@ impl Chat {
         let id = self.rooms.insert(Room {
             name: name.into(),
             members: Vec::new(),
+            history: self.history.slot(name),
         });
         self.room_ids.insert(key.into(), id);
         id
@@ -578,6 +1158,7 @@ impl Chat {
             let gone = self.rooms.remove(room);
             self.room_ids
                 .remove(gone.name.to_ascii_lowercase().as_str());
+            self.history.release(gone.history);
         }
     }
 }
@@ -595,6 +1176,7 @@ mod tests {
         now: Instant,
         next: usize,
         closed: Vec<(ConnId, CloseReason)>,
+        jobs: Vec<Job>,
     }
 
     impl Script {
@@ -609,6 +1191,7 @@ mod tests {
                 now: Instant::now(),
                 next: 0,
                 closed: Vec::new(),
+                jobs: Vec::new(),
             }
         }
 
@@ -616,6 +1199,7 @@ mod tests {
         fn take(&mut self) -> BTreeMap<usize, Vec<String>> {
             let mut seen: BTreeMap<usize, Vec<String>> = BTreeMap::new();
             let closed = &mut self.closed;
+            let jobs = &mut self.jobs;
             self.out.drain(|o| match o {
                 Output::Send { event, to } => {
                     let mut buf = Vec::new();
@@ -627,14 +1211,23 @@ mod tests {
                     }
                 }
                 Output::Close { conn, reason } => closed.push((conn, reason)),
+                Output::Job(job) => jobs.push(job),
             });
             seen
+        }
+
+        /// Answers the oldest job handed out with `outcome`.
+        fn answer(&mut self, outcome: Outcome) -> BTreeMap<usize, Vec<String>> {
+            let job = self.jobs.remove(0);
+            self.chat.job_done(job.ticket(), outcome, &mut self.out);
+            self.take()
         }
 
         fn open(&mut self) -> ConnId {
             let c = ConnId(self.next);
             self.next += 1;
-            self.chat.connect(c, self.now, &mut self.out);
+            let addr = IpAddr::from([127, 0, 0, 1]);
+            self.chat.connect(c, addr, self.now, &mut self.out);
             c
         }
 
@@ -705,7 +1298,11 @@ mod tests {
         s.say(a, "/join General");
         let b = s.open();
         s.take();
-        let connect = |name, room| Command::Connect { name, room };
+        let connect = |name, room| Command::Connect {
+            name,
+            room,
+            password: None,
+        };
         s.chat
             .handle(b, connect("bob", Some("bad room")), &mut s.out);
         let seen = s.take();
@@ -992,5 +1589,286 @@ mod tests {
         let seen = s.say(users[1], "y");
         let expect: Vec<usize> = (0..20).filter(|i| i % 3 == 1 && *i != 1).collect();
         assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expect);
+    }
+
+    /// A server whose chat knows `alice` is registered.
+    fn with_alice() -> Script {
+        let mut s = Script::with(ChatConfig {
+            login_delay: Duration::from_millis(100),
+            ..ChatConfig::default()
+        });
+        s.chat.set_accounts([Name::from("Alice")]);
+        s
+    }
+
+    /// Lets every delayed wrong-password answer come due.
+    fn due(s: &mut Script) -> BTreeMap<usize, Vec<String>> {
+        let later = s.now + Duration::from_secs(60);
+        while s.chat.due_answer(later, &mut s.out).is_some() {}
+        s.take()
+    }
+
+    #[test]
+    fn a_registered_name_asks_for_its_password_and_three_wrong_close() {
+        let mut s = with_alice();
+        let c = s.open();
+        s.take();
+        assert_eq!(s.say(c, "alice")[&c.0], got(&["* password for Alice:"]));
+        assert!(!s.chat.is_waiting(c), "waiting for a line, not a job");
+        // The password is taken as sent, spaces and all.
+        s.chat.handle_line(c, " wrong one ", &mut s.out);
+        s.take();
+        assert!(s.chat.is_waiting(c));
+        match &s.jobs[0] {
+            Job::Login { name, password, .. } => {
+                assert_eq!((&**name, password.as_str()), ("Alice", " wrong one "));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            s.answer(Outcome::WrongPassword).is_empty(),
+            "not before the delay"
+        );
+        assert!(s.chat.next_answer().is_some());
+        assert_eq!(
+            due(&mut s)[&c.0],
+            got(&["! wrong password for Alice", "* password for Alice:"])
+        );
+        // Too short to be anyone's password: wrong without a job.
+        s.say(c, "short");
+        assert!(s.jobs.is_empty());
+        assert_eq!(
+            due(&mut s)[&c.0],
+            got(&["! wrong password for Alice", "* password for Alice:"])
+        );
+        s.say(c, "still wrong");
+        s.answer(Outcome::WrongPassword);
+        assert_eq!(due(&mut s)[&c.0], got(&["! wrong password for Alice"]));
+        assert_eq!(s.closed, [(c, CloseReason::WrongPassword)]);
+    }
+
+    #[test]
+    fn wrong_answers_wait_longer_each_time() {
+        let mut s = with_alice();
+        let c = s.open();
+        s.say(c, "alice");
+        s.say(c, "wrongpass1");
+        s.answer(Outcome::WrongPassword);
+        let first = s.chat.next_answer().unwrap() - s.now;
+        due(&mut s);
+        s.say(c, "wrongpass2");
+        s.answer(Outcome::WrongPassword);
+        let second = s.chat.next_answer().unwrap() - s.now;
+        assert!(second >= first * 2, "{first:?} then {second:?}");
+    }
+
+    #[test]
+    fn the_right_password_replaces_an_older_connection() {
+        let mut s = with_alice();
+        let bob = s.user("bob");
+        let old = s.open();
+        s.say(old, "Alice");
+        s.say(old, "right password");
+        s.answer(Outcome::Done);
+        let new = s.open();
+        s.take();
+        s.say(new, "ALICE");
+        s.say(new, "right password");
+        let seen = s.answer(Outcome::Done);
+        assert_eq!(
+            seen[&old.0],
+            got(&["* you have disconnected (logged in from another connection)"])
+        );
+        assert_eq!(
+            seen[&bob.0],
+            got(&[
+                "* Alice has disconnected (logged in from another connection)",
+                "* Alice has joined #lobby"
+            ])
+        );
+        assert!(seen[&new.0][0].starts_with("* you joined #lobby as Alice"));
+        assert_eq!(s.closed, [(old, CloseReason::Replaced)]);
+        assert_eq!(s.chat.name_of(new).map(|n| &**n), Some("Alice"));
+    }
+
+    #[test]
+    fn accounts_hold_their_names_and_show_offline() {
+        let mut s = with_alice();
+        let bob = s.user("bob");
+        // Someone else's account is taken even while nobody holds it.
+        assert_eq!(
+            s.say(bob, "/nick alice")[&bob.0],
+            got(&["! name \"alice\" is taken, choose another"])
+        );
+        assert_eq!(
+            s.say(bob, "/users")[&bob.0],
+            got(&[
+                "* users: 2",
+                "*   Alice offline",
+                "*   bob online",
+                "* end of /users"
+            ])
+        );
+        // A password sent to a JSON connect for a free name is ignored;
+        // none for a registered one is refused.
+        let j = s.open();
+        s.take();
+        let connect = |name, password| Command::Connect {
+            name,
+            room: None,
+            password,
+        };
+        s.chat.handle(j, connect("alice", None), &mut s.out);
+        assert_eq!(
+            s.take()[&j.0],
+            got(&[
+                "! Alice is registered: a password is needed",
+                "* choose a name:"
+            ])
+        );
+        s.chat
+            .handle(j, connect("carol", Some("anything")), &mut s.out);
+        assert!(s.take()[&j.0][0].starts_with("* you joined #lobby as carol"));
+        assert!(s.jobs.is_empty());
+    }
+
+    #[test]
+    fn registering_then_leaving_and_coming_back_to_ones_name() {
+        let mut s = Script::new();
+        let c = s.user("dave");
+        assert_eq!(
+            s.say(c, "/register short")[&c.0],
+            got(&["! password too short: use 8-256 characters"])
+        );
+        s.say(c, "/register  two  spaces ");
+        match &s.jobs[0] {
+            Job::Register { password, .. } => assert_eq!(password, " two  spaces "),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.answer(Outcome::Done)[&c.0],
+            got(&["* dave is now registered: log in with this password from now on"])
+        );
+        assert_eq!(
+            s.say(c, "/register again123")[&c.0],
+            got(&["! dave is already registered"])
+        );
+        s.say(c, "/nick david");
+        // Back to one's own account without a password.
+        assert_eq!(
+            s.say(c, "/nick Dave")[&c.0],
+            got(&["* you are now known as Dave"])
+        );
+        // /passwd: the old one is checked off the loop.
+        // OLD is one word; NEW is the rest, spaces and all.
+        s.say(c, "/passwd oldpass1 new pass word ");
+        match &s.jobs[0] {
+            Job::Passwd { old, new, .. } => {
+                assert_eq!((&**old, &**new), ("oldpass1", "new pass word "))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.answer(Outcome::Done)[&c.0],
+            got(&["* password changed for Dave"])
+        );
+    }
+
+    #[test]
+    fn history_is_replayed_on_entering_and_listed_on_request() {
+        let mut s = Script::with(ChatConfig {
+            history: 2,
+            ..ChatConfig::default()
+        });
+        s.chat.set_clock(Timestamp(1_763_733_720), s.now);
+        let a = s.user("alice");
+        for t in ["one", "two", "three"] {
+            s.say(a, t);
+        }
+        assert_eq!(s.chat.take_records().len(), 3);
+        let b = s.open();
+        let seen = s.say(b, "bob");
+        assert_eq!(
+            seen[&b.0][2..],
+            got(&[
+                "[2025-11-21 14:02] <alice> two",
+                "[2025-11-21 14:02] <alice> three"
+            ])
+        );
+        // 20 are kept in memory, the default /history.
+        assert_eq!(
+            s.say(b, "/history")[&b.0],
+            got(&[
+                "* history of #lobby: 3 messages",
+                "[2025-11-21 14:02] <alice> one",
+                "[2025-11-21 14:02] <alice> two",
+                "[2025-11-21 14:02] <alice> three",
+                "* end of /history"
+            ])
+        );
+        // A room's history follows it through /join; an empty one shows
+        // nothing in text.
+        assert_eq!(s.say(b, "/join side")[&b.0], got(&["* you joined #side"]));
+        assert!(s.jobs.is_empty());
+    }
+
+    #[test]
+    fn history_beyond_memory_is_a_job() {
+        let mut s = Script::with(ChatConfig {
+            history: 1,
+            history_keep: 100,
+            ..ChatConfig::default()
+        });
+        let a = s.user("alice");
+        for i in 0..25 {
+            s.say(a, &format!("m{i}"));
+        }
+        let seen = s.say(a, "/history 5");
+        assert_eq!(seen[&a.0].len(), 7, "served from memory: {seen:?}");
+        assert!(s.say(a, "/history 30").is_empty());
+        assert!(s.chat.is_waiting(a));
+        match &s.jobs[0] {
+            Job::History { room, count, .. } => assert_eq!((&**room, *count), ("lobby", 30)),
+            other => panic!("{other:?}"),
+        }
+        let seen = s.answer(Outcome::History(Vec::new()));
+        assert_eq!(
+            seen[&a.0],
+            got(&["* history of #lobby: 0 messages", "* end of /history"])
+        );
+        assert!(!s.chat.is_waiting(a));
+    }
+
+    #[test]
+    fn nothing_is_recorded_with_history_keep_zero() {
+        let mut s = Script::with(ChatConfig {
+            history_keep: 0,
+            ..ChatConfig::default()
+        });
+        let a = s.user("alice");
+        s.say(a, "not kept");
+        assert!(s.chat.take_records().is_empty());
+        assert_eq!(
+            s.say(a, "/history")[&a.0],
+            got(&["* history of #lobby: 0 messages", "* end of /history"])
+        );
+    }
+
+    #[test]
+    fn answers_for_a_connection_gone_since_are_dropped() {
+        let mut s = with_alice();
+        let c = s.open();
+        s.say(c, "alice");
+        s.say(c, "right password");
+        let job = s.jobs.remove(0);
+        s.chat.disconnect(c, CloseReason::PeerClosed, &mut s.out);
+        // The same slot, a new connection.
+        let again = c;
+        s.chat
+            .connect(again, IpAddr::from([127, 0, 0, 1]), s.now, &mut s.out);
+        s.take();
+        s.chat.job_done(job.ticket(), Outcome::Done, &mut s.out);
+        assert!(s.take().is_empty());
+        assert!(s.chat.name_of(again).is_none());
     }
 }

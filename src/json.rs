@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use serde_json::value::RawValue;
 
 use crate::proto::{
-    Command, Event, Info, Notice, NoticeKind, ProtoError, RoomInfo, Status, Timestamp, UserInfo,
-    clip, strip_controls,
+    Command, DEFAULT_HISTORY, Event, Info, MAX_HISTORY, Notice, NoticeKind, ProtoError, Recorded,
+    RoomInfo, Status, Timestamp, UserInfo, clip, strip_controls,
 };
 
 /// The protocol version `connect_ack` announces.
@@ -40,6 +40,7 @@ enum Body {
     Connect {
         name: String,
         room: Option<String>,
+        password: Option<String>,
     },
     Message {
         text: String,
@@ -64,6 +65,16 @@ enum Body {
     Quit {
         reason: Option<String>,
     },
+    History {
+        count: usize,
+    },
+    Register {
+        password: String,
+    },
+    Passwd {
+        old: String,
+        new: String,
+    },
 }
 
 impl Request {
@@ -71,9 +82,14 @@ impl Request {
     /// literal: a leading `/` is not a command here.
     pub fn command(&self) -> Command<'_> {
         match &self.body {
-            Body::Connect { name, room } => Command::Connect {
+            Body::Connect {
+                name,
+                room,
+                password,
+            } => Command::Connect {
                 name,
                 room: room.as_deref(),
+                password: password.as_deref(),
             },
             Body::Message { text } => Command::Say(text),
             Body::Direct { to, text } => Command::Msg { to, text },
@@ -87,6 +103,9 @@ impl Request {
             Body::Users => Command::Users,
             Body::Rooms => Command::Rooms,
             Body::Quit { reason } => Command::Quit(reason.as_deref()),
+            Body::History { count } => Command::History(*count),
+            Body::Register { password } => Command::Register(password),
+            Body::Passwd { old, new } => Command::Passwd { old, new },
         }
     }
 }
@@ -95,8 +114,24 @@ impl Request {
 struct ConnectIn {
     name: String,
     room: Option<String>,
-    // A `password` is ignored, like any other field not listed, until
-    // accounts exist.
+    /// Taken exactly as sent: passwords are not cleaned.
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HistoryIn {
+    count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RegisterIn {
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct PasswdIn {
+    old: String,
+    new: String,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +250,7 @@ fn body(kind: &str, payload: &str) -> Result<Body, ProtoError> {
             Body::Connect {
                 name: clean(p.name),
                 room: p.room.map(clean),
+                password: p.password,
             }
         }
         "message" => {
@@ -252,6 +288,27 @@ fn body(kind: &str, payload: &str) -> Result<Body, ProtoError> {
         "quit" => Body::Quit {
             reason: optional(parse::<QuitIn>(kind, payload)?.reason),
         },
+        "history" => match parse::<HistoryIn>(kind, payload)?.count {
+            None => Body::History {
+                count: DEFAULT_HISTORY,
+            },
+            Some(n @ 1..=1000) => Body::History { count: n as usize },
+            Some(_) => {
+                return Err(ProtoError::BadPayload(format!(
+                    "\"count\" must be from 1 to {MAX_HISTORY}"
+                )));
+            }
+        },
+        "register" => Body::Register {
+            password: parse::<RegisterIn>(kind, payload)?.password,
+        },
+        "passwd" => {
+            let p: PasswdIn = parse(kind, payload)?;
+            Body::Passwd {
+                old: p.old,
+                new: p.new,
+            }
+        }
         other => return Err(ProtoError::UnknownType(clip(other))),
     })
 }
@@ -397,6 +454,19 @@ struct RoomsOut<'a> {
 }
 
 #[derive(Serialize)]
+struct HistoryOut<'a> {
+    room: &'a str,
+    messages: Vec<RecordedOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct RecordedOut<'a> {
+    sender: &'a str,
+    text: &'a str,
+    ts: Ts,
+}
+
+#[derive(Serialize)]
 struct ErrorOut<'a> {
     code: &'static str,
     message: &'a str,
@@ -409,7 +479,7 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
         payload.write(kind, id, buf);
     };
     match event {
-        Event::Welcome | Event::AskName | Event::Help { .. } => {}
+        Event::Welcome | Event::AskName | Event::Help { .. } | Event::PasswordPrompt { .. } => {}
         Event::Connected { name, room, .. } => put(
             "connect_ack",
             &ConnectAck {
@@ -464,6 +534,20 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
                     .map(|RoomInfo { name, users }| RoomOut {
                         name,
                         users: *users,
+                    })
+                    .collect(),
+            },
+        ),
+        Event::History { room, messages, .. } => put(
+            "history",
+            &HistoryOut {
+                room,
+                messages: messages
+                    .iter()
+                    .map(|m: &Recorded| RecordedOut {
+                        sender: &m.sender,
+                        text: &m.text,
+                        ts: Ts(m.ts),
                     })
                     .collect(),
             },
@@ -538,6 +622,16 @@ fn info_notification(info: &Info) -> NotificationOut<'_> {
             out
         }
         Info::Goodbye => NotificationOut::new("quit", "Goodbye.".into()),
+        Info::Registered { name } => {
+            let mut out = NotificationOut::new("register", format!("{name} is now registered."));
+            out.name = Some(name);
+            out
+        }
+        Info::PasswordChanged { name } => {
+            let mut out = NotificationOut::new("passwd", format!("Password changed for {name}."));
+            out.name = Some(name);
+            out
+        }
     }
 }
 
@@ -602,7 +696,8 @@ mod tests {
             r.command(),
             Command::Connect {
                 name: "Alice",
-                room: Some("General")
+                room: Some("General"),
+                password: Some("x"),
             }
         );
         let r = ok(r#"{"type":"connect","payload":{"name":"Al"}}"#, false);
@@ -610,7 +705,29 @@ mod tests {
             r.command(),
             Command::Connect {
                 name: "Al",
-                room: None
+                room: None,
+                password: None,
+            }
+        );
+        let r = ok(r#"{"type":"history"}"#, true);
+        assert_eq!(r.command(), Command::History(20));
+        let r = ok(r#"{"type":"history","payload":{"count":1000}}"#, true);
+        assert_eq!(r.command(), Command::History(1000));
+        // Passwords are kept exactly: spaces and controls included.
+        let r = ok(
+            r#"{"type":"register","payload":{"password":" pass\tword "}}"#,
+            true,
+        );
+        assert_eq!(r.command(), Command::Register(" pass\tword "));
+        let r = ok(
+            r#"{"type":"passwd","payload":{"old":"a b","new":"c d e f g h"}}"#,
+            true,
+        );
+        assert_eq!(
+            r.command(),
+            Command::Passwd {
+                old: "a b",
+                new: "c d e f g h"
             }
         );
         let cases = [
@@ -678,9 +795,15 @@ mod tests {
         assert_eq!(code("{bad", true), "bad_json");
         assert_eq!(code(r#"{"type":"who"} x"#, true), "bad_json");
         assert_eq!(code(r#"{"type":"frob"}"#, true), "unknown_type");
-        for later in ["register", "passwd", "history"] {
-            let line = format!(r#"{{"type":"{later}","payload":{{}}}}"#);
-            assert_eq!(code(&line, true), "unknown_type");
+        // Account requests need their fields; a count out of range is
+        // refused.
+        for missing in ["register", "passwd"] {
+            let line = format!(r#"{{"type":"{missing}","payload":{{}}}}"#);
+            assert_eq!(code(&line, true), "bad_payload");
+        }
+        for count in ["0", "1001", "-1", "2.5", "\"5\""] {
+            let line = format!(r#"{{"type":"history","payload":{{"count":{count}}}}}"#);
+            assert_eq!(code(&line, true), "bad_payload", "{count}");
         }
         assert_eq!(code(r#"{"payload":{}}"#, true), "bad_payload");
         assert_eq!(code(r#"{"type":7}"#, true), "bad_payload");

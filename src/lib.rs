@@ -37,12 +37,17 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod backend;
 pub mod chat;
 pub mod client;
 pub mod conn;
+pub mod history;
 pub mod json;
 pub mod lines;
 pub mod loadgen;
 pub mod logger;
+pub mod password;
 pub mod proto;
 pub mod server;
+pub mod store;
+pub mod throttle;

@@ -16,6 +16,23 @@ pub const MAX_NAME_LEN: usize = 32;
 pub const MAX_NOTE_CHARS: usize = 64;
 /// The room every user enters first; it always exists.
 pub const LOBBY: &str = "lobby";
+/// Shortest and longest password, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MAX_PASSWORD_CHARS: usize = 256;
+/// Most messages one `/history` may ask for, and how many it gets by
+/// default.
+pub const MAX_HISTORY: usize = 1000;
+pub const DEFAULT_HISTORY: usize = 20;
+
+/// Whether `password` has an acceptable length; it is otherwise taken
+/// exactly as sent.
+pub fn check_password(password: &str) -> Result<(), ProtoError> {
+    match password.chars().count() {
+        n if n < MIN_PASSWORD_CHARS => Err(ProtoError::PasswordTooShort),
+        n if n > MAX_PASSWORD_CHARS => Err(ProtoError::PasswordTooLong),
+        _ => Ok(()),
+    }
+}
 
 /// Whether `s` is a valid user or room name: 1–32 ASCII letters, digits,
 /// `_` or `-`.
@@ -59,6 +76,11 @@ impl Timestamp {
         Timestamp(since.as_secs())
     }
 
+    /// `2026-11-21 14:02`, as text mode shows recorded messages.
+    pub fn minutes(self) -> Minutes {
+        Minutes(self)
+    }
+
     /// Year, month, day, hour, minute, second (UTC).
     pub fn parts(self) -> (i64, u32, u32, u64, u64, u64) {
         let (y, m, d) = civil_from_days((self.0 / 86_400) as i64);
@@ -72,6 +94,16 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, mo, d, h, mi, s) = self.parts();
         write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    }
+}
+
+/// A timestamp shown to the minute, as text-mode history lines show it.
+pub struct Minutes(Timestamp);
+
+impl fmt::Display for Minutes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, mo, d, h, mi, _) = self.0.parts();
+        write!(f, "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
     }
 }
 
@@ -119,6 +151,8 @@ pub enum Status {
     Online,
     Away,
     Busy,
+    /// A registered user nobody is logged in as; never set by a user.
+    Offline,
 }
 
 impl Status {
@@ -127,6 +161,7 @@ impl Status {
             Status::Online => "online",
             Status::Away => "away",
             Status::Busy => "busy",
+            Status::Offline => "offline",
         }
     }
 
@@ -158,11 +193,20 @@ pub enum Command<'a> {
         note: Option<&'a str>,
     },
     Quit(Option<&'a str>),
-    /// JSON mode's explicit handshake: a name and the room to enter
-    /// (`None` for the lobby).
+    /// JSON mode's explicit handshake: a name, the room to enter (`None`
+    /// for the lobby) and the password if the name is registered.
     Connect {
         name: &'a str,
         room: Option<&'a str>,
+        password: Option<&'a str>,
+    },
+    /// The last N recorded messages of the user's room.
+    History(usize),
+    /// Register the current name with this password (exactly as sent).
+    Register(&'a str),
+    Passwd {
+        old: &'a str,
+        new: &'a str,
     },
 }
 
@@ -177,6 +221,10 @@ pub enum CloseReason {
     NetworkError,
     TooSlow,
     Shutdown,
+    /// The same account logged in from another connection.
+    Replaced,
+    /// Three wrong passwords.
+    WrongPassword,
 }
 
 impl CloseReason {
@@ -189,6 +237,8 @@ impl CloseReason {
             CloseReason::NetworkError => "network error",
             CloseReason::TooSlow => "too slow, output limit exceeded",
             CloseReason::Shutdown => "server shutdown",
+            CloseReason::Replaced => "logged in from another connection",
+            CloseReason::WrongPassword => "wrong password",
         }
     }
 }
@@ -229,6 +279,16 @@ pub enum ProtoError {
     NotConnected,
     /// JSON mode: a second `connect`.
     AlreadyConnected,
+    /// A registered name asked for without its password (JSON mode).
+    PasswordRequired(String),
+    WrongPassword(String),
+    AlreadyRegistered(String),
+    /// `/passwd` from a user who does not hold a registered name.
+    NotRegistered(String),
+    PasswordTooShort,
+    PasswordTooLong,
+    /// Too many password checks are waiting, or the database failed.
+    ServerBusy,
 }
 
 impl ProtoError {
@@ -241,7 +301,13 @@ impl ProtoError {
             ProtoError::Usage(_)
             | ProtoError::NoteTooLong
             | ProtoError::BadPayload(_)
-            | ProtoError::AlreadyConnected => "bad_payload",
+            | ProtoError::AlreadyConnected
+            | ProtoError::NotRegistered(_)
+            | ProtoError::PasswordTooLong => "bad_payload",
+            ProtoError::PasswordRequired(_) | ProtoError::WrongPassword(_) => "bad_password",
+            ProtoError::AlreadyRegistered(_) => "already_registered",
+            ProtoError::PasswordTooShort => "password_too_short",
+            ProtoError::ServerBusy => "server_busy",
             ProtoError::BadJson(_) => "bad_json",
             ProtoError::UnknownType(_) => "unknown_type",
             ProtoError::NameInvalid(_) => "name_invalid",
@@ -286,6 +352,23 @@ impl fmt::Display for ProtoError {
             ProtoError::BadPayload(why) => f.write_str(why),
             ProtoError::NotConnected => f.write_str("send connect first"),
             ProtoError::AlreadyConnected => f.write_str("already connected"),
+            ProtoError::PasswordRequired(name) => {
+                write!(f, "{name} is registered: a password is needed")
+            }
+            ProtoError::WrongPassword(name) => write!(f, "wrong password for {name}"),
+            ProtoError::AlreadyRegistered(name) => write!(f, "{name} is already registered"),
+            ProtoError::NotRegistered(name) => {
+                write!(f, "{name} is not registered (/register PASSWORD)")
+            }
+            ProtoError::PasswordTooShort => write!(
+                f,
+                "password too short: use {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters"
+            ),
+            ProtoError::PasswordTooLong => write!(
+                f,
+                "password too long: use {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters"
+            ),
+            ProtoError::ServerBusy => f.write_str("server busy, try again in a moment"),
         }
     }
 }
@@ -297,6 +380,36 @@ const USAGE_NICK: &str = "/nick NAME";
 const USAGE_MSG: &str = "/msg NAME TEXT (or @NAME TEXT)";
 const USAGE_JOIN: &str = "/join ROOM";
 const USAGE_STATUS: &str = "/status online|away|busy [NOTE]";
+const USAGE_HISTORY: &str = "/history [N] (N from 1 to 1000)";
+const USAGE_REGISTER: &str = "/register PASSWORD";
+const USAGE_PASSWD: &str = "/passwd OLD NEW";
+
+/// `/register` and `/passwd` read their passwords from the line as it came,
+/// before control characters are removed: a password is taken exactly as
+/// sent. `None` if `raw` is neither command.
+pub fn parse_secret(raw: &str) -> Option<Result<Command<'_>, ProtoError>> {
+    let rest = raw.strip_prefix('/')?;
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let (word, args) = rest.split_at(end);
+    // One separator is dropped; everything after it is the argument.
+    let args = args.chars().next().map_or(args, |c| &args[c.len_utf8()..]);
+    if word.eq_ignore_ascii_case("register") {
+        if args.is_empty() {
+            return Some(Err(ProtoError::Usage(USAGE_REGISTER)));
+        }
+        return Some(Ok(Command::Register(args)));
+    }
+    if word.eq_ignore_ascii_case("passwd") {
+        // OLD is one word; NEW is the rest after one space, spaces and all.
+        return Some(match args.split_once(' ') {
+            Some((old, new)) if !old.is_empty() && !new.is_empty() => {
+                Ok(Command::Passwd { old, new })
+            }
+            _ => Err(ProtoError::Usage(USAGE_PASSWD)),
+        });
+    }
+    None
+}
 
 /// Parses one text-mode line. The line has had its terminator and control
 /// characters removed and is not blank.
@@ -385,6 +498,16 @@ fn parse_slash(rest: &str) -> Result<Command<'_>, ProtoError> {
             note: None,
         }),
         "quit" => Ok(Command::Quit(non_blank(args))),
+        "history" => match non_blank(args) {
+            None => Ok(Command::History(DEFAULT_HISTORY)),
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if (1..=MAX_HISTORY).contains(&n) => Ok(Command::History(n)),
+                _ => Err(ProtoError::Usage(USAGE_HISTORY)),
+            },
+        },
+        // Reached only when the line had no argument at all.
+        "register" => Err(ProtoError::Usage(USAGE_REGISTER)),
+        "passwd" => Err(ProtoError::Usage(USAGE_PASSWD)),
         _ => Err(ProtoError::UnknownCommand(word.to_string())),
     }
 }
@@ -402,6 +525,15 @@ pub struct UserInfo {
 pub struct RoomInfo {
     pub name: Name,
     pub users: usize,
+}
+
+/// A room message as the history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub room: Name,
+    pub sender: Name,
+    pub text: Arc<str>,
+    pub ts: Timestamp,
 }
 
 /// What happened to a user, told to their room and to the user.
@@ -441,7 +573,8 @@ pub enum Event {
     Message {
         from: Name,
         room: Name,
-        text: Box<str>,
+        /// Shared with the history, which records the same text.
+        text: Arc<str>,
         ts: Timestamp,
     },
     Direct {
@@ -465,6 +598,17 @@ pub enum Event {
     Help {
         named: bool,
     },
+    /// Recorded messages of `room`, oldest first: on entering it, or as
+    /// the answer to `/history` (`listing`).
+    History {
+        room: Name,
+        messages: Vec<Recorded>,
+        listing: bool,
+    },
+    /// The name is registered: the next text line is its password.
+    PasswordPrompt {
+        name: Name,
+    },
     Shutdown,
     Error(ProtoError),
 }
@@ -478,6 +622,10 @@ pub enum Info {
     AlreadyNamed { name: Name },
     /// `/quit` before a name was chosen.
     Goodbye,
+    /// `/register` succeeded.
+    Registered { name: Name },
+    /// `/passwd` succeeded.
+    PasswordChanged { name: Name },
 }
 
 /// The lines of `/help`: command, then what it does.
@@ -499,6 +647,9 @@ const HELP: &[(&str, &str)] = &[
         USAGE_STATUS,
         "set your status (also /away, /busy [NOTE], /back)",
     ),
+    (USAGE_HISTORY, "show recent messages of your room"),
+    (USAGE_REGISTER, "register your name (8-256 characters)"),
+    (USAGE_PASSWD, "change your password"),
     ("/quit [REASON]", "leave the chat"),
     ("/help", "this list"),
 ];
@@ -538,6 +689,35 @@ pub fn encode_text(event: &Event, buf: &mut Vec<u8>) {
             line(format_args!("* you are already known as {name}"))
         }
         Event::Info(Info::Goodbye) => line(format_args!("* goodbye")),
+        Event::Info(Info::Registered { name }) => line(format_args!(
+            "* {name} is now registered: log in with this password from now on"
+        )),
+        Event::Info(Info::PasswordChanged { name }) => {
+            line(format_args!("* password changed for {name}"))
+        }
+        Event::History {
+            room,
+            messages,
+            listing,
+        } => {
+            if *listing {
+                let n = messages.len();
+                let what = plural(n, "message", "messages");
+                line(format_args!("* history of #{room}: {n} {what}"));
+            }
+            for m in messages {
+                line(format_args!(
+                    "[{}] <{}> {}",
+                    m.ts.minutes(),
+                    m.sender,
+                    m.text
+                ));
+            }
+            if *listing {
+                line(format_args!("* end of /history"));
+            }
+        }
+        Event::PasswordPrompt { name } => line(format_args!("* password for {name}:")),
         Event::Who { room, users } => {
             line(format_args!("* users in #{room}: {}", users.len()));
             for u in users {
@@ -696,6 +876,59 @@ mod tests {
             Err(ProtoError::UnknownCommand("frobnicate".into()))
         );
         assert_eq!(parse_text("/"), Err(ProtoError::UnknownCommand("".into())));
+    }
+
+    #[test]
+    fn account_commands_take_passwords_exactly_as_sent() {
+        let secret = |l| parse_secret(l);
+        assert_eq!(secret("hello"), None);
+        assert_eq!(secret("/nick bob"), None);
+        assert_eq!(
+            secret("/register  pass word\t"),
+            Some(Ok(Command::Register(" pass word\t")))
+        );
+        assert_eq!(
+            secret("/REGISTER x\u{1b}yz"),
+            Some(Ok(Command::Register("x\u{1b}yz")))
+        );
+        assert_eq!(
+            secret("/register"),
+            Some(Err(ProtoError::Usage(USAGE_REGISTER)))
+        );
+        assert_eq!(
+            secret("/passwd old1 new one "),
+            Some(Ok(Command::Passwd {
+                old: "old1",
+                new: "new one "
+            }))
+        );
+        for bad in ["/passwd", "/passwd onlyone", "/passwd  leading"] {
+            assert_eq!(
+                secret(bad),
+                Some(Err(ProtoError::Usage(USAGE_PASSWD))),
+                "{bad}"
+            );
+        }
+        assert_eq!(check_password("1234567"), Err(ProtoError::PasswordTooShort));
+        assert_eq!(check_password("12345678"), Ok(()));
+        assert_eq!(check_password(&"é".repeat(256)), Ok(()));
+        assert_eq!(
+            check_password(&"x".repeat(257)).map_err(|e| e.code()),
+            Err("bad_payload")
+        );
+    }
+
+    #[test]
+    fn history_takes_a_count_from_1_to_1000() {
+        assert_eq!(parse_text("/history"), Ok(Command::History(20)));
+        assert_eq!(parse_text("/HISTORY 1000"), Ok(Command::History(1000)));
+        for bad in ["/history 0", "/history 1001", "/history x", "/history 5 6"] {
+            assert_eq!(
+                parse_text(bad),
+                Err(ProtoError::Usage(USAGE_HISTORY)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -26,11 +26,14 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use socket2::{Domain, Socket, Type};
 
-use crate::chat::{Chat, ChatConfig, ConnId, Outbox, Output};
+use crate::backend::{Backend, Reply};
+use crate::chat::{Chat, ChatConfig, ConnId, Outbox, Outcome, Output, Ticket};
 use crate::conn::{Budget, Conn, State, configure_socket};
 use crate::json;
 use crate::lines::Line;
-use crate::proto::{CloseReason, Event, Mode, ProtoError, Timestamp, encode_text, strip_controls};
+use crate::password::Cost;
+use crate::proto::{CloseReason, Event, Mode, ProtoError, Timestamp, encode_text};
+use crate::store::Store;
 
 /// Default longest input line, in bytes without its terminator.
 pub const DEFAULT_MAX_LINE: usize = 4096;
@@ -62,6 +65,13 @@ pub const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 pub const LOG_KEEP: usize = 4 * 1024 * 1024;
 /// Backlog of not-yet-accepted connections the kernel keeps.
 pub const LISTEN_BACKLOG: i32 = 4096;
+/// Default most password checks waiting at once; more are `server_busy`.
+pub const DEFAULT_AUTH_QUEUE: usize = 64;
+/// How long the storage thread may take to store what is left at shutdown.
+pub const STORE_FLUSH: Duration = Duration::from_millis(800);
+/// While clients wait for storage to catch up, the loop looks again at
+/// least this often (the storage thread also wakes it).
+pub const BACKLOG_RECHECK: Duration = Duration::from_millis(50);
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -81,6 +91,13 @@ pub struct Config {
     /// is disconnected as too slow.
     pub max_outbuf: usize,
     pub chat: ChatConfig,
+    /// The SQLite database of accounts and history; `:memory:` keeps
+    /// nothing after the run.
+    pub db: String,
+    /// The Argon2id cost of new password hashes.
+    pub hash_cost: Cost,
+    /// Most password checks waiting at once.
+    pub auth_queue: usize,
 }
 
 impl Default for Config {
@@ -91,6 +108,9 @@ impl Default for Config {
             rate: DEFAULT_RATE,
             max_outbuf: DEFAULT_MAX_OUTBUF,
             chat: ChatConfig::default(),
+            db: ":memory:".into(),
+            hash_cost: Cost::default(),
+            auth_queue: DEFAULT_AUTH_QUEUE,
         }
     }
 }
@@ -135,6 +155,8 @@ struct Conns {
     dirty: Vec<usize>,
     /// Connections to remove at the end of the turn.
     dead: Vec<usize>,
+    /// Connections not read while storage catches up.
+    held: Vec<usize>,
     /// This turn's broadcast bytes, one log per mode (indexed by `Mode`):
     /// each broadcast event is encoded into it once, and its recipients
     /// hold ranges of it until the end-of-turn flush writes or settles them.
@@ -379,11 +401,31 @@ pub struct Server {
     waker: Arc<Waker>,
     shutdown_deadline: Option<Instant>,
     next_serial: u64,
+    backend: Backend,
 }
 
 impl Server {
     /// A server on an already-bound listener (so tests can bind port 0).
+    /// Opens the database first: one that cannot be used is an error here.
     pub fn new(listener: std::net::TcpListener, cfg: Config) -> io::Result<Server> {
+        let store = Store::open(&cfg.db, cfg.chat.history_keep)
+            .map_err(|e| io::Error::other(format!("cannot use database {}: {e}", cfg.db)))?;
+        let mut chat = Chat::new(cfg.chat.clone());
+        let loaded = store
+            .account_names()
+            .and_then(|names| Ok((names, store.tails(cfg.chat.history_cap())?)))
+            .map_err(|e| io::Error::other(format!("cannot read database {}: {e}", cfg.db)))?;
+        let (names, tails) = loaded;
+        info!(
+            "database {}: {} accounts, history of {} rooms",
+            cfg.db,
+            names.len(),
+            tails.len()
+        );
+        chat.set_accounts(names);
+        for (room, messages, older) in tails {
+            chat.load_history(&room, messages, older);
+        }
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let mut listener = TcpListener::from_std(listener);
@@ -391,6 +433,7 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let backend = Backend::start(store, cfg.hash_cost, cfg.auth_queue, waker.clone())?;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -400,13 +443,14 @@ impl Server {
                 ready: Vec::new(),
                 dirty: Vec::new(),
                 dead: Vec::new(),
+                held: Vec::new(),
                 logs: [Vec::new(), Vec::new()],
                 reply: Vec::new(),
                 timers: BinaryHeap::new(),
                 max_outbuf: cfg.max_outbuf,
                 now: Instant::now(),
             },
-            chat: Chat::new(cfg.chat.clone()),
+            chat,
             out: Outbox::default(),
             cfg,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
@@ -417,6 +461,7 @@ impl Server {
             waker,
             shutdown_deadline: None,
             next_serial: 0,
+            backend,
         })
     }
 
@@ -470,13 +515,16 @@ impl Server {
             }
             self.accept();
             self.fire_timers();
-            self.chat.set_clock(Timestamp::now());
+            self.chat.set_clock(Timestamp::now(), now);
             self.chat.tick(now, &mut self.out);
             self.dispatch();
+            self.take_replies();
+            self.release_held();
             self.serve_ready();
             self.finish_turn();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.slab.is_empty() {
+                    self.backend.finish(STORE_FLUSH);
                     info!("shutdown complete");
                     return Ok(());
                 }
@@ -494,6 +542,9 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
+        if !self.conns.held.is_empty() {
+            return Some(BACKLOG_RECHECK);
+        }
         if !self.conns.ready.is_empty()
             || (self.accept_pending && self.accept_paused_until.is_none())
             || self.stop.load(Ordering::SeqCst) && self.shutdown_deadline.is_none()
@@ -503,6 +554,7 @@ impl Server {
         let next = [
             self.conns.timers.peek().map(|t| t.0.0),
             self.chat.next_deadline(),
+            self.chat.next_answer(),
             self.accept_paused_until,
             self.shutdown_deadline.map(|d| d + CLOSE_FLUSH),
         ]
@@ -610,7 +662,7 @@ impl Server {
         entry.insert(Conn::new(socket, peer, serial, budget));
         info!("conn #{serial} from {peer}");
         self.chat
-            .connect(ConnId(key), self.conns.now, &mut self.out);
+            .connect(ConnId(key), peer.ip(), self.conns.now, &mut self.out);
         self.dispatch();
         // Data that came with the connection is reported by the first poll.
     }
@@ -725,11 +777,17 @@ impl Server {
                 // A closing connection's input is drained, not handled.
                 State::Draining { .. } => return true,
                 State::Dead => return false,
-                State::Open if c.paused => return false,
+                State::Open if c.paused || c.waiting => return false,
                 State::Open => {}
             }
             if c.lines.is_empty() {
                 return true;
+            }
+            if self.backend.behind(self.chat.record_bytes()) {
+                // Storage is far behind: nobody is read until it catches
+                // up, so what waits to be stored stays bounded.
+                self.conns.held.push(key);
+                return false;
             }
             if rate > 0 && !c.budget.has_token(rate, now) {
                 c.paused = true;
@@ -748,19 +806,16 @@ impl Server {
                 }
                 Some(Line::Full(bytes)) => match std::str::from_utf8(bytes) {
                     Err(_) => self.out.send(conn, Event::Error(ProtoError::InvalidUtf8)),
-                    Ok(text) if text.trim().is_empty() => {}
+                    // Blank lines choose no mode. In text mode the chat
+                    // decides, since a password is taken as sent.
+                    Ok(text) if c.mode != Some(Mode::Text) && text.trim().is_empty() => {}
                     Ok(text) => match c.mode.unwrap_or_else(|| {
                         // Owed text-log bytes must not be read from
                         // another mode's log later.
                         c.out.settle(&self.conns.logs[Mode::Text as usize]);
                         *c.mode.insert(Mode::of_first_line(text))
                     }) {
-                        Mode::Text => {
-                            let text = strip_controls(text);
-                            if !text.trim().is_empty() {
-                                self.chat.handle_line(conn, &text, &mut self.out);
-                            }
-                        }
+                        Mode::Text => self.chat.handle_line(conn, text, &mut self.out),
                         Mode::Json => match json::decode(text, self.chat.is_named(conn)) {
                             Ok(request) => {
                                 self.chat.handle(conn, request.command(), &mut self.out);
@@ -774,6 +829,12 @@ impl Server {
                     },
                 },
             }
+            if self.chat.is_waiting(conn) {
+                // The answer comes later; it carries this request's id.
+                let c = &mut self.conns.slab[key];
+                c.waiting = true;
+                c.reply_id = reply_id.take();
+            }
             self.dispatch_reply(conn, reply_id.as_deref());
             if rate > 0
                 && let Some(c) = self.conns.slab.get_mut(key)
@@ -781,6 +842,52 @@ impl Server {
                 let reply = c.out.len().saturating_sub(queued_before);
                 c.budget.spend(1 + (reply / REPLY_BYTES_PER_TOKEN) as u32);
             }
+        }
+    }
+
+    /// Hands the helper threads' answers to the chat, and wrong-password
+    /// answers whose delay is over.
+    fn take_replies(&mut self) {
+        while let Some(reply) = self.backend.reply() {
+            match reply {
+                Reply::Job(ticket, outcome) => {
+                    self.chat.job_done(ticket, outcome, &mut self.out);
+                    self.answered(ticket.conn);
+                }
+                Reply::Accounts(names) => {
+                    info!("accounts changed in the database: {} now", names.len());
+                    self.chat.set_accounts(names);
+                }
+            }
+        }
+        while let Some(conn) = self.chat.due_answer(self.conns.now, &mut self.out) {
+            self.answered(conn);
+        }
+    }
+
+    /// Queues what the chat said after a job for `conn`; if it no longer
+    /// waits, the answer carries its request's id and its input is read
+    /// again.
+    fn answered(&mut self, conn: ConnId) {
+        let mut id = None;
+        if let Some(c) = self.conns.slab.get_mut(conn.0)
+            && c.waiting
+            && !self.chat.is_waiting(conn)
+        {
+            c.waiting = false;
+            id = c.reply_id.take();
+            self.conns.mark_ready(conn.0);
+        }
+        self.dispatch_reply(conn, id.as_deref());
+    }
+
+    /// Reads from held connections again once storage has caught up.
+    fn release_held(&mut self) {
+        if self.conns.held.is_empty() || self.backend.behind(self.chat.record_bytes()) {
+            return;
+        }
+        for key in std::mem::take(&mut self.conns.held) {
+            self.conns.mark_ready(key);
         }
     }
 
@@ -821,26 +928,54 @@ impl Server {
 
     /// As `dispatch`, for the outputs of one request from `asker`: what
     /// goes to the asker alone answers the request and carries its `id`.
+    /// A job that cannot be handed out is answered busy at once.
     fn dispatch_reply(&mut self, asker: ConnId, id: Option<&json::RawValue>) {
-        let Server { out, conns, .. } = self;
-        out.drain(|o| match o {
-            Output::Send { event, to } => {
-                if let [one] = to {
-                    conns.queue(one.0, event, id.filter(|_| *one == asker));
-                } else {
-                    let mut ranges = [None, None];
-                    for conn in to {
-                        conns.queue_shared(conn.0, event, &mut ranges);
+        let mut refused: Vec<Ticket> = Vec::new();
+        loop {
+            let Server {
+                out,
+                conns,
+                chat,
+                backend,
+                ..
+            } = self;
+            out.drain(|o| match o {
+                Output::Send { event, to } => {
+                    if let [one] = to {
+                        conns.queue(one.0, event, id.filter(|_| *one == asker));
+                    } else {
+                        let mut ranges = [None, None];
+                        for conn in to {
+                            conns.queue_shared(conn.0, event, &mut ranges);
+                        }
                     }
                 }
+                Output::Close { conn, reason } => conns.close(conn.0, reason),
+                Output::Job(job) => {
+                    // Messages recorded before the job are stored before
+                    // it runs: a history query sees them.
+                    let bytes = chat.record_bytes();
+                    backend.record(chat.take_records(), bytes);
+                    let ticket = job.ticket();
+                    if !backend.submit(job) {
+                        refused.push(ticket);
+                    }
+                }
+            });
+            if refused.is_empty() {
+                return;
             }
-            Output::Close { conn, reason } => conns.close(conn.0, reason),
-        });
+            for ticket in refused.drain(..) {
+                self.chat.job_done(ticket, Outcome::Busy, &mut self.out);
+            }
+        }
     }
 
     /// Removes dead connections (telling their rooms) and flushes every
     /// connection with output, until neither leaves work behind.
     fn finish_turn(&mut self) {
+        let bytes = self.chat.record_bytes();
+        self.backend.record(self.chat.take_records(), bytes);
         while !self.conns.dead.is_empty() || !self.conns.dirty.is_empty() {
             while let Some(key) = self.conns.dead.pop() {
                 self.reap(key);
@@ -890,6 +1025,11 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.accept_pending = false;
+        // No line is handled from here on: what the rooms saw is recorded
+        // while the clients are told and flushed.
+        let bytes = self.chat.record_bytes();
+        self.backend.record(self.chat.take_records(), bytes);
+        self.backend.stop();
         self.chat.shutdown(&mut self.out);
         self.dispatch();
         let keys: Vec<usize> = self.conns.slab.iter().map(|(k, _)| k).collect();

@@ -202,7 +202,8 @@ fn handshake_accepts_three_name_forms_and_refuses_bad_or_taken_names() {
 
 #[test]
 fn rooms_keep_messages_apart_and_listings_show_them() {
-    let server = Server::start(&[]);
+    // Replays of recorded history are tested in tests/history.rs.
+    let server = Server::start(&["--history", "0"]);
     let mut c = server.login_all(&["alice", "bob", "carol"]);
     let [alice, bob, carol] = &mut c[..] else {
         unreachable!()
@@ -353,7 +354,7 @@ fn status_changes_are_announced_and_shown_in_listings() {
 
 #[test]
 fn renames_literal_slashes_and_unknown_commands() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--history", "0"]);
     let mut c = server.login_all(&["alice", "bob"]);
     let [alice, bob] = &mut c[..] else {
         unreachable!()
@@ -424,7 +425,7 @@ fn quit_with_a_reason_is_told_to_the_room_and_the_quitter() {
 
 #[test]
 fn big_rooms_stay_quiet_about_joins_leaves_and_status_but_not_messages() {
-    let server = Server::start(&["--announce-limit", "2"]);
+    let server = Server::start(&["--announce-limit", "2", "--history", "0"]);
     let mut c = server.login_all(&["alice", "bob"]);
     let [alice, bob] = &mut c[..] else {
         unreachable!()

@@ -47,6 +47,24 @@ fn expect(c: &mut Client, want: Value) {
         check_ts(&ts);
     }
     assert_eq!(got, want, "unexpected object");
+    // Entering a room is always followed by its history, with the same id.
+    if want["type"] == "connect_ack" {
+        expect_history(c, &want["payload"]["room"], want.get("id"));
+    }
+}
+
+/// The next object must be the history of `room` (its messages are
+/// checked by tests/history.rs), carrying `id` or none.
+#[track_caller]
+fn expect_history(c: &mut Client, room: &Value, id: Option<&Value>) {
+    let got = recv(c);
+    assert_eq!(
+        got["type"], "history",
+        "expected the room's history, got {got}"
+    );
+    assert_eq!(&got["payload"]["room"], room, "{got}");
+    assert!(got["payload"]["messages"].is_array(), "{got}");
+    assert_eq!(got.get("id"), id, "{got}");
 }
 
 /// The next line must be an error with `code` and a non-empty message,
@@ -257,9 +275,11 @@ fn join_nick_and_status_notify_the_room_and_the_user_who_acted() {
     // room a join.
     alice.send(r#"{"type":"join","payload":{"room":"random"}}"#);
     expect(&mut alice, moved("join", "Alice", "random"));
+    expect_history(&mut alice, &json!("random"), None);
     expect(&mut bob, moved("leave", "Alice", "General"));
     carol.send(r##"{"type":"join","payload":{"room":"#RANDOM"}}"##);
     expect(&mut carol, moved("join", "Carol", "random"));
+    expect_history(&mut carol, &json!("random"), None);
     expect(&mut alice, moved("join", "Carol", "random"));
     // Joining the room one is in changes nothing, and says so.
     carol.send(r#"{"type":"join","payload":{"room":"Random"}}"#);
@@ -546,13 +566,22 @@ fn every_error_code_comes_from_its_input_and_leaves_the_connection_open() {
     ] {
         check(&mut c, line.as_bytes(), "bad_json");
     }
-    for line in [
-        r#"{"type":"frob"}"#,
-        r#"{"type":"register","payload":{"password":"correct horse"}}"#,
-        r#"{"type":"passwd","payload":{"old":"correct horse","new":"battery staple"}}"#,
-        r#"{"type":"history","payload":{"count":50}}"#,
+    check(&mut c, br#"{"type":"frob"}"#, "unknown_type");
+    // The account codes, each from its input (tests/accounts.rs has the
+    // rest of their story).
+    for (line, code) in [
+        (
+            r#"{"type":"register","payload":{"password":"short"}}"#,
+            "password_too_short",
+        ),
+        (r#"{"type":"register","payload":{}}"#, "bad_payload"),
+        (r#"{"type":"history","payload":{"count":0}}"#, "bad_payload"),
+        (
+            r#"{"type":"passwd","payload":{"old":"correct horse","new":"battery staple"}}"#,
+            "bad_payload",
+        ),
     ] {
-        check(&mut c, line.as_bytes(), "unknown_type");
+        check(&mut c, line.as_bytes(), code);
     }
     let too_long_note = "n".repeat(65);
     for line in [
@@ -708,6 +737,7 @@ fn request_ids_come_back_on_the_answer_and_only_there() {
         &mut alice,
         with_id(moved("join", "Alice", "side"), json!("j")),
     );
+    expect_history(&mut alice, &json!("side"), Some(&json!("j")));
     expect(&mut bob, moved("leave", "Alice", "lobby"));
     expect(&mut dan, moved("join", "Alice", "side"));
     let nick = json!({"type":"notification","payload":{
@@ -880,16 +910,25 @@ fn json_and_text_users_share_a_room_each_in_their_own_format() {
     expect(&mut bob, moved("leave", "alicia", "lobby"));
     bob.send(r#"{"type":"join","payload":{"room":"SIDE"}}"#);
     expect(&mut bob, moved("join", "Bobby", "side"));
+    expect_history(&mut bob, &json!("side"), None);
     alice.expect("* Bobby has joined #side");
     bob.send(r#"{"type":"join","payload":{"room":"lobby"}}"#);
     expect(&mut bob, moved("join", "Bobby", "lobby"));
+    expect_history(&mut bob, &json!("lobby"), None);
     alice.expect("* Bobby has left #side");
     alice.send("/join lobby");
     alice.expect("* you joined #lobby");
+    // The lobby's history, recorded from both modes, replayed as text.
+    for want in ["] <alice> hi Bob", "] <Bob> hi alice"] {
+        let line = alice.expect_prefix("[");
+        assert!(line.ends_with(want), "{line:?} should end with {want:?}");
+    }
     expect(&mut bob, moved("join", "alicia", "lobby"));
 
     // Quits, both ways.
     let mut carol = server.login("carol");
+    carol.expect_prefix("[");
+    carol.expect_prefix("[");
     alice.expect("* carol has joined #lobby");
     expect(&mut bob, moved("join", "carol", "lobby"));
     carol.send("/quit gone fishing");

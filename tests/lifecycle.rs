@@ -150,7 +150,7 @@ fn sigint_also_exits_zero() {
 #[test]
 fn a_closed_stderr_does_not_stop_the_server() {
     let mut cmd = Command::new(chatd_path());
-    cmd.args(["--listen", "127.0.0.1:0"]);
+    cmd.args(["--listen", "127.0.0.1:0", "--db", ":memory:"]);
     let mut server = Server::spawn(cmd, Stderr::Close);
     let (mut a, mut b) = server.pair();
     // Each connection and each close is a log line written to the closed
@@ -181,7 +181,7 @@ fn a_closed_stderr_does_not_stop_the_server() {
 #[test]
 fn a_stderr_nobody_reads_does_not_stall_the_server() {
     let mut cmd = Command::new(chatd_path());
-    cmd.args(["--listen", "127.0.0.1:0"]);
+    cmd.args(["--listen", "127.0.0.1:0", "--db", ":memory:"]);
     let server = Server::spawn(cmd, Stderr::Stall);
     let (mut a, mut b) = server.pair();
     // Each connection logs a line when it comes and one when it goes:
@@ -235,7 +235,14 @@ fn running_out_of_file_descriptors_neither_spins_nor_stops_the_chat() {
     cmd.arg("-c")
         .arg(r#"ulimit -n 64; exec "$0" "$@""#)
         .arg(chatd_path())
-        .args(["--listen", "127.0.0.1:0"]);
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            ":memory:",
+            "--history",
+            "0",
+        ]);
     let server = Server::spawn(cmd, Stderr::Read);
     server.wait_log("open-files limit is 64");
     let (mut a, mut b) = server.pair();
@@ -335,6 +342,13 @@ fn help_mentions_every_flag() {
         "--rate",
         "--max-outbuf",
         "--announce-limit",
+        "--db",
+        "--history",
+        "--history-keep",
+        "--login-delay",
+        "--argon2-memory",
+        "--argon2-passes",
+        "--auth-queue",
     ] {
         assert!(
             help.contains(flag),

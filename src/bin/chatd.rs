@@ -1,13 +1,18 @@
-//! `chatd`: flags, logging, binding, signals; everything else is the library.
+//! `chatd`: flags, logging, binding, signals, and the operator's account
+//! commands; everything else is the library.
 
+use std::io::BufRead;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use chatd::chat::ChatConfig;
+use chatd::password::{self, Cost};
+use chatd::proto::{MAX_HISTORY, check_password};
 use chatd::server::{self, Config, Server};
-use clap::Parser;
+use chatd::store::Store;
 use clap::builder::TypedValueParser;
+use clap::{Parser, Subcommand};
 use log::{LevelFilter, error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -17,6 +22,45 @@ use signal_hook::iterator::Signals;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+
+    /// The SQLite database of accounts and recorded history, created if
+    /// missing. ":memory:" keeps nothing after the run.
+    #[arg(long, global = true, default_value = "chatd.db", value_name = "PATH")]
+    db: String,
+
+    /// Recorded messages a user receives on entering a room (0 sends none).
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=MAX_HISTORY as i64).map(|v| v as usize))]
+    history: usize,
+
+    /// Messages recorded per room; older ones are deleted. 0 records
+    /// nothing.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    history_keep: usize,
+
+    /// Seconds before a first wrong password is answered; the delay
+    /// doubles with each further failure for the account or the address
+    /// (up to 30 s).
+    #[arg(long, default_value_t = 0.5, value_name = "SECS",
+          value_parser = parse_secs)]
+    login_delay: f64,
+
+    /// Memory of each new password hash (Argon2id), in KiB.
+    #[arg(long, default_value_t = Cost::default().memory_kib, value_name = "KIB", global = true)]
+    argon2_memory: u32,
+
+    /// Passes of each new password hash (Argon2id).
+    #[arg(long, default_value_t = Cost::default().passes, value_name = "N", global = true)]
+    argon2_passes: u32,
+
+    /// Most password checks waiting at once; more are answered
+    /// "server busy".
+    #[arg(long, default_value_t = server::DEFAULT_AUTH_QUEUE, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    auth_queue: usize,
+
     /// Address to listen on. Port 0 picks a free port; 0.0.0.0 opens the
     /// server to the network (in plain text).
     #[arg(long, default_value = "127.0.0.1:5000", value_name = "HOST:PORT")]
@@ -67,6 +111,32 @@ struct Args {
     quiet: u8,
 }
 
+/// Operator commands on the database; safe while a server runs on it.
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Manage accounts: list, delete, set a password.
+    #[command(subcommand)]
+    Accounts(AccountsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountsCmd {
+    /// Registered names, with when they were registered.
+    List,
+    /// Delete an account; the name is free from the next login on.
+    Delete { name: String },
+    /// Set a password, read as the first line of stdin (exactly as typed,
+    /// without its line end); it takes effect at the next login.
+    Passwd { name: String },
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=60.0).contains(&v) => Ok(v),
+        _ => Err("expected seconds from 0 to 60".into()),
+    }
+}
+
 fn level(args: &Args) -> LevelFilter {
     match (args.verbose, args.quiet) {
         (0, 0) => LevelFilter::Info,
@@ -87,6 +157,15 @@ fn resolve(listen: &str) -> Result<SocketAddr, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Cmd::Accounts(cmd)) = &args.command {
+        return match accounts(&args, cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chatd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(e) = chatd::logger::init(level(&args)) {
         eprintln!("chatd: cannot set up logging: {e}");
         return ExitCode::FAILURE;
@@ -123,7 +202,13 @@ fn run(args: &Args) -> Result<(), String> {
         chat: ChatConfig {
             announce_limit: args.announce_limit,
             handshake_timeout: Duration::from_secs(args.handshake_timeout),
+            history: args.history,
+            history_keep: args.history_keep,
+            login_delay: Duration::from_secs_f64(args.login_delay),
         },
+        db: args.db.clone(),
+        hash_cost: cost(args)?,
+        auth_queue: args.auth_queue,
     };
     let mut server = Server::new(listener, cfg).map_err(|e| format!("cannot start: {e}"))?;
     let local = server.local_addr();
@@ -153,4 +238,59 @@ fn run(args: &Args) -> Result<(), String> {
     // Logged whatever the level: scripts read the port from it.
     chatd::logger::always(&format!("listening on {local}"));
     server.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+fn cost(args: &Args) -> Result<Cost, String> {
+    let cost = Cost {
+        memory_kib: args.argon2_memory,
+        passes: args.argon2_passes,
+    };
+    cost.check()?;
+    Ok(cost)
+}
+
+/// `chatd accounts ...`: one short transaction on the database, beside a
+/// running server if there is one (it notices within a second).
+fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
+    if args.db != ":memory:" && !std::path::Path::new(&args.db).exists() {
+        return Err(format!("no database at {} (use --db PATH)", args.db));
+    }
+    let store =
+        Store::open(&args.db, 0).map_err(|e| format!("cannot use database {}: {e}", args.db))?;
+    match cmd {
+        AccountsCmd::List => {
+            let accounts = store.accounts()?;
+            for (name, created) in &accounts {
+                println!("{name}\tregistered {created}");
+            }
+            eprintln!("{} accounts", accounts.len());
+        }
+        AccountsCmd::Delete { name } => {
+            if !store.delete_account(name)? {
+                return Err(format!("no account named {name}"));
+            }
+            eprintln!("deleted {name}");
+        }
+        AccountsCmd::Passwd { name } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+            let password = line
+                .strip_suffix('\n')
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .unwrap_or(&line);
+            check_password(password).map_err(|e| e.to_string())?;
+            if store.password_hash(name)?.is_none() {
+                return Err(format!("no account named {name}"));
+            }
+            let hash = password::hash(password, cost(args)?)?;
+            if !store.set_password_hash(name, &hash)? {
+                return Err(format!("no account named {name}"));
+            }
+            eprintln!("password changed for {name}");
+        }
+    }
+    Ok(())
 }

@@ -51,9 +51,13 @@ pub enum Stderr {
 
 impl Server {
     /// Starts `chatd --listen 127.0.0.1:0 ARGS` and waits until it listens.
+    /// Unless ARGS name a database, it keeps everything in memory.
     pub fn start(args: &[&str]) -> Server {
         let mut cmd = Command::new(chatd_path());
         cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        if !args.contains(&"--db") {
+            cmd.args(["--db", ":memory:"]);
+        }
         Server::spawn(cmd, Stderr::Read)
     }
 

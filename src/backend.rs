@@ -1,0 +1,534 @@
+//! The two helper threads that keep slow work off the event loop, and the
+//! loop's handle on them.
+//!
+//! - The storage thread owns the database connection. It stores recorded
+//!   messages in batches, reads and writes accounts, answers history
+//!   queries beyond what memory holds, and notices operator changes to the
+//!   accounts.
+//! - The hashing thread runs Argon2id, hashing and verifying passwords.
+//!
+//! A login goes loop → storage (read the hash) → hashing (verify) → loop;
+//! a registration loop → hashing → storage (insert) → loop. Each answer
+//! comes back on one channel, and a `mio::Waker` wakes the loop for it.
+//! What waits to be stored is counted in bytes; past `MAX_BACKLOG` the
+//! loop stops reading from clients until the storage thread catches up.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{error, warn};
+use mio::Waker;
+
+use crate::chat::{Job, Outcome, Ticket};
+use crate::password::{self, Cost};
+use crate::proto::{Name, Recorded, Timestamp};
+use crate::store::Store;
+
+/// Bytes of recorded messages waiting to be stored past which the loop
+/// stops reading from clients. At the rates measured for the storage
+/// thread this is well under a second of work, so the flush at shutdown
+/// fits its budget.
+pub const MAX_BACKLOG: usize = 16 * 1024 * 1024;
+/// How often the storage thread looks for operator changes to accounts.
+pub const ACCOUNTS_POLL: Duration = Duration::from_secs(1);
+
+/// What comes back to the loop.
+pub enum Reply {
+    Job(Ticket, Outcome),
+    /// The registered names changed under us (an operator command).
+    Accounts(Vec<Name>),
+}
+
+enum StoreOp {
+    Record(Vec<Recorded>, usize),
+    /// Read the hash, then verify it on the hashing thread.
+    Login {
+        ticket: Ticket,
+        name: Name,
+        password: String,
+    },
+    /// Read the hash, verify `old`, hash `new`, store it.
+    Passwd {
+        ticket: Ticket,
+        name: Name,
+        old: String,
+        new: String,
+    },
+    /// Store a new account with a fresh hash.
+    AddAccount {
+        ticket: Ticket,
+        name: Name,
+        hash: String,
+    },
+    SetHash {
+        ticket: Ticket,
+        name: Name,
+        hash: String,
+    },
+    History {
+        ticket: Ticket,
+        room: Name,
+        count: usize,
+    },
+    /// Store what is queued, prune, and stop.
+    Stop,
+}
+
+enum HashOp {
+    Verify {
+        ticket: Ticket,
+        hash: String,
+        password: String,
+        /// `Some` for `/passwd`: the name and the new password to store.
+        then: Option<(Name, String)>,
+    },
+    Hash {
+        ticket: Ticket,
+        name: Name,
+        password: String,
+    },
+}
+
+/// Shared between the loop and the storage thread.
+struct Backlog {
+    bytes: AtomicUsize,
+    /// The loop has stopped reading and wants a wake-up once below half.
+    stalled: AtomicBool,
+}
+
+/// How replies reach the loop: a channel, and a wake-up.
+#[derive(Clone)]
+struct ToLoop {
+    tx: Sender<Reply>,
+    waker: Arc<Waker>,
+}
+
+impl ToLoop {
+    fn send(&self, reply: Reply) {
+        // The loop gone means the server is stopping: nothing to do.
+        if self.tx.send(reply).is_ok()
+            && let Err(e) = self.waker.wake()
+        {
+            warn!("cannot wake the event loop: {e}");
+        }
+    }
+
+    fn job(&self, ticket: Ticket, outcome: Outcome) {
+        self.send(Reply::Job(ticket, outcome));
+    }
+}
+
+/// The loop's side.
+pub struct Backend {
+    store: Sender<StoreOp>,
+    hash: Sender<HashOp>,
+    replies: Receiver<Reply>,
+    backlog: Arc<Backlog>,
+    jobs: usize,
+    max_jobs: usize,
+    storage: Option<JoinHandle<()>>,
+    stopped: Receiver<()>,
+    stopping: bool,
+}
+
+impl Backend {
+    /// Starts both threads; `store` moves to the storage thread. At most
+    /// `max_jobs` jobs wait at once; more are refused as busy.
+    pub fn start(
+        store: Store,
+        cost: Cost,
+        max_jobs: usize,
+        waker: Arc<Waker>,
+    ) -> std::io::Result<Backend> {
+        let (reply_tx, replies) = mpsc::channel();
+        let (store_tx, store_rx) = mpsc::channel();
+        let (hash_tx, hash_rx) = mpsc::channel();
+        let (stopped_tx, stopped) = mpsc::channel();
+        let to_loop = ToLoop {
+            tx: reply_tx,
+            waker: waker.clone(),
+        };
+        let backlog = Arc::new(Backlog {
+            bytes: AtomicUsize::new(0),
+            stalled: AtomicBool::new(false),
+        });
+        let storage = {
+            let (to_loop, hash_tx, backlog) = (to_loop.clone(), hash_tx.clone(), backlog.clone());
+            std::thread::Builder::new()
+                .name("storage".into())
+                .spawn(move || {
+                    let mut worker = Storage {
+                        store,
+                        to_loop,
+                        hash: hash_tx,
+                        backlog,
+                        waker,
+                        last_error: None,
+                    };
+                    worker.run(store_rx);
+                    let _ = stopped_tx.send(());
+                })?
+        };
+        {
+            let store_tx = store_tx.clone();
+            std::thread::Builder::new()
+                .name("hashing".into())
+                .spawn(move || hashing(hash_rx, store_tx, to_loop, cost))?;
+        }
+        Ok(Backend {
+            store: store_tx,
+            hash: hash_tx,
+            replies,
+            backlog,
+            jobs: 0,
+            max_jobs,
+            storage: Some(storage),
+            stopped,
+            stopping: false,
+        })
+    }
+
+    /// Hands `job` to the threads. False if too many jobs wait (or a
+    /// thread has stopped): the caller answers busy.
+    pub fn submit(&mut self, job: Job) -> bool {
+        if self.jobs >= self.max_jobs {
+            return false;
+        }
+        let sent = match job {
+            Job::Login {
+                ticket,
+                name,
+                password,
+            } => self.store.send(StoreOp::Login {
+                ticket,
+                name,
+                password,
+            }),
+            Job::Passwd {
+                ticket,
+                name,
+                old,
+                new,
+            } => self.store.send(StoreOp::Passwd {
+                ticket,
+                name,
+                old,
+                new,
+            }),
+            Job::History {
+                ticket,
+                room,
+                count,
+            } => self.store.send(StoreOp::History {
+                ticket,
+                room,
+                count,
+            }),
+            Job::Register {
+                ticket,
+                name,
+                password,
+            } => {
+                return self.send_hash(HashOp::Hash {
+                    ticket,
+                    name,
+                    password,
+                });
+            }
+        };
+        self.sent(sent.is_ok())
+    }
+
+    fn send_hash(&mut self, op: HashOp) -> bool {
+        let ok = self.hash.send(op).is_ok();
+        self.sent(ok)
+    }
+
+    fn sent(&mut self, ok: bool) -> bool {
+        if ok {
+            self.jobs += 1;
+        } else {
+            error!("a helper thread has stopped; refusing the request");
+        }
+        ok
+    }
+
+    /// Queues messages to be stored; `bytes` counts against the backlog.
+    pub fn record(&self, batch: Vec<Recorded>, bytes: usize) {
+        if batch.is_empty() {
+            return;
+        }
+        self.backlog.bytes.fetch_add(bytes, Ordering::SeqCst);
+        if self.store.send(StoreOp::Record(batch, bytes)).is_err() {
+            self.backlog.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether storage is too far behind to take `more` bytes now. If so,
+    /// the storage thread will wake the loop once it has caught up.
+    pub fn behind(&self, more: usize) -> bool {
+        if self.backlog.bytes.load(Ordering::SeqCst) + more <= MAX_BACKLOG {
+            return false;
+        }
+        self.backlog.stalled.store(true, Ordering::SeqCst);
+        // Caught up between the two reads: no wake-up would come.
+        self.backlog.bytes.load(Ordering::SeqCst) + more > MAX_BACKLOG
+    }
+
+    /// The next answer, if one is ready.
+    pub fn reply(&mut self) -> Option<Reply> {
+        let reply = self.replies.try_recv().ok()?;
+        if let Reply::Job(..) = reply {
+            self.jobs = self.jobs.saturating_sub(1);
+        }
+        Some(reply)
+    }
+
+    /// Asks the storage thread to store what is queued and stop; nothing
+    /// may be recorded after this.
+    pub fn stop(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            let _ = self.store.send(StoreOp::Stop);
+        }
+    }
+
+    /// Stores everything queued and stops the storage thread, waiting at
+    /// most `limit`. The hashing thread is left to finish on its own.
+    pub fn finish(&mut self, limit: Duration) {
+        self.stop();
+        let Some(storage) = self.storage.take() else {
+            return;
+        };
+        match self.stopped.recv_timeout(limit) {
+            Ok(()) => {
+                let _ = storage.join();
+            }
+            Err(_) => error!(
+                "storage did not finish within {} s; the newest messages may be lost",
+                limit.as_secs()
+            ),
+        }
+    }
+}
+
+struct Storage {
+    store: Store,
+    to_loop: ToLoop,
+    hash: Sender<HashOp>,
+    backlog: Arc<Backlog>,
+    waker: Arc<Waker>,
+    last_error: Option<Instant>,
+}
+
+impl Storage {
+    fn run(&mut self, rx: Receiver<StoreOp>) {
+        let mut version = self.store.data_version().unwrap_or(0);
+        let mut checked = Instant::now();
+        let mut held: VecDeque<StoreOp> = VecDeque::new();
+        loop {
+            let op = match held.pop_front() {
+                Some(op) => op,
+                None => match rx.recv_timeout(ACCOUNTS_POLL) {
+                    Ok(op) => op,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.poll_accounts(&mut version, &mut checked);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            match op {
+                StoreOp::Record(mut batch, mut bytes) => {
+                    // Everything already queued goes into one transaction.
+                    while let Ok(next) = rx.try_recv() {
+                        match next {
+                            StoreOp::Record(more, b) => {
+                                batch.extend(more);
+                                bytes += b;
+                            }
+                            other => {
+                                held.push_back(other);
+                                break;
+                            }
+                        }
+                    }
+                    if let Err(e) = self.store.record(&batch) {
+                        self.report(&format!("{} messages not recorded: {e}", batch.len()));
+                    }
+                    self.caught_up(bytes);
+                }
+                StoreOp::Stop => {
+                    if let Err(e) = self.store.prune_all() {
+                        error!("{e}");
+                    }
+                    return;
+                }
+                other => self.serve(other),
+            }
+            if checked.elapsed() >= ACCOUNTS_POLL {
+                self.poll_accounts(&mut version, &mut checked);
+            }
+        }
+    }
+
+    fn caught_up(&self, bytes: usize) {
+        let left = self.backlog.bytes.fetch_sub(bytes, Ordering::SeqCst) - bytes;
+        if left <= MAX_BACKLOG / 2 && self.backlog.stalled.swap(false, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Logs a storage error, at most once a second.
+    fn report(&mut self, what: &str) {
+        let now = Instant::now();
+        if self
+            .last_error
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            error!("storage: {what}");
+            self.last_error = Some(now);
+        }
+    }
+
+    fn serve(&mut self, op: StoreOp) {
+        let to_loop = self.to_loop.clone();
+        match op {
+            StoreOp::Login {
+                ticket,
+                name,
+                password,
+            } => match self.store.password_hash(&name) {
+                Ok(Some(hash)) => self.verify(ticket, hash, password, None),
+                Ok(None) => to_loop.job(ticket, Outcome::NoAccount),
+                Err(e) => self.failed(ticket, &e),
+            },
+            StoreOp::Passwd {
+                ticket,
+                name,
+                old,
+                new,
+            } => match self.store.password_hash(&name) {
+                Ok(Some(hash)) => self.verify(ticket, hash, old, Some((name, new))),
+                Ok(None) => to_loop.job(ticket, Outcome::NoAccount),
+                Err(e) => self.failed(ticket, &e),
+            },
+            StoreOp::AddAccount { ticket, name, hash } => {
+                match self.store.add_account(&name, &hash, Timestamp::now()) {
+                    Ok(true) => to_loop.job(ticket, Outcome::Done),
+                    Ok(false) => to_loop.job(ticket, Outcome::AlreadyRegistered),
+                    Err(e) => self.failed(ticket, &e),
+                }
+            }
+            StoreOp::SetHash { ticket, name, hash } => {
+                match self.store.set_password_hash(&name, &hash) {
+                    Ok(true) => to_loop.job(ticket, Outcome::Done),
+                    Ok(false) => to_loop.job(ticket, Outcome::NoAccount),
+                    Err(e) => self.failed(ticket, &e),
+                }
+            }
+            StoreOp::History {
+                ticket,
+                room,
+                count,
+            } => match self.store.recent(&room, count) {
+                Ok(messages) => to_loop.job(ticket, Outcome::History(messages)),
+                Err(e) => self.failed(ticket, &e),
+            },
+            StoreOp::Record(..) | StoreOp::Stop => unreachable!("handled by run"),
+        }
+    }
+
+    fn verify(
+        &mut self,
+        ticket: Ticket,
+        hash: String,
+        password: String,
+        then: Option<(Name, String)>,
+    ) {
+        let op = HashOp::Verify {
+            ticket,
+            hash,
+            password,
+            then,
+        };
+        if self.hash.send(op).is_err() {
+            self.failed(ticket, "the hashing thread has stopped");
+        }
+    }
+
+    fn failed(&mut self, ticket: Ticket, e: &str) {
+        self.report(e);
+        self.to_loop.job(ticket, Outcome::Busy);
+    }
+
+    fn poll_accounts(&mut self, version: &mut i64, checked: &mut Instant) {
+        *checked = Instant::now();
+        let Ok(now) = self.store.data_version() else {
+            return;
+        };
+        if now == *version {
+            return;
+        }
+        *version = now;
+        match self.store.account_names() {
+            Ok(names) => self.to_loop.send(Reply::Accounts(names)),
+            Err(e) => self.report(&e),
+        }
+    }
+}
+
+/// The hashing thread: one password at a time.
+fn hashing(rx: Receiver<HashOp>, store: Sender<StoreOp>, to_loop: ToLoop, cost: Cost) {
+    for op in rx {
+        match op {
+            HashOp::Verify {
+                ticket,
+                hash,
+                password,
+                then,
+            } => match (password::verify(&hash, &password), then) {
+                (Ok(true), None) => to_loop.job(ticket, Outcome::Done),
+                (Ok(false), _) => to_loop.job(ticket, Outcome::WrongPassword),
+                (Ok(true), Some((name, new))) => match password::hash(&new, cost) {
+                    Ok(hash) => forward(
+                        &store,
+                        &to_loop,
+                        ticket,
+                        StoreOp::SetHash { ticket, name, hash },
+                    ),
+                    Err(e) => busy(&to_loop, ticket, &e),
+                },
+                (Err(e), _) => busy(&to_loop, ticket, &e),
+            },
+            HashOp::Hash {
+                ticket,
+                name,
+                password,
+            } => match password::hash(&password, cost) {
+                Ok(hash) => forward(
+                    &store,
+                    &to_loop,
+                    ticket,
+                    StoreOp::AddAccount { ticket, name, hash },
+                ),
+                Err(e) => busy(&to_loop, ticket, &e),
+            },
+        }
+    }
+}
+
+fn forward(store: &Sender<StoreOp>, to_loop: &ToLoop, ticket: Ticket, op: StoreOp) {
+    if store.send(op).is_err() {
+        busy(to_loop, ticket, "the storage thread has stopped");
+    }
+}
+
+fn busy(to_loop: &ToLoop, ticket: Ticket, e: &str) {
+    error!("password check failed: {e}");
+    to_loop.job(ticket, Outcome::Busy);
+}

@@ -1,0 +1,455 @@
+//! The database: accounts and recorded room messages in SQLite. Used only
+//! from the storage thread (and by the operator commands, each with its
+//! own connection); the event loop never waits on it.
+//!
+//! WAL mode: readers (an operator listing accounts) never block the
+//! writer, and a transaction is either wholly in the log or not at all, so
+//! a crash leaves a prefix of the batches committed, without gaps or
+//! duplicates. `synchronous = NORMAL` keeps commits cheap: they survive
+//! the process being killed; a power cut may lose the last ones.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::proto::{Name, Recorded, Timestamp};
+
+/// The schema this build writes; `PRAGMA user_version` holds it.
+pub const SCHEMA_VERSION: i64 = 1;
+/// How long a statement waits for another connection's lock (an operator
+/// command writing while the server runs) before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE accounts (
+    key     TEXT PRIMARY KEY,   -- the name, lower-cased: names ignore case
+    name    TEXT NOT NULL,      -- as registered
+    hash    TEXT NOT NULL,      -- Argon2id, PHC string
+    created INTEGER NOT NULL    -- seconds since 1970, UTC
+) WITHOUT ROWID;
+CREATE TABLE rooms (
+    id   INTEGER PRIMARY KEY,
+    key  TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL
+);
+CREATE TABLE messages (
+    id     INTEGER PRIMARY KEY, -- in the order the rooms saw them
+    room   INTEGER NOT NULL REFERENCES rooms(id),
+    ts     INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    text   TEXT NOT NULL
+);
+CREATE INDEX messages_by_room ON messages(room, id);
+";
+
+/// An error with what was being done.
+pub type Error = String;
+
+fn ctx(what: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |e| format!("{what}: {e}")
+}
+
+/// An open database.
+pub struct Store {
+    db: Connection,
+    /// Messages kept per room; 0 keeps none.
+    keep: usize,
+    /// Lower-cased room name to its row id.
+    room_ids: HashMap<Box<str>, i64>,
+    /// Messages stored per room id.
+    counts: HashMap<i64, usize>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, or in memory for
+    /// `:memory:`. Checks that it is writable and of a known schema.
+    pub fn open(path: &str, keep: usize) -> Result<Store, Error> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let db = Connection::open_with_flags(path, flags).map_err(ctx("cannot open"))?;
+        db.busy_timeout(BUSY_TIMEOUT)
+            .map_err(ctx("cannot configure"))?;
+        if db.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            return Err("cannot write to it (read-only)".into());
+        }
+        // Reading the header is where a file that is not a database fails.
+        let version: i64 = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(ctx("cannot read it"))?;
+        db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(ctx("cannot switch to WAL mode"))?;
+        db.execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(ctx("cannot configure"))?;
+        match version {
+            0 => {
+                let tx = db.unchecked_transaction().map_err(ctx("cannot write"))?;
+                tx.execute_batch(SCHEMA)
+                    .map_err(ctx("cannot create the schema"))?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(ctx("cannot create the schema"))?;
+                tx.commit().map_err(ctx("cannot create the schema"))?;
+            }
+            SCHEMA_VERSION => {
+                // Proves the file writable now rather than at the first
+                // message: takes the write lock and lets it go.
+                db.execute_batch("BEGIN IMMEDIATE; COMMIT")
+                    .map_err(ctx("cannot write to it"))?;
+            }
+            v => {
+                return Err(format!(
+                    "schema version {v} is not one this chatd knows ({SCHEMA_VERSION})"
+                ));
+            }
+        }
+        let mut store = Store {
+            db,
+            keep,
+            room_ids: HashMap::new(),
+            counts: HashMap::new(),
+        };
+        store.load_rooms()?;
+        Ok(store)
+    }
+
+    fn load_rooms(&mut self) -> Result<(), Error> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT r.id, r.key, (SELECT count(*) FROM messages m WHERE m.room = r.id) FROM rooms r")
+            .map_err(ctx("cannot read rooms"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(ctx("cannot read rooms"))?;
+        for row in rows {
+            let (id, key, count) = row.map_err(ctx("cannot read rooms"))?;
+            self.room_ids.insert(key.into(), id);
+            self.counts.insert(id, count as usize);
+        }
+        Ok(())
+    }
+
+    /// Registered names, in the case they were registered in.
+    pub fn account_names(&self) -> Result<Vec<Name>, Error> {
+        self.accounts()
+            .map(|v| v.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// Registered names with when they were registered, by name.
+    pub fn accounts(&self) -> Result<Vec<(Name, Timestamp)>, Error> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT name, created FROM accounts ORDER BY key")
+            .map_err(ctx("cannot list accounts"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    Name::from(r.get::<_, String>(0)?),
+                    Timestamp(r.get::<_, i64>(1)?.max(0) as u64),
+                ))
+            })
+            .map_err(ctx("cannot list accounts"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(ctx("cannot list accounts"))
+    }
+
+    /// The stored hash of the account `name` (any case).
+    pub fn password_hash(&self, name: &str) -> Result<Option<String>, Error> {
+        self.db
+            .prepare_cached("SELECT hash FROM accounts WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row([name.to_ascii_lowercase()], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(ctx("cannot read an account"))
+    }
+
+    /// Creates the account; false if the name is registered already.
+    pub fn add_account(&self, name: &str, hash: &str, now: Timestamp) -> Result<bool, Error> {
+        self.db
+            .prepare_cached(
+                "INSERT INTO accounts (key, name, hash, created) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![name.to_ascii_lowercase(), name, hash, now.0 as i64])
+            })
+            .map(|n| n == 1)
+            .map_err(ctx("cannot create an account"))
+    }
+
+    /// Replaces the account's hash; false if there is no such account.
+    pub fn set_password_hash(&self, name: &str, hash: &str) -> Result<bool, Error> {
+        self.db
+            .prepare_cached("UPDATE accounts SET hash = ?2 WHERE key = ?1")
+            .and_then(|mut s| s.execute(params![name.to_ascii_lowercase(), hash]))
+            .map(|n| n == 1)
+            .map_err(ctx("cannot change a password"))
+    }
+
+    /// Deletes the account; false if there is no such account.
+    pub fn delete_account(&self, name: &str) -> Result<bool, Error> {
+        self.db
+            .prepare_cached("DELETE FROM accounts WHERE key = ?1")
+            .and_then(|mut s| s.execute([name.to_ascii_lowercase()]))
+            .map(|n| n == 1)
+            .map_err(ctx("cannot delete an account"))
+    }
+
+    /// Changes whenever another connection commits (an operator command):
+    /// a cheap way to notice that accounts may have changed.
+    pub fn data_version(&self) -> Result<i64, Error> {
+        self.db
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(ctx("cannot read the data version"))
+    }
+
+    /// Stores `batch` in one transaction, in order, then prunes rooms that
+    /// went well past `keep` (a tenth over, so pruning is not per message).
+    pub fn record(&mut self, batch: &[Recorded]) -> Result<(), Error> {
+        if self.keep == 0 || batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .db
+            .transaction()
+            .map_err(ctx("cannot record messages"))?;
+        let mut touched = Vec::new();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO messages (room, ts, sender, text) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(ctx("cannot record messages"))?;
+            let mut last: Option<(&Name, i64)> = None;
+            for m in batch {
+                let room = match last {
+                    Some((name, id)) if std::sync::Arc::ptr_eq(name, &m.room) => id,
+                    _ => room_id(&tx, &mut self.room_ids, &m.room)?,
+                };
+                last = Some((&m.room, room));
+                insert
+                    .execute(params![room, m.ts.0 as i64, &*m.sender, &*m.text])
+                    .map_err(ctx("cannot record messages"))?;
+                let count = self.counts.entry(room).or_default();
+                *count += 1;
+                if *count > self.keep + self.keep / 10 && !touched.contains(&room) {
+                    touched.push(room);
+                }
+            }
+        }
+        for room in touched {
+            prune(&tx, &mut self.counts, self.keep, room)?;
+        }
+        tx.commit().map_err(ctx("cannot record messages"))
+    }
+
+    /// Prunes every room to exactly `keep` (at shutdown).
+    pub fn prune_all(&mut self) -> Result<(), Error> {
+        let rooms: Vec<i64> = self
+            .counts
+            .iter()
+            .filter(|&(_, &c)| c > self.keep)
+            .map(|(&id, _)| id)
+            .collect();
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.transaction().map_err(ctx("cannot prune history"))?;
+        for room in rooms {
+            prune(&tx, &mut self.counts, self.keep, room)?;
+        }
+        tx.commit().map_err(ctx("cannot prune history"))
+    }
+
+    /// The newest `n` messages of `room` (any case), oldest first; never
+    /// more than `keep`, whatever pruning has not yet removed.
+    pub fn recent(&self, room: &str, n: usize) -> Result<Vec<Recorded>, Error> {
+        let Some(&id) = self.room_ids.get(room.to_ascii_lowercase().as_str()) else {
+            return Ok(Vec::new());
+        };
+        let name: Name = self
+            .db
+            .query_row("SELECT name FROM rooms WHERE id = ?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(ctx("cannot read history"))?
+            .into();
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT ts, sender, text FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(ctx("cannot read history"))?;
+        let rows = stmt
+            .query_map(params![id, n.min(self.keep) as i64], |r| {
+                Ok(Recorded {
+                    room: name.clone(),
+                    ts: Timestamp(r.get::<_, i64>(0)?.max(0) as u64),
+                    sender: Name::from(r.get::<_, String>(1)?),
+                    text: r.get::<_, String>(2)?.into(),
+                })
+            })
+            .map_err(ctx("cannot read history"))?;
+        let mut out: Vec<Recorded> = rows
+            .collect::<Result<_, _>>()
+            .map_err(ctx("cannot read history"))?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Every room with recorded messages: its newest `n` (oldest first),
+    /// and whether it has older ones. For the in-memory history at start.
+    pub fn tails(&self, n: usize) -> Result<Vec<(Name, Vec<Recorded>, bool)>, Error> {
+        let mut out = Vec::new();
+        for (key, id) in &self.room_ids {
+            let total = self.counts.get(id).copied().unwrap_or(0).min(self.keep);
+            if total == 0 {
+                continue;
+            }
+            let messages = self.recent(key, n)?;
+            if let Some(first) = messages.first() {
+                out.push((first.room.clone(), messages.clone(), total > messages.len()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Deletes all but the newest `keep` messages of `room`.
+fn prune(
+    tx: &rusqlite::Transaction<'_>,
+    counts: &mut HashMap<i64, usize>,
+    keep: usize,
+    room: i64,
+) -> Result<(), Error> {
+    let deleted = tx
+        .prepare_cached(
+            "DELETE FROM messages WHERE room = ?1 AND id <= (
+                 SELECT id FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .and_then(|mut s| s.execute(params![room, keep as i64]))
+        .map_err(ctx("cannot prune history"))?;
+    let count = counts.entry(room).or_default();
+    *count = count.saturating_sub(deleted);
+    Ok(())
+}
+
+/// The id of `room`, creating its row the first time.
+fn room_id(
+    tx: &rusqlite::Transaction<'_>,
+    ids: &mut HashMap<Box<str>, i64>,
+    room: &str,
+) -> Result<i64, Error> {
+    let key = room.to_ascii_lowercase();
+    if let Some(&id) = ids.get(key.as_str()) {
+        return Ok(id);
+    }
+    let id = tx
+        .prepare_cached(
+            "INSERT INTO rooms (key, name) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET name = name RETURNING id",
+        )
+        .and_then(|mut s| s.query_row([&key, room], |r| r.get(0)))
+        .map_err(ctx("cannot record a room"))?;
+    ids.insert(key.into(), id);
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(room: &Name, text: &str) -> Recorded {
+        Recorded {
+            room: room.clone(),
+            sender: "alice".into(),
+            text: text.into(),
+            ts: Timestamp(1_700_000_000),
+        }
+    }
+
+    fn texts(v: &[Recorded]) -> Vec<&str> {
+        v.iter().map(|m| &*m.text).collect()
+    }
+
+    #[test]
+    fn accounts_ignore_case_and_keep_theirs() {
+        let s = Store::open(":memory:", 10).unwrap();
+        assert!(s.add_account("Alice", "h1", Timestamp(5)).unwrap());
+        assert!(!s.add_account("ALICE", "h2", Timestamp(6)).unwrap());
+        assert_eq!(s.password_hash("alice").unwrap().as_deref(), Some("h1"));
+        assert_eq!(s.account_names().unwrap(), vec![Name::from("Alice")]);
+        assert!(s.set_password_hash("aLICE", "h3").unwrap());
+        assert_eq!(s.password_hash("Alice").unwrap().as_deref(), Some("h3"));
+        assert!(!s.set_password_hash("bob", "h").unwrap());
+        assert!(s.delete_account("alice").unwrap());
+        assert!(!s.delete_account("alice").unwrap());
+        assert_eq!(s.password_hash("alice").unwrap(), None);
+    }
+
+    #[test]
+    fn history_per_room_pruned_to_keep() {
+        let mut s = Store::open(":memory:", 5).unwrap();
+        let (lobby, rust): (Name, Name) = ("lobby".into(), "Rust".into());
+        let batch: Vec<Recorded> = (0..20)
+            .map(|i| msg(if i % 2 == 0 { &lobby } else { &rust }, &i.to_string()))
+            .collect();
+        s.record(&batch).unwrap();
+        assert_eq!(texts(&s.recent("LOBBY", 3).unwrap()), ["14", "16", "18"]);
+        // Never more than keep, pruned or not yet.
+        assert_eq!(s.recent("rust", 100).unwrap().len(), 5);
+        assert_eq!(s.recent("rust", 100).unwrap()[0].room, Name::from("Rust"));
+        s.prune_all().unwrap();
+        let left: i64 =
+            s.db.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+                .unwrap();
+        assert_eq!(left, 10);
+        assert!(s.recent("nowhere", 5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reopening_finds_what_was_stored() {
+        let dir = std::env::temp_dir().join(format!("chatd-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("reopen.db");
+        let path = path.to_str().unwrap();
+        let _ = std::fs::remove_file(path);
+        let room: Name = "lobby".into();
+        {
+            let mut s = Store::open(path, 100).unwrap();
+            s.add_account("bob", "h", Timestamp(1)).unwrap();
+            s.record(&[msg(&room, "a"), msg(&room, "b"), msg(&room, "c")])
+                .unwrap();
+        }
+        let s = Store::open(path, 100).unwrap();
+        assert_eq!(s.account_names().unwrap(), vec![Name::from("bob")]);
+        let tails = s.tails(2).unwrap();
+        assert_eq!(tails.len(), 1);
+        assert_eq!(texts(&tails[0].1), ["b", "c"]);
+        assert!(tails[0].2, "an older message exists");
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused() {
+        let dir = std::env::temp_dir().join(format!("chatd-store-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("junk.db");
+        std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+        let e = Store::open(path.to_str().unwrap(), 10).err().unwrap();
+        assert!(e.contains("not a database"), "{e}");
+        let e = Store::open(dir.join("no/such/dir.db").to_str().unwrap(), 10)
+            .err()
+            .unwrap();
+        assert!(e.contains("cannot open"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

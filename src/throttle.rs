@@ -1,0 +1,135 @@
+//! Slows password guessing: each wrong password is answered after a delay
+//! that doubles with the recent failures of the account and of the source
+//! address, whichever has more. Right passwords are answered at once.
+//! Plain data and arithmetic; the chat passes the time in.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Failures older than this are forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The longest delay, however many failures.
+pub const MAX_DELAY: Duration = Duration::from_secs(30);
+/// Entries kept per table before old ones are dropped, so that a flood of
+/// addresses cannot grow memory without bound.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// Recent failures per key, with the time of the last one.
+struct Failures<K> {
+    by_key: HashMap<K, (u32, Instant)>,
+}
+
+impl<K: Hash + Eq> Failures<K> {
+    fn new() -> Self {
+        Failures {
+            by_key: HashMap::new(),
+        }
+    }
+
+    /// Counts one more failure for `key` and returns the count.
+    fn add(&mut self, key: K, now: Instant) -> u32 {
+        if self.by_key.len() >= MAX_ENTRIES {
+            self.by_key
+                .retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
+            if self.by_key.len() >= MAX_ENTRIES {
+                // All recent: forgetting some is better than growing.
+                self.by_key.clear();
+            }
+        }
+        let entry = self.by_key.entry(key).or_insert((0, now));
+        if now.duration_since(entry.1) >= FORGET_AFTER {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        entry.0
+    }
+}
+
+/// Failure counts per account and per source address.
+pub struct Throttle {
+    base: Duration,
+    accounts: Failures<Box<str>>,
+    addresses: Failures<IpAddr>,
+}
+
+impl Throttle {
+    /// `base` is the delay of a first failure; each further one doubles it.
+    pub fn new(base: Duration) -> Throttle {
+        Throttle {
+            base,
+            accounts: Failures::new(),
+            addresses: Failures::new(),
+        }
+    }
+
+    /// Records a wrong password for `account` (lower-cased) from `addr` and
+    /// returns how long to wait before saying so.
+    pub fn failed(&mut self, account: &str, addr: IpAddr, now: Instant) -> Duration {
+        let by_account = self.accounts.add(account.into(), now);
+        let by_addr = self.addresses.add(addr, now);
+        let n = by_account.max(by_addr);
+        let factor = 1u32 << (n - 1).min(16);
+        self.base
+            .saturating_mul(factor)
+            .min(MAX_DELAY.max(self.base))
+    }
+
+    /// A right password for `account`: its count starts again. The
+    /// address keeps its count, so logging in to one's own account does
+    /// not reset the guessing of others.
+    pub fn succeeded(&mut self, account: &str) {
+        self.accounts.by_key.remove(account);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn delays_double_per_account_and_per_address() {
+        let mut t = Throttle::new(Duration::from_millis(100));
+        let now = Instant::now();
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(t.failed("alice", A, now)), 100);
+        assert_eq!(ms(t.failed("alice", A, now)), 200);
+        // Another address guessing the same account is slowed as much.
+        assert_eq!(ms(t.failed("alice", B, now)), 400);
+        // The same address guessing another account is slowed too.
+        assert_eq!(ms(t.failed("bob", A, now)), 400);
+        // Capped.
+        for _ in 0..20 {
+            t.failed("alice", A, now);
+        }
+        assert_eq!(t.failed("alice", A, now), MAX_DELAY);
+    }
+
+    #[test]
+    fn success_resets_the_account_not_the_address() {
+        let mut t = Throttle::new(Duration::from_millis(100));
+        let now = Instant::now();
+        t.failed("alice", A, now);
+        t.failed("alice", A, now);
+        t.succeeded("alice");
+        // B is fresh and alice's count was reset.
+        assert_eq!(t.failed("alice", B, now).as_millis(), 100);
+        // A still has its two failures.
+        assert_eq!(t.failed("carol", A, now).as_millis(), 400);
+    }
+
+    #[test]
+    fn old_failures_are_forgotten() {
+        let mut t = Throttle::new(Duration::from_millis(100));
+        let now = Instant::now();
+        t.failed("alice", A, now);
+        t.failed("alice", A, now);
+        let later = now + FORGET_AFTER;
+        assert_eq!(t.failed("alice", A, later).as_millis(), 100);
+    }
+}
