@@ -24,8 +24,9 @@ use log::{error, warn};
 use mio::Waker;
 
 use crate::chat::{Job, Outcome, Ticket};
+use crate::history::Chunk;
 use crate::password::{self, Cost};
-use crate::proto::{Name, Recorded, Timestamp};
+use crate::proto::{Name, Timestamp};
 use crate::store::Store;
 
 /// Bytes of recorded messages waiting to be stored past which the loop
@@ -44,7 +45,7 @@ pub enum Reply {
 }
 
 enum StoreOp {
-    Record(Vec<Recorded>, usize),
+    Record(Vec<Chunk>, usize),
     /// Read the hash, then verify it on the hashing thread.
     Login {
         ticket: Ticket,
@@ -161,6 +162,7 @@ impl Backend {
             std::thread::Builder::new()
                 .name("storage".into())
                 .spawn(move || {
+                    lower_priority();
                     let mut worker = Storage {
                         store,
                         to_loop,
@@ -177,7 +179,10 @@ impl Backend {
             let store_tx = store_tx.clone();
             std::thread::Builder::new()
                 .name("hashing".into())
-                .spawn(move || hashing(hash_rx, store_tx, to_loop, cost))?;
+                .spawn(move || {
+                    lower_priority();
+                    hashing(hash_rx, store_tx, to_loop, cost)
+                })?;
         }
         Ok(Backend {
             store: store_tx,
@@ -258,7 +263,7 @@ impl Backend {
     }
 
     /// Queues messages to be stored; `bytes` counts against the backlog.
-    pub fn record(&self, batch: Vec<Recorded>, bytes: usize) {
+    pub fn record(&self, batch: Vec<Chunk>, bytes: usize) {
         if batch.is_empty() {
             return;
         }
@@ -357,8 +362,9 @@ impl Storage {
                             }
                         }
                     }
-                    if let Err(e) = self.store.record(&batch) {
-                        self.report(&format!("{} messages not recorded: {e}", batch.len()));
+                    let count: usize = batch.iter().map(|c| c.count).sum();
+                    if let Err(e) = self.store.record(batch) {
+                        self.report(&format!("{count} messages not recorded: {e}"));
                     }
                     self.caught_up(bytes);
                 }
@@ -481,6 +487,27 @@ impl Storage {
         }
     }
 }
+
+/// Helper threads yield the CPU to the event loop: on a small machine the
+/// loop serving everyone matters more than a hash or a batch finishing
+/// early. The backlog bound keeps storage from falling behind for good.
+fn lower_priority() {
+    // SAFETY: gettid has no preconditions; setpriority only reads its
+    // arguments. On Linux a thread id names that thread alone.
+    let done = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, HELPER_NICE)
+    };
+    if done != 0 {
+        warn!(
+            "cannot lower a helper thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The niceness of the helper threads.
+pub const HELPER_NICE: libc::c_int = 19;
 
 /// The hashing thread: one password at a time.
 fn hashing(rx: Receiver<HashOp>, store: Sender<StoreOp>, to_loop: ToLoop, cost: Cost) {

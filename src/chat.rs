@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::history::History;
+use crate::history::{Chunk, History};
 use crate::proto::{
     CloseReason, Command, DEFAULT_HISTORY, Event, Info, LOBBY, MAX_NOTE_CHARS, Name, Notice,
     NoticeKind, ProtoError, Recorded, RoomInfo, Status, Timestamp, UserInfo, check_password, clip,
@@ -262,6 +262,8 @@ struct Room {
     members: Vec<ConnId>,
     /// The room's slot in `history`.
     history: usize,
+    /// Its chunk in `Chat::records`: (batch, index).
+    chunk: Option<(u64, usize)>,
 }
 
 /// The state of the chat.
@@ -289,9 +291,13 @@ pub struct Chat {
     /// Wrong-password answers waiting out their delay.
     answers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     history: History,
-    /// Messages recorded since the last `take_records`, oldest first.
-    records: Vec<Recorded>,
+    /// Messages recorded since the last `take_records`, per room in the
+    /// order the rooms first spoke.
+    records: Vec<Chunk>,
     record_bytes: usize,
+    /// Counts `take_records` calls: a room's `chunk` is valid only in the
+    /// batch it was made in.
+    batch: u64,
 }
 
 /// Orders names as listings show them, ignoring ASCII case, without
@@ -301,10 +307,6 @@ fn cmp_ignore_case(a: &str, b: &str) -> std::cmp::Ordering {
         .map(|c| c.to_ascii_lowercase())
         .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
-
-/// What a recorded message costs beyond its text and sender, roughly:
-/// used to bound what waits to be stored.
-pub const RECORD_OVERHEAD: usize = 64;
 
 fn strip_hash(s: &str) -> &str {
     let s = s.trim();
@@ -319,6 +321,7 @@ impl Chat {
             name: LOBBY.into(),
             members: Vec::new(),
             history: history.slot(LOBBY),
+            chunk: None,
         });
         let mut room_ids = HashMap::new();
         room_ids.insert(LOBBY.into(), lobby);
@@ -330,6 +333,7 @@ impl Chat {
             history,
             records: Vec::new(),
             record_bytes: 0,
+            batch: 0,
             cfg,
             users: Vec::new(),
             names: HashMap::new(),
@@ -359,12 +363,13 @@ impl Chat {
     }
 
     /// Takes the messages recorded since the last call, to be stored.
-    pub fn take_records(&mut self) -> Vec<Recorded> {
+    pub fn take_records(&mut self) -> Vec<Chunk> {
         self.record_bytes = 0;
+        self.batch += 1;
         std::mem::take(&mut self.records)
     }
 
-    /// Roughly how many bytes `take_records` would hand over.
+    /// How many bytes `take_records` would hand over.
     pub fn record_bytes(&self) -> usize {
         self.record_bytes
     }
@@ -866,19 +871,11 @@ impl Chat {
         let room = user.room;
         match cmd {
             Command::Say(text) => {
-                let r = &self.rooms[room];
                 let text: std::sync::Arc<str> = text.into();
                 if self.cfg.history_keep > 0 {
-                    let record = Recorded {
-                        room: r.name.clone(),
-                        sender: name.clone(),
-                        text: text.clone(),
-                        ts: self.clock,
-                    };
-                    self.record_bytes += text.len() + name.len() + RECORD_OVERHEAD;
-                    self.history.record(r.history, record.clone());
-                    self.records.push(record);
+                    self.record(room, &name, &text);
                 }
+                let r = &self.rooms[room];
                 let event = Event::Message {
                     from: name,
                     room: r.name.clone(),
@@ -1064,6 +1061,31 @@ impl Chat {
         self.replay(conn, out);
     }
 
+    /// Keeps a room message in the room's recent history and in the batch
+    /// to be stored.
+    fn record(&mut self, room: usize, sender: &Name, text: &std::sync::Arc<str>) {
+        let r = &mut self.rooms[room];
+        let record = Recorded {
+            sender: sender.clone(),
+            text: text.clone(),
+            ts: self.clock,
+        };
+        let i = match r.chunk {
+            Some((batch, i)) if batch == self.batch => i,
+            _ => {
+                self.records.push(Chunk::new(r.name.clone()));
+                let i = self.records.len() - 1;
+                r.chunk = Some((self.batch, i));
+                i
+            }
+        };
+        let chunk = &mut self.records[i];
+        let before = chunk.lines.len();
+        chunk.push(&record);
+        self.record_bytes += chunk.lines.len() - before;
+        self.history.record(r.history, record);
+    }
+
     fn ticket(&self, conn: ConnId) -> Ticket {
         Ticket {
             conn,
@@ -1081,6 +1103,7 @@ impl Chat {
             name: name.into(),
             members: Vec::new(),
             history: self.history.slot(name),
+            chunk: None,
         });
         self.room_ids.insert(key.into(), id);
         id
@@ -1785,7 +1808,9 @@ mod tests {
         for t in ["one", "two", "three"] {
             s.say(a, t);
         }
-        assert_eq!(s.chat.take_records().len(), 3);
+        let records = s.chat.take_records();
+        assert_eq!(records.len(), 1, "one chunk for the room");
+        assert_eq!(records[0].count, 3);
         let b = s.open();
         let seen = s.say(b, "bob");
         assert_eq!(

@@ -7,7 +7,108 @@ use std::collections::{HashMap, VecDeque};
 
 use slab::Slab;
 
-use crate::proto::Recorded;
+use crate::proto::{Name, Recorded, Timestamp};
+
+/// Messages one room said, as they are stored: one line per message,
+/// `seconds TAB sender TAB text LF` (text never holds a line feed), where
+/// an empty `seconds` or `sender` is the previous line's: a burst from one
+/// sender within a second stores little more than its text. The
+/// loop writes them as messages are said and hands them to the storage
+/// thread as plain bytes; sharing the messages themselves would make both
+/// threads bump the same reference counts for every message.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub room: Name,
+    pub lines: String,
+    pub count: usize,
+    /// The previous line's time and sender.
+    last: Option<(u64, Name)>,
+}
+
+impl Chunk {
+    pub fn new(room: Name) -> Chunk {
+        Chunk {
+            room,
+            lines: String::new(),
+            count: 0,
+            last: None,
+        }
+    }
+
+    /// Appends `m` as its line. Written by hand: `format!` machinery cost
+    /// more than the rest of recording.
+    pub fn push(&mut self, m: &Recorded) {
+        let (same_ts, same_sender) = match &self.last {
+            Some((ts, sender)) => (
+                *ts == m.ts.0,
+                std::sync::Arc::ptr_eq(sender, &m.sender) || **sender == *m.sender,
+            ),
+            None => (false, false),
+        };
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        if !same_ts {
+            let mut n = m.ts.0;
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        let lines = &mut self.lines;
+        lines.reserve(digits.len() - i + m.sender.len() + m.text.len() + 3);
+        for &d in &digits[i..] {
+            lines.push(d as char);
+        }
+        lines.push('\t');
+        if !same_sender {
+            lines.push_str(&m.sender);
+            self.last = Some((m.ts.0, m.sender.clone()));
+        } else if !same_ts && let Some(last) = &mut self.last {
+            last.0 = m.ts.0;
+        }
+        lines.push('\t');
+        lines.push_str(&m.text);
+        lines.push('\n');
+        self.count += 1;
+    }
+
+    /// The messages of stored `lines`, oldest first; a damaged
+    /// line is skipped.
+    pub fn parse(lines: &str) -> Vec<Recorded> {
+        let mut last: Option<(u64, Name)> = None;
+        let mut out = Vec::new();
+        for line in lines.lines() {
+            let mut parts = line.splitn(3, '\t');
+            let (Some(ts), Some(sender), Some(text)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let ts = match (ts, &last) {
+                ("", Some((ts, _))) => *ts,
+                (ts, _) => match ts.parse() {
+                    Ok(ts) => ts,
+                    Err(_) => continue,
+                },
+            };
+            let sender = match (sender, &last) {
+                ("", Some((_, sender))) => sender.clone(),
+                ("", None) => continue,
+                (sender, _) => Name::from(sender),
+            };
+            last = Some((ts, sender.clone()));
+            out.push(Recorded {
+                sender,
+                text: text.into(),
+                ts: Timestamp(ts),
+            });
+        }
+        out
+    }
+}
 
 struct Tail {
     /// Newest last, at most `cap`.
@@ -111,9 +212,8 @@ mod tests {
     use super::*;
     use crate::proto::Timestamp;
 
-    fn msg(room: &str, text: &str) -> Recorded {
+    fn msg(_room: &str, text: &str) -> Recorded {
         Recorded {
-            room: room.into(),
             sender: "alice".into(),
             text: text.into(),
             ts: Timestamp(0),
@@ -178,6 +278,43 @@ mod tests {
         let x = h.slot("x");
         assert_eq!(texts(h.recent(x, 2)), Some(vec!["2".into(), "3".into()]));
         assert_eq!(texts(h.recent(x, 3)), None);
+    }
+
+    #[test]
+    fn chunks_round_trip_their_lines() {
+        let room: Name = "lobby".into();
+        let mut c = Chunk::new(room.clone());
+        let a = Recorded {
+            ts: Timestamp(1_763_733_727),
+            text: "tabs\tstay".into(),
+            ..msg("lobby", "")
+        };
+        let b = Recorded {
+            ts: Timestamp(0),
+            ..msg("lobby", "second")
+        };
+        let c2 = Recorded {
+            sender: "bob".into(),
+            ..b.clone()
+        };
+        let c3 = Recorded {
+            text: "again".into(),
+            ..c2.clone()
+        };
+        for m in [&a, &b, &c2, &c3] {
+            c.push(m);
+        }
+        assert_eq!(c.count, 4);
+        // Repeated times and senders are left out.
+        assert_eq!(
+            c.lines,
+            "1763733727\talice\ttabs\tstay\n0\t\tsecond\n\tbob\tsecond\n\t\tagain\n"
+        );
+        let mut damaged = c.lines.clone();
+        damaged.push_str("x\tno\n");
+        assert_eq!(Chunk::parse(&damaged), vec![a, b, c2, c3]);
+        // A damaged first line cannot lend its sender.
+        assert_eq!(Chunk::parse("5\t\torphan\n"), vec![]);
     }
 
     #[test]

@@ -530,7 +530,6 @@ pub struct RoomInfo {
 /// A room message as the history keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
-    pub room: Name,
     pub sender: Name,
     pub text: Arc<str>,
     pub ts: Timestamp,

@@ -2,6 +2,13 @@
 //! from the storage thread (and by the operator commands, each with its
 //! own connection); the event loop never waits on it.
 //!
+//! Messages are stored in chunks: everything one room said between two
+//! commits is one row, one message per line (`ts TAB sender TAB text`;
+//! text never holds a line feed), with the room's sequence number of its
+//! first message. A row per message cost SQLite about two microseconds
+//! each, more than the whole broadcast to a small room; a chunk costs a
+//! few bytes of formatting per message.
+//!
 //! WAL mode: readers (an operator listing accounts) never block the
 //! writer, and a transaction is either wholly in the log or not at all, so
 //! a crash leaves a prefix of the batches committed, without gaps or
@@ -13,6 +20,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::history::Chunk;
 use crate::proto::{Name, Recorded, Timestamp};
 
 /// The schema this build writes; `PRAGMA user_version` holds it.
@@ -33,15 +41,22 @@ CREATE TABLE rooms (
     key  TEXT NOT NULL UNIQUE,
     name TEXT NOT NULL
 );
-CREATE TABLE messages (
-    id     INTEGER PRIMARY KEY, -- in the order the rooms saw them
-    room   INTEGER NOT NULL REFERENCES rooms(id),
-    ts     INTEGER NOT NULL,
-    sender TEXT NOT NULL,
-    text   TEXT NOT NULL
+CREATE TABLE chunks (
+    id    INTEGER PRIMARY KEY,  -- in the order they were stored
+    room  INTEGER NOT NULL REFERENCES rooms(id),
+    first INTEGER NOT NULL,     -- the room's sequence number of the first line
+    count INTEGER NOT NULL,     -- lines
+    lines TEXT NOT NULL         -- per message: seconds TAB sender TAB text LF
 );
-CREATE INDEX messages_by_room ON messages(room, id);
+CREATE INDEX chunks_by_room ON chunks(room, id);
 ";
+
+/// What the store knows of a room's messages without asking SQLite.
+#[derive(Clone, Copy, Default, Debug)]
+struct Count {
+    stored: usize,
+    next: i64,
+}
 
 /// An error with what was being done.
 pub type Error = String;
@@ -57,8 +72,8 @@ pub struct Store {
     keep: usize,
     /// Lower-cased room name to its row id.
     room_ids: HashMap<Box<str>, i64>,
-    /// Messages stored per room id.
-    counts: HashMap<i64, usize>,
+    /// Per room id: messages stored, and the sequence number of the next.
+    counts: HashMap<i64, Count>,
 }
 
 impl Store {
@@ -78,9 +93,15 @@ impl Store {
         let version: i64 = db
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(ctx("cannot read it"))?;
+        if version == 0 {
+            // Chunks are tens of kilobytes at busy times: bigger pages
+            // mean fewer overflow pages and fewer writes per byte.
+            db.execute_batch("PRAGMA page_size = 16384")
+                .map_err(ctx("cannot configure"))?;
+        }
         db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
             .map_err(ctx("cannot switch to WAL mode"))?;
-        db.execute_batch("PRAGMA synchronous = NORMAL")
+        db.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 2500")
             .map_err(ctx("cannot configure"))?;
         match version {
             0 => {
@@ -116,7 +137,10 @@ impl Store {
     fn load_rooms(&mut self) -> Result<(), Error> {
         let mut stmt = self
             .db
-            .prepare("SELECT r.id, r.key, (SELECT count(*) FROM messages m WHERE m.room = r.id) FROM rooms r")
+            .prepare(
+                "SELECT r.id, r.key, coalesce(sum(c.count), 0), coalesce(max(c.first + c.count), 0)
+                 FROM rooms r LEFT JOIN chunks c ON c.room = r.id GROUP BY r.id",
+            )
             .map_err(ctx("cannot read rooms"))?;
         let rows = stmt
             .query_map([], |r| {
@@ -124,13 +148,15 @@ impl Store {
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
                 ))
             })
             .map_err(ctx("cannot read rooms"))?;
         for row in rows {
-            let (id, key, count) = row.map_err(ctx("cannot read rooms"))?;
+            let (id, key, stored, next) = row.map_err(ctx("cannot read rooms"))?;
             self.room_ids.insert(key.into(), id);
-            self.counts.insert(id, count as usize);
+            let stored = stored.max(0) as usize;
+            self.counts.insert(id, Count { stored, next });
         }
         Ok(())
     }
@@ -210,10 +236,11 @@ impl Store {
             .map_err(ctx("cannot read the data version"))
     }
 
-    /// Stores `batch` in one transaction, in order, then prunes rooms that
-    /// went well past `keep` (a tenth over, so pruning is not per message).
-    pub fn record(&mut self, batch: &[Recorded]) -> Result<(), Error> {
-        if self.keep == 0 || batch.is_empty() {
+    /// Stores `chunks` in one transaction, in order, a row each; then
+    /// prunes rooms that went well past `keep` (a
+    /// tenth over, so that pruning is not per message).
+    pub fn record(&mut self, chunks: Vec<Chunk>) -> Result<(), Error> {
+        if self.keep == 0 || chunks.is_empty() {
             return Ok(());
         }
         let tx = self
@@ -221,41 +248,33 @@ impl Store {
             .transaction()
             .map_err(ctx("cannot record messages"))?;
         let mut touched = Vec::new();
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO messages (room, ts, sender, text) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(ctx("cannot record messages"))?;
-            let mut last: Option<(&Name, i64)> = None;
-            for m in batch {
-                let room = match last {
-                    Some((name, id)) if std::sync::Arc::ptr_eq(name, &m.room) => id,
-                    _ => room_id(&tx, &mut self.room_ids, &m.room)?,
-                };
-                last = Some((&m.room, room));
-                insert
-                    .execute(params![room, m.ts.0 as i64, &*m.sender, &*m.text])
-                    .map_err(ctx("cannot record messages"))?;
-                let count = self.counts.entry(room).or_default();
-                *count += 1;
-                if *count > self.keep + self.keep / 10 && !touched.contains(&room) {
-                    touched.push(room);
-                }
+        for chunk in &chunks {
+            let id = room_id(&tx, &mut self.room_ids, &chunk.room)?;
+            let c = self.counts.entry(id).or_default();
+            tx.prepare_cached(
+                "INSERT INTO chunks (room, first, count, lines) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut st| st.execute(params![id, c.next, chunk.count as i64, chunk.lines]))
+            .map_err(ctx("cannot record messages"))?;
+            c.next += chunk.count as i64;
+            c.stored += chunk.count;
+            if c.stored > self.keep + self.keep / 10 {
+                touched.push(id);
             }
         }
-        for room in touched {
-            prune(&tx, &mut self.counts, self.keep, room)?;
+        for id in touched {
+            prune(&tx, &mut self.counts, self.keep, id)?;
         }
         tx.commit().map_err(ctx("cannot record messages"))
     }
 
-    /// Prunes every room to exactly `keep` (at shutdown).
+    /// Prunes every room to `keep` (at shutdown): whole chunks only, so up
+    /// to one chunk more may stay; reads never return more than `keep`.
     pub fn prune_all(&mut self) -> Result<(), Error> {
         let rooms: Vec<i64> = self
             .counts
             .iter()
-            .filter(|&(_, &c)| c > self.keep)
+            .filter(|&(_, c)| c.stored > self.keep)
             .map(|(&id, _)| id)
             .collect();
         if rooms.is_empty() {
@@ -271,73 +290,73 @@ impl Store {
     /// The newest `n` messages of `room` (any case), oldest first; never
     /// more than `keep`, whatever pruning has not yet removed.
     pub fn recent(&self, room: &str, n: usize) -> Result<Vec<Recorded>, Error> {
+        let n = n.min(self.keep);
         let Some(&id) = self.room_ids.get(room.to_ascii_lowercase().as_str()) else {
             return Ok(Vec::new());
         };
-        let name: Name = self
-            .db
-            .query_row("SELECT name FROM rooms WHERE id = ?1", [id], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(ctx("cannot read history"))?
-            .into();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let mut stmt = self
             .db
-            .prepare_cached(
-                "SELECT ts, sender, text FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
-            )
+            .prepare_cached("SELECT lines FROM chunks WHERE room = ?1 ORDER BY id DESC")
             .map_err(ctx("cannot read history"))?;
-        let rows = stmt
-            .query_map(params![id, n.min(self.keep) as i64], |r| {
-                Ok(Recorded {
-                    room: name.clone(),
-                    ts: Timestamp(r.get::<_, i64>(0)?.max(0) as u64),
-                    sender: Name::from(r.get::<_, String>(1)?),
-                    text: r.get::<_, String>(2)?.into(),
-                })
-            })
-            .map_err(ctx("cannot read history"))?;
-        let mut out: Vec<Recorded> = rows
-            .collect::<Result<_, _>>()
-            .map_err(ctx("cannot read history"))?;
-        out.reverse();
-        Ok(out)
+        let mut rows = stmt.query([id]).map_err(ctx("cannot read history"))?;
+        let mut newest_first = Vec::new();
+        while newest_first.len() < n {
+            let Some(row) = rows.next().map_err(ctx("cannot read history"))? else {
+                break;
+            };
+            let lines: String = row.get(0).map_err(ctx("cannot read history"))?;
+            let mut chunk = Chunk::parse(&lines);
+            while newest_first.len() < n {
+                match chunk.pop() {
+                    Some(m) => newest_first.push(m),
+                    None => break,
+                }
+            }
+        }
+        newest_first.reverse();
+        Ok(newest_first)
     }
 
-    /// Every room with recorded messages: its newest `n` (oldest first),
-    /// and whether it has older ones. For the in-memory history at start.
+    /// Every room with recorded messages (by lower-cased name): its newest
+    /// `n` (oldest first), and whether it has older ones. For the in-memory history at start.
     pub fn tails(&self, n: usize) -> Result<Vec<(Name, Vec<Recorded>, bool)>, Error> {
         let mut out = Vec::new();
         for (key, id) in &self.room_ids {
-            let total = self.counts.get(id).copied().unwrap_or(0).min(self.keep);
+            let total = self.counts.get(id).map_or(0, |c| c.stored).min(self.keep);
             if total == 0 {
                 continue;
             }
             let messages = self.recent(key, n)?;
-            if let Some(first) = messages.first() {
-                out.push((first.room.clone(), messages.clone(), total > messages.len()));
+            if !messages.is_empty() {
+                let older = total > messages.len();
+                out.push((Name::from(&**key), messages, older));
             }
         }
         Ok(out)
     }
 }
 
-/// Deletes all but the newest `keep` messages of `room`.
+/// Deletes the chunks of `room` that hold only messages older than its
+/// newest `keep`.
 fn prune(
     tx: &rusqlite::Transaction<'_>,
-    counts: &mut HashMap<i64, usize>,
+    counts: &mut HashMap<i64, Count>,
     keep: usize,
     room: i64,
 ) -> Result<(), Error> {
-    let deleted = tx
-        .prepare_cached(
-            "DELETE FROM messages WHERE room = ?1 AND id <= (
-                 SELECT id FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-        )
-        .and_then(|mut s| s.execute(params![room, keep as i64]))
+    let c = counts.entry(room).or_default();
+    let oldest_kept = c.next - keep as i64;
+    tx.prepare_cached("DELETE FROM chunks WHERE room = ?1 AND first + count <= ?2")
+        .and_then(|mut s| s.execute(params![room, oldest_kept]))
         .map_err(ctx("cannot prune history"))?;
-    let count = counts.entry(room).or_default();
-    *count = count.saturating_sub(deleted);
+    let stored: i64 = tx
+        .prepare_cached("SELECT coalesce(sum(count), 0) FROM chunks WHERE room = ?1")
+        .and_then(|mut s| s.query_row([room], |r| r.get(0)))
+        .map_err(ctx("cannot prune history"))?;
+    c.stored = stored.max(0) as usize;
     Ok(())
 }
 
@@ -366,13 +385,26 @@ fn room_id(
 mod tests {
     use super::*;
 
-    fn msg(room: &Name, text: &str) -> Recorded {
-        Recorded {
-            room: room.clone(),
+    /// A message from alice in `room`.
+    fn msg(room: &Name, text: &str) -> (Name, Recorded) {
+        let m = Recorded {
             sender: "alice".into(),
             text: text.into(),
             ts: Timestamp(1_700_000_000),
-        }
+        };
+        (room.clone(), m)
+    }
+
+    /// One chunk per message, as if each came in a turn of its own.
+    fn chunks(batch: &[(Name, Recorded)]) -> Vec<Chunk> {
+        batch
+            .iter()
+            .map(|(room, m)| {
+                let mut c = Chunk::new(room.clone());
+                c.push(m);
+                c
+            })
+            .collect()
     }
 
     fn texts(v: &[Recorded]) -> Vec<&str> {
@@ -398,19 +430,38 @@ mod tests {
     fn history_per_room_pruned_to_keep() {
         let mut s = Store::open(":memory:", 5).unwrap();
         let (lobby, rust): (Name, Name) = ("lobby".into(), "Rust".into());
-        let batch: Vec<Recorded> = (0..20)
+        let batch: Vec<(Name, Recorded)> = (0..20)
             .map(|i| msg(if i % 2 == 0 { &lobby } else { &rust }, &i.to_string()))
             .collect();
-        s.record(&batch).unwrap();
+        s.record(chunks(&batch)).unwrap();
         assert_eq!(texts(&s.recent("LOBBY", 3).unwrap()), ["14", "16", "18"]);
         // Never more than keep, pruned or not yet.
         assert_eq!(s.recent("rust", 100).unwrap().len(), 5);
-        assert_eq!(s.recent("rust", 100).unwrap()[0].room, Name::from("Rust"));
+        // The room keeps the case it was first recorded in.
+        let name: String =
+            s.db.query_row("SELECT name FROM rooms WHERE key = 'rust'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(name, "Rust");
+        // Chunks go whole, once newer ones make them entirely old.
+        let more: Vec<(Name, Recorded)> = (0..10).map(|i| msg(&lobby, &format!("x{i}"))).collect();
+        s.record(chunks(&more)).unwrap();
         s.prune_all().unwrap();
-        let left: i64 =
-            s.db.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
-                .unwrap();
-        assert_eq!(left, 10);
+        let chunks: i64 = s
+            .db
+            .query_row(
+                "SELECT count(*) FROM chunks WHERE room = (SELECT id FROM rooms WHERE key = 'lobby')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // One chunk per message here: the five newest stay.
+        assert_eq!(chunks, 5);
+        assert_eq!(
+            texts(&s.recent("lobby", 9).unwrap()),
+            ["x5", "x6", "x7", "x8", "x9"]
+        );
         assert!(s.recent("nowhere", 5).unwrap().is_empty());
     }
 
@@ -425,7 +476,7 @@ mod tests {
         {
             let mut s = Store::open(path, 100).unwrap();
             s.add_account("bob", "h", Timestamp(1)).unwrap();
-            s.record(&[msg(&room, "a"), msg(&room, "b"), msg(&room, "c")])
+            s.record(chunks(&[msg(&room, "a"), msg(&room, "b"), msg(&room, "c")]))
                 .unwrap();
         }
         let s = Store::open(path, 100).unwrap();
