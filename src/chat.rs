@@ -309,6 +309,8 @@ pub struct Chat {
     /// Messages recorded since the last `take_records`, per room in the
     /// order the rooms first spoke.
     records: Vec<Chunk>,
+    /// The room (its key in `rooms`) of each chunk in `records`.
+    record_rooms: Vec<usize>,
     record_bytes: usize,
     /// Counts `take_records` calls: a room's `chunk` is valid only in the
     /// batch it was made in.
@@ -347,6 +349,7 @@ impl Chat {
             answers: BinaryHeap::new(),
             history,
             records: Vec::new(),
+            record_rooms: Vec::new(),
             record_bytes: 0,
             batch: 0,
             cfg,
@@ -379,9 +382,26 @@ impl Chat {
 
     /// Takes the messages recorded since the last call, to be stored.
     pub fn take_records(&mut self) -> Vec<Chunk> {
+        for room in std::mem::take(&mut self.record_rooms) {
+            self.fold(room);
+        }
         self.record_bytes = 0;
         self.batch += 1;
         std::mem::take(&mut self.records)
+    }
+
+    /// Brings the in-memory history of `room` up to date with the
+    /// messages recorded this batch.
+    fn fold(&mut self, room: usize) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let Some((batch, i)) = r.chunk else { return };
+        if batch != self.batch {
+            return;
+        }
+        let (messages, skipped) = self.records[i].fold(self.history.cap());
+        self.history.extend(r.history, messages, skipped);
     }
 
     /// How many bytes `take_records` would hand over.
@@ -844,8 +864,10 @@ impl Chat {
 
     /// Sends `conn` the recent history of its room (JSON users always get
     /// the object, possibly empty).
-    fn replay(&self, conn: ConnId, out: &mut Outbox) {
-        let room = &self.rooms[self.user(conn).expect("present user").room];
+    fn replay(&mut self, conn: ConnId, out: &mut Outbox) {
+        let id = self.user(conn).expect("present user").room;
+        self.fold(id);
+        let room = &self.rooms[id];
         let messages = self
             .history
             .recent(room.history, self.cfg.history)
@@ -900,6 +922,7 @@ impl Chat {
                 out.send_all(r.members.iter().copied().filter(|&m| m != conn), event);
             }
             Command::History(n) => {
+                self.fold(room);
                 let r = &self.rooms[room];
                 match self.history.recent(r.history, n) {
                     Some(messages) => out.send(
@@ -1078,17 +1101,13 @@ impl Chat {
 
     /// Keeps a room message in the room's recent history and in the batch
     /// to be stored.
-    fn record(&mut self, room: usize, sender: &Name, text: &std::sync::Arc<str>) {
+    fn record(&mut self, room: usize, sender: &Name, text: &str) {
         let r = &mut self.rooms[room];
-        let record = Recorded {
-            sender: sender.clone(),
-            text: text.clone(),
-            ts: self.clock,
-        };
         let i = match r.chunk {
             Some((batch, i)) if batch == self.batch => i,
             _ => {
                 self.records.push(Chunk::new(r.name.clone()));
+                self.record_rooms.push(room);
                 let i = self.records.len() - 1;
                 r.chunk = Some((self.batch, i));
                 i
@@ -1096,9 +1115,8 @@ impl Chat {
         };
         let chunk = &mut self.records[i];
         let before = chunk.lines.len();
-        chunk.push(&record);
+        chunk.push(self.clock, sender, text);
         self.record_bytes += chunk.lines.len() - before;
-        self.history.record(r.history, record);
     }
 
     fn ticket(&self, conn: ConnId) -> Ticket {
@@ -1193,6 +1211,8 @@ impl Chat {
             self.user_mut(moved).pos = pos;
         }
         if self.rooms[room].members.is_empty() && room != self.lobby {
+            // Its recent messages reach its history before the slot can go.
+            self.fold(room);
             let gone = self.rooms.remove(room);
             self.room_ids
                 .remove(gone.name.to_ascii_lowercase().as_str());

@@ -12,17 +12,22 @@ use crate::proto::{Name, Recorded, Timestamp};
 /// Messages one room said, as they are stored: one line per message,
 /// `seconds TAB sender TAB text LF` (text never holds a line feed), where
 /// an empty `seconds` or `sender` is the previous line's: a burst from one
-/// sender within a second stores little more than its text. The
-/// loop writes them as messages are said and hands them to the storage
-/// thread as plain bytes; sharing the messages themselves would make both
-/// threads bump the same reference counts for every message.
+/// sender within a second stores little more than its text. The loop
+/// writes them as messages are said and hands them to the storage thread
+/// as plain bytes; sharing the messages themselves would make both threads
+/// bump the same reference counts for every message. The in-memory
+/// history takes only the newest lines of each chunk (`fold`), so a busy
+/// room costs one line of formatting per message and nothing more.
 #[derive(Debug, Default)]
 pub struct Chunk {
     pub room: Name,
     pub lines: String,
     pub count: usize,
-    /// The previous line's time and sender.
-    last: Option<(u64, Name)>,
+    /// Where the time or the sender changed: the line's byte offset, its
+    /// time and its sender. The last one holds for the lines after it.
+    marks: Vec<(usize, u64, Name)>,
+    /// Lines already handed to the in-memory history.
+    folded: usize,
 }
 
 impl Chunk {
@@ -31,24 +36,28 @@ impl Chunk {
             room,
             lines: String::new(),
             count: 0,
-            last: None,
+            marks: Vec::new(),
+            folded: 0,
         }
     }
 
-    /// Appends `m` as its line. Written by hand: `format!` machinery cost
-    /// more than the rest of recording.
-    pub fn push(&mut self, m: &Recorded) {
-        let (same_ts, same_sender) = match &self.last {
-            Some((ts, sender)) => (
-                *ts == m.ts.0,
-                std::sync::Arc::ptr_eq(sender, &m.sender) || **sender == *m.sender,
+    /// Appends a message as its line. Written by hand: `format!`
+    /// machinery cost more than the rest of recording.
+    pub fn push(&mut self, ts: Timestamp, sender: &Name, text: &str) {
+        let (same_ts, same_sender) = match self.marks.last() {
+            Some((_, t, s)) => (
+                *t == ts.0,
+                std::sync::Arc::ptr_eq(s, sender) || **s == **sender,
             ),
             None => (false, false),
         };
+        if !(same_ts && same_sender) {
+            self.marks.push((self.lines.len(), ts.0, sender.clone()));
+        }
         let mut digits = [0u8; 20];
         let mut i = digits.len();
         if !same_ts {
-            let mut n = m.ts.0;
+            let mut n = ts.0;
             loop {
                 i -= 1;
                 digits[i] = b'0' + (n % 10) as u8;
@@ -59,21 +68,51 @@ impl Chunk {
             }
         }
         let lines = &mut self.lines;
-        lines.reserve(digits.len() - i + m.sender.len() + m.text.len() + 3);
+        lines.reserve(digits.len() - i + sender.len() + text.len() + 3);
         for &d in &digits[i..] {
             lines.push(d as char);
         }
         lines.push('\t');
         if !same_sender {
-            lines.push_str(&m.sender);
-            self.last = Some((m.ts.0, m.sender.clone()));
-        } else if !same_ts && let Some(last) = &mut self.last {
-            last.0 = m.ts.0;
+            lines.push_str(sender);
         }
         lines.push('\t');
-        lines.push_str(&m.text);
+        lines.push_str(text);
         lines.push('\n');
         self.count += 1;
+    }
+
+    /// The newest `n` lines not handed out before, oldest first, and
+    /// whether older unhanded lines were passed over. Everything up to
+    /// now counts as handed out afterwards.
+    pub fn fold(&mut self, n: usize) -> (Vec<Recorded>, bool) {
+        let new = self.count - self.folded;
+        let k = new.min(n);
+        self.folded = self.count;
+        let mut starts = Vec::with_capacity(k);
+        let mut end = self.lines.len();
+        for _ in 0..k {
+            // `end` is just past a line's LF.
+            let start = self.lines[..end - 1].rfind('\n').map_or(0, |i| i + 1);
+            starts.push(start);
+            end = start;
+        }
+        let messages = starts
+            .iter()
+            .rev()
+            .filter_map(|&start| {
+                let line = self.lines[start..].split('\n').next()?;
+                let text = line.splitn(3, '\t').nth(2)?;
+                let at = self.marks.partition_point(|m| m.0 <= start);
+                let (_, ts, sender) = self.marks.get(at.checked_sub(1)?)?;
+                Some(Recorded {
+                    sender: sender.clone(),
+                    text: text.into(),
+                    ts: Timestamp(*ts),
+                })
+            })
+            .collect();
+        (messages, new > k)
     }
 
     /// The messages of stored `lines`, oldest first; a damaged
@@ -176,6 +215,21 @@ impl History {
             self.tails.remove(slot);
             self.slots.retain(|_, s| *s != slot);
         }
+    }
+
+    /// Adds messages (oldest first) to the room at `slot`; `skipped` says
+    /// older ones were left out, so memory no longer holds them all.
+    pub fn extend(&mut self, slot: usize, messages: Vec<Recorded>, skipped: bool) {
+        if skipped && self.cap > 0 {
+            self.tails[slot].truncated = true;
+        }
+        for m in messages {
+            self.record(slot, m);
+        }
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
     pub fn record(&mut self, slot: usize, message: Recorded) {
@@ -284,25 +338,20 @@ mod tests {
     fn chunks_round_trip_their_lines() {
         let room: Name = "lobby".into();
         let mut c = Chunk::new(room.clone());
-        let a = Recorded {
-            ts: Timestamp(1_763_733_727),
-            text: "tabs\tstay".into(),
-            ..msg("lobby", "")
+        let (alice, bob): (Name, Name) = ("alice".into(), "bob".into());
+        let m = |sender: &Name, text: &str, ts| Recorded {
+            sender: sender.clone(),
+            text: text.into(),
+            ts: Timestamp(ts),
         };
-        let b = Recorded {
-            ts: Timestamp(0),
-            ..msg("lobby", "second")
-        };
-        let c2 = Recorded {
-            sender: "bob".into(),
-            ..b.clone()
-        };
-        let c3 = Recorded {
-            text: "again".into(),
-            ..c2.clone()
-        };
-        for m in [&a, &b, &c2, &c3] {
-            c.push(m);
+        let all = [
+            m(&alice, "tabs\tstay", 1_763_733_727),
+            m(&alice, "second", 0),
+            m(&bob, "second", 0),
+            m(&bob, "again", 0),
+        ];
+        for r in &all {
+            c.push(r.ts, &r.sender, &r.text);
         }
         assert_eq!(c.count, 4);
         // Repeated times and senders are left out.
@@ -312,9 +361,32 @@ mod tests {
         );
         let mut damaged = c.lines.clone();
         damaged.push_str("x\tno\n");
-        assert_eq!(Chunk::parse(&damaged), vec![a, b, c2, c3]);
+        assert_eq!(Chunk::parse(&damaged), all.to_vec());
         // A damaged first line cannot lend its sender.
         assert_eq!(Chunk::parse("5\t\torphan\n"), vec![]);
+        // The newest lines come back whole, elided fields filled in.
+        assert_eq!(c.fold(2), (all[2..].to_vec(), true));
+        assert_eq!(c.fold(2), (vec![], false));
+        c.push(Timestamp(0), &bob, "third");
+        assert_eq!(c.fold(5), (vec![m(&bob, "third", 0)], false));
+    }
+
+    #[test]
+    fn a_folded_chunk_feeds_the_tail() {
+        let mut h = History::new(3);
+        let s = h.slot("lobby");
+        let mut c = Chunk::new("lobby".into());
+        let alice: Name = "alice".into();
+        for t in ["1", "2", "3", "4"] {
+            c.push(Timestamp(9), &alice, t);
+        }
+        let (messages, skipped) = c.fold(h.cap());
+        h.extend(s, messages, skipped);
+        assert_eq!(
+            texts(h.recent(s, 3)),
+            Some(vec!["2".into(), "3".into(), "4".into()])
+        );
+        assert_eq!(texts(h.recent(s, 4)), None, "\"1\" is only stored");
     }
 
     #[test]

@@ -401,7 +401,7 @@ mod tests {
             .iter()
             .map(|(room, m)| {
                 let mut c = Chunk::new(room.clone());
-                c.push(m);
+                c.push(m.ts, &m.sender, &m.text);
                 c
             })
             .collect()
