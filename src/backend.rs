@@ -321,6 +321,14 @@ impl Backend {
     }
 }
 
+/// A server dropped without `finish` still stores what is queued: the
+/// storage thread stops after it, and with it the hashing thread.
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 struct Storage {
     store: Store,
     to_loop: ToLoop,
