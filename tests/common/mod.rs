@@ -515,3 +515,54 @@ impl Drop for TempPath {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+impl Client {
+    /// Whether anything from the server is waiting to be read right now
+    /// (already buffered, or in the socket), without blocking.
+    #[track_caller]
+    pub fn has_input(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let stream = self.stream();
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        let ready = match stream.peek(&mut byte) {
+            // EOF counts: the server did something.
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("peek failed: {e}"),
+        };
+        stream.set_nonblocking(false).expect("blocking");
+        ready
+    }
+}
+
+/// A database file for one test (a unique name under the temp directory),
+/// removed when dropped together with SQLite's `-wal`, `-shm` and
+/// `-journal` files beside it.
+pub struct TempDb(pub TempPath);
+
+impl TempDb {
+    pub fn new(tag: &str) -> TempDb {
+        let db = TempDb(TempPath::new(&format!("{tag}.db")));
+        db.remove_all();
+        db
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    fn remove_all(&self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.as_str()));
+        }
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
+}
