@@ -829,13 +829,16 @@ impl Server {
                     },
                 },
             }
-            if self.chat.is_waiting(conn) {
+            // A job refused here (too many waiting) is answered now, with
+            // the id; only a job handed out leaves the connection waiting.
+            self.dispatch_reply(conn, reply_id.as_deref());
+            if self.chat.is_waiting(conn)
+                && let Some(c) = self.conns.slab.get_mut(key)
+            {
                 // The answer comes later; it carries this request's id.
-                let c = &mut self.conns.slab[key];
                 c.waiting = true;
                 c.reply_id = reply_id.take();
             }
-            self.dispatch_reply(conn, reply_id.as_deref());
             if rate > 0
                 && let Some(c) = self.conns.slab.get_mut(key)
             {
