@@ -313,10 +313,13 @@ impl Backend {
             Ok(()) => {
                 let _ = storage.join();
             }
-            Err(_) => error!(
-                "storage did not finish within {} s; the newest messages may be lost",
-                limit.as_secs()
+            Err(mpsc::RecvTimeoutError::Timeout) => error!(
+                "storage did not finish within {} ms; the newest messages may be lost",
+                limit.as_millis()
             ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                error!("the storage thread failed; the newest messages may be lost")
+            }
         }
     }
 }
@@ -371,8 +374,12 @@ impl Storage {
                         }
                     }
                     let count: usize = batch.iter().map(|c| c.count).sum();
-                    if let Err(e) = self.store.record(batch) {
-                        self.report(&format!("{count} messages not recorded: {e}"));
+                    // One retry: a lock held too long by an operator
+                    // command, say. Then the batch is lost, and said so.
+                    if let Err(e) = self.store.record(&batch)
+                        && let Err(again) = self.store.record(&batch)
+                    {
+                        self.report(&format!("{count} messages not recorded: {e}; {again}"));
                     }
                     self.caught_up(bytes);
                 }
@@ -433,7 +440,15 @@ impl Storage {
             },
             StoreOp::AddAccount { ticket, name, hash } => {
                 match self.store.add_account(&name, &hash, Timestamp::now()) {
-                    Ok(true) => to_loop.job(ticket, Outcome::Done),
+                    Ok(true) => {
+                        to_loop.job(ticket, Outcome::Done);
+                        // The chat learns of the account even if the
+                        // connection that asked is gone by now.
+                        match self.store.account_names() {
+                            Ok(names) => to_loop.send(Reply::Accounts(names)),
+                            Err(e) => self.report(&e),
+                        }
+                    }
                     Ok(false) => to_loop.job(ticket, Outcome::AlreadyRegistered),
                     Err(e) => self.failed(ticket, &e),
                 }

@@ -270,6 +270,14 @@ enum Wait {
         login: bool,
         prompted: bool,
     },
+    /// A password that may not be checked yet: the account or address
+    /// failed recently. `due_answer` sends it for checking in its turn.
+    Queued {
+        name: Name,
+        room: Option<Name>,
+        prompted: bool,
+        password: String,
+    },
 }
 
 struct Room {
@@ -372,6 +380,17 @@ impl Chat {
             .into_iter()
             .map(|n| (n.to_ascii_lowercase().into(), n))
             .collect();
+        // A deleted account is nobody's any more, not even the connection
+        // that proved it: the name may be registered again by someone else.
+        for user in self.users.iter_mut().flatten() {
+            if user
+                .account
+                .as_deref()
+                .is_some_and(|a| !self.accounts.contains_key(a))
+            {
+                user.account = None;
+            }
+        }
     }
 
     /// Recorded messages of `room` (oldest first) from the database, at
@@ -574,6 +593,8 @@ impl Chat {
     /// Answers one wrong password whose delay is over, if any; returns the
     /// connection answered.
     pub fn due_answer(&mut self, now: Instant, out: &mut Outbox) -> Option<ConnId> {
+        // A queued check that comes due is judged against this time.
+        self.now = self.now.max(now);
         while let Some(&Reverse((at, key, serial))) = self.answers.peek() {
             if at > now {
                 return None;
@@ -586,13 +607,26 @@ impl Chat {
             if user.serial != serial || user.gone {
                 continue;
             }
-            let Some(Wait::Wrong {
-                name,
-                login,
-                prompted,
-            }) = user.wait.take()
-            else {
-                continue;
+            let (name, login, prompted) = match user.wait.take() {
+                Some(Wait::Wrong {
+                    name,
+                    login,
+                    prompted,
+                }) => (name, login, prompted),
+                Some(Wait::Queued {
+                    name,
+                    room,
+                    prompted,
+                    password,
+                }) => {
+                    // Its turn has come: check it now.
+                    self.login(conn, name, room, &password, prompted, out);
+                    return Some(conn);
+                }
+                other => {
+                    user.wait = other;
+                    continue;
+                }
             };
             out.send(
                 conn,
@@ -797,10 +831,26 @@ impl Chat {
             conn,
             serial: user.serial,
         };
+        let addr = user.addr;
         if check_password(password).is_err() {
-            let addr = user.addr;
             return self.defer_wrong(conn, addr, name, true, prompted);
         }
+        if let Some(at) = self
+            .throttle
+            .ready_at(&name.to_ascii_lowercase(), addr, self.now)
+        {
+            let user = self.user_mut(conn);
+            user.wait = Some(Wait::Queued {
+                name,
+                room,
+                prompted,
+                password: password.to_string(),
+            });
+            let serial = user.serial;
+            self.answers.push(Reverse((at, conn.0, serial)));
+            return;
+        }
+        let user = self.user_mut(conn);
         user.wait = Some(Wait::Login {
             name: name.clone(),
             room,
@@ -868,10 +918,9 @@ impl Chat {
         let id = self.user(conn).expect("present user").room;
         self.fold(id);
         let room = &self.rooms[id];
-        let messages = self
-            .history
-            .recent(room.history, self.cfg.history)
-            .unwrap_or_default();
+        // Never more than are kept, so memory always holds them.
+        let n = self.cfg.history.min(self.cfg.history_keep);
+        let messages = self.history.recent(room.history, n).unwrap_or_default();
         out.send(
             conn,
             Event::History {
@@ -923,6 +972,7 @@ impl Chat {
             }
             Command::History(n) => {
                 self.fold(room);
+                let n = n.min(self.cfg.history_keep);
                 let r = &self.rooms[room];
                 match self.history.recent(r.history, n) {
                     Some(messages) => out.send(
@@ -1661,8 +1711,8 @@ mod tests {
 
     /// Lets every delayed wrong-password answer come due.
     fn due(s: &mut Script) -> BTreeMap<usize, Vec<String>> {
-        let later = s.now + Duration::from_secs(60);
-        while s.chat.due_answer(later, &mut s.out).is_some() {}
+        s.now += Duration::from_secs(60);
+        while s.chat.due_answer(s.now, &mut s.out).is_some() {}
         s.take()
     }
 
@@ -1900,6 +1950,27 @@ mod tests {
     }
 
     #[test]
+    fn entering_shows_what_is_kept_when_fewer_are_kept_than_shown() {
+        let mut s = Script::with(ChatConfig {
+            history: 20,
+            history_keep: 5,
+            ..ChatConfig::default()
+        });
+        let a = s.user("alice");
+        for i in 0..7 {
+            s.say(a, &format!("m{i}"));
+        }
+        s.chat.take_records();
+        let b = s.open();
+        let seen = s.say(b, "bob");
+        assert_eq!(seen[&b.0].len(), 2 + 5, "{seen:?}");
+        assert!(seen[&b.0][2].ends_with("<alice> m2"));
+        let seen = s.say(b, "/history 100");
+        assert_eq!(seen[&b.0].len(), 2 + 5, "{seen:?}");
+        assert!(s.jobs.is_empty(), "all kept ones are in memory");
+    }
+
+    #[test]
     fn nothing_is_recorded_with_history_keep_zero() {
         let mut s = Script::with(ChatConfig {
             history_keep: 0,
@@ -1911,6 +1982,49 @@ mod tests {
         assert_eq!(
             s.say(a, "/history")[&a.0],
             got(&["* history of #lobby: 0 messages", "* end of /history"])
+        );
+    }
+
+    #[test]
+    fn guesses_sent_in_parallel_wait_their_turn() {
+        let mut s = with_alice();
+        let a = s.open();
+        let b = s.open();
+        s.say(a, "alice");
+        s.say(b, "alice");
+        s.say(a, "wrongpass1");
+        s.answer(Outcome::WrongPassword);
+        // b's guess is not even checked until a's failure's delay is over.
+        s.say(b, "wrongpass2");
+        assert!(s.jobs.is_empty());
+        assert!(s.chat.is_waiting(b));
+        let later = s.now + Duration::from_secs(60);
+        let mut answered = Vec::new();
+        while let Some(c) = s.chat.due_answer(later, &mut s.out) {
+            answered.push(c);
+        }
+        assert_eq!(answered, [a, b]);
+        s.take();
+        assert!(matches!(&s.jobs[..], [Job::Login { .. }]));
+        assert!(s.chat.is_waiting(b), "now its check is out");
+    }
+
+    #[test]
+    fn an_operator_deleting_an_account_frees_the_name_for_everyone() {
+        let mut s = Script::new();
+        let a = s.user("dave");
+        s.say(a, "/register password1");
+        s.answer(Outcome::Done);
+        s.say(a, "/nick zed");
+        s.chat.set_accounts([]);
+        let b = s.user("dave");
+        s.say(b, "/register newowner99");
+        s.answer(Outcome::Done);
+        s.say(b, "/nick bob");
+        // a proved the old account, not this one.
+        assert_eq!(
+            s.say(a, "/nick dave")[&a.0],
+            got(&["! name \"dave\" is taken, choose another"])
         );
     }
 

@@ -872,16 +872,23 @@ impl Server {
     /// waits, the answer carries its request's id and its input is read
     /// again.
     fn answered(&mut self, conn: ConnId) {
-        let mut id = None;
+        // What goes to the connection now answers its waiting request
+        // (a job handed on here may still be refused as busy).
+        let id = self
+            .conns
+            .slab
+            .get(conn.0)
+            .filter(|c| c.waiting)
+            .and_then(|c| c.reply_id.clone());
+        self.dispatch_reply(conn, id.as_deref());
         if let Some(c) = self.conns.slab.get_mut(conn.0)
             && c.waiting
             && !self.chat.is_waiting(conn)
         {
             c.waiting = false;
-            id = c.reply_id.take();
+            c.reply_id = None;
             self.conns.mark_ready(conn.0);
         }
-        self.dispatch_reply(conn, id.as_deref());
     }
 
     /// Reads from held connections again once storage has caught up.

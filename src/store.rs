@@ -239,16 +239,31 @@ impl Store {
     /// Stores `chunks` in one transaction, in order, a row each; then
     /// prunes rooms that went well past `keep` (a
     /// tenth over, so that pruning is not per message).
-    pub fn record(&mut self, chunks: Vec<Chunk>) -> Result<(), Error> {
+    pub fn record(&mut self, chunks: &[Chunk]) -> Result<(), Error> {
         if self.keep == 0 || chunks.is_empty() {
             return Ok(());
         }
+        let stored = self.try_record(chunks);
+        if stored.is_err() {
+            // Rolled back: what this store believes of rooms and counts
+            // is read again, so that a retry or the next batch neither
+            // reuses a room id nor leaves a gap in the numbering.
+            self.room_ids.clear();
+            self.counts.clear();
+            if let Err(e) = self.load_rooms() {
+                log::error!("storage: {e}");
+            }
+        }
+        stored
+    }
+
+    fn try_record(&mut self, chunks: &[Chunk]) -> Result<(), Error> {
         let tx = self
             .db
             .transaction()
             .map_err(ctx("cannot record messages"))?;
         let mut touched = Vec::new();
-        for chunk in &chunks {
+        for chunk in chunks {
             let id = room_id(&tx, &mut self.room_ids, &chunk.room)?;
             let c = self.counts.entry(id).or_default();
             tx.prepare_cached(
@@ -258,7 +273,7 @@ impl Store {
             .map_err(ctx("cannot record messages"))?;
             c.next += chunk.count as i64;
             c.stored += chunk.count;
-            if c.stored > self.keep + self.keep / 10 {
+            if c.stored > self.keep.saturating_add(self.keep / 10) {
                 touched.push(id);
             }
         }
@@ -271,6 +286,10 @@ impl Store {
     /// Prunes every room to `keep` (at shutdown): whole chunks only, so up
     /// to one chunk more may stay; reads never return more than `keep`.
     pub fn prune_all(&mut self) -> Result<(), Error> {
+        if self.keep == 0 {
+            // Recording is off for this run; what earlier runs kept stays.
+            return Ok(());
+        }
         let rooms: Vec<i64> = self
             .counts
             .iter()
@@ -348,7 +367,9 @@ fn prune(
     room: i64,
 ) -> Result<(), Error> {
     let c = counts.entry(room).or_default();
-    let oldest_kept = c.next - keep as i64;
+    let oldest_kept = c
+        .next
+        .saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX));
     tx.prepare_cached("DELETE FROM chunks WHERE room = ?1 AND first + count <= ?2")
         .and_then(|mut s| s.execute(params![room, oldest_kept]))
         .map_err(ctx("cannot prune history"))?;
@@ -433,7 +454,7 @@ mod tests {
         let batch: Vec<(Name, Recorded)> = (0..20)
             .map(|i| msg(if i % 2 == 0 { &lobby } else { &rust }, &i.to_string()))
             .collect();
-        s.record(chunks(&batch)).unwrap();
+        s.record(&chunks(&batch)).unwrap();
         assert_eq!(texts(&s.recent("LOBBY", 3).unwrap()), ["14", "16", "18"]);
         // Never more than keep, pruned or not yet.
         assert_eq!(s.recent("rust", 100).unwrap().len(), 5);
@@ -446,7 +467,7 @@ mod tests {
         assert_eq!(name, "Rust");
         // Chunks go whole, once newer ones make them entirely old.
         let more: Vec<(Name, Recorded)> = (0..10).map(|i| msg(&lobby, &format!("x{i}"))).collect();
-        s.record(chunks(&more)).unwrap();
+        s.record(&chunks(&more)).unwrap();
         s.prune_all().unwrap();
         let chunks: i64 = s
             .db
@@ -476,8 +497,12 @@ mod tests {
         {
             let mut s = Store::open(path, 100).unwrap();
             s.add_account("bob", "h", Timestamp(1)).unwrap();
-            s.record(chunks(&[msg(&room, "a"), msg(&room, "b"), msg(&room, "c")]))
-                .unwrap();
+            s.record(&chunks(&[
+                msg(&room, "a"),
+                msg(&room, "b"),
+                msg(&room, "c"),
+            ]))
+            .unwrap();
         }
         let s = Store::open(path, 100).unwrap();
         assert_eq!(s.account_names().unwrap(), vec![Name::from("bob")]);

@@ -70,11 +70,28 @@ impl Throttle {
     pub fn failed(&mut self, account: &str, addr: IpAddr, now: Instant) -> Duration {
         let by_account = self.accounts.add(account.into(), now);
         let by_addr = self.addresses.add(addr, now);
-        let n = by_account.max(by_addr);
-        let factor = 1u32 << (n - 1).min(16);
+        self.delay(by_account.max(by_addr))
+    }
+
+    fn delay(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.saturating_sub(1).min(16);
         self.base
             .saturating_mul(factor)
             .min(MAX_DELAY.max(self.base))
+    }
+
+    /// When a password for `account` from `addr` may next be checked: not
+    /// before the delay of the latest failure of either is over, so that
+    /// guesses sent in parallel wait their turn too. `None` if at once.
+    pub fn ready_at(&self, account: &str, addr: IpAddr, now: Instant) -> Option<Instant> {
+        let due = |entry: Option<&(u32, Instant)>| {
+            entry
+                .filter(|(_, last)| now.duration_since(*last) < FORGET_AFTER)
+                .map(|&(n, last)| last + self.delay(n))
+        };
+        let at =
+            due(self.accounts.by_key.get(account)).max(due(self.addresses.by_key.get(&addr)))?;
+        (at > now).then_some(at)
     }
 
     /// A right password for `account`: its count starts again. The
@@ -121,6 +138,24 @@ mod tests {
         assert_eq!(t.failed("alice", B, now).as_millis(), 100);
         // A still has its two failures.
         assert_eq!(t.failed("carol", A, now).as_millis(), 400);
+    }
+
+    #[test]
+    fn checks_wait_for_the_last_failures_delay() {
+        let mut t = Throttle::new(Duration::from_millis(100));
+        let now = Instant::now();
+        assert_eq!(t.ready_at("alice", A, now), None);
+        t.failed("alice", A, now);
+        let ms = |at: Option<Instant>| at.map(|at| (at - now).as_millis());
+        assert_eq!(ms(t.ready_at("alice", B, now)), Some(100), "same account");
+        assert_eq!(ms(t.ready_at("bob", A, now)), Some(100), "same address");
+        assert_eq!(t.ready_at("bob", B, now), None);
+        t.failed("alice", B, now);
+        assert_eq!(ms(t.ready_at("alice", B, now)), Some(200));
+        assert_eq!(
+            t.ready_at("alice", B, now + Duration::from_millis(200)),
+            None
+        );
     }
 
     #[test]

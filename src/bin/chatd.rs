@@ -37,7 +37,8 @@ struct Args {
 
     /// Messages recorded per room; older ones are deleted. 0 records
     /// nothing.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    #[arg(long, default_value_t = 10_000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000_000).map(|v| v as usize))]
     history_keep: usize,
 
     /// Seconds before a first wrong password is answered; the delay
