@@ -45,65 +45,10 @@ cargo build --release --bins --quiet
 CHATD=target/release/chatd
 BENCH=target/release/chat-bench
 
-WORK=$(mktemp -d)
-SERVER_PID=""
-ADDR=""
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
-trap 'stop_server; rm -rf "$WORK"' EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/servers.sh
+. benches/servers.sh
 
-# Waits (5 s at most) until $1 accepts connections on 127.0.0.1:$2.
-await_port() {
-    for _ in $(seq 50); do
-        kill -0 "$1" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-# A loopback port below the ephemeral range, so the clients' own ports (and
-# the TIME_WAIT entries 20,000 sockets a run leave behind) never clash with
-# it, and free now.
-spare_port() {
-    local port
-    for _ in $(seq 20); do
-        port=$((20000 + RANDOM % 10000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    return 1
-}
-
-# start_on LOG COMMAND...: starts COMMAND with PORT in its arguments
-# replaced by a spare port, and waits until it listens; up to five tries.
-start_on() {
-    local log=$1 port
-    shift
-    for _ in 1 2 3 4 5; do
-        port=$(spare_port)
-        "${@//PORT/$port}" >"$log" 2>&1 &
-        SERVER_PID=$!
-        if await_port "$SERVER_PID" "$port"; then
-            ADDR=127.0.0.1:$port
-            return 0
-        fi
-        stop_server
-    done
-    echo "$1 did not start:" >&2; tail "$log" >&2; return 1
-}
+proto_for() { if [ "$1" = redis ]; then echo redis; else echo chat; fi; }
 
 start_chatd() {
     start_on "$WORK/chatd.log" "$CHATD" --listen 127.0.0.1:PORT "${CHATD_FLAGS[@]}"
@@ -111,26 +56,6 @@ start_chatd() {
 
 start_redis() {
     start_on "$WORK/redis.log" redis-server --port PORT --bind 127.0.0.1 "${REDIS_FLAGS[@]}"
-}
-
-# run SERVER FIGURE REP CHAT-BENCH-ARGS...: one fresh server, one run; its
-# key=value line goes to the results file, a failure is recorded as such.
-RESULTS=$WORK/results
-run() {
-    local server=$1 figure=$2 rep=$3
-    shift 3
-    "start_$server"
-    local proto=chat
-    [ "$server" = redis ] && proto=redis
-    local line
-    if line=$(timeout $((2 * RUN_TIMEOUT + 30)) "$BENCH" --addr "$ADDR" --proto "$proto" \
-            --server-pid "$SERVER_PID" --timeout "$RUN_TIMEOUT" --kv "$@" 2>"$WORK/bench.err"); then
-        echo "$server $figure $rep ok $line" >>"$RESULTS"
-    else
-        echo "$server $figure $rep FAILED $line $(tr '\n' ' ' <"$WORK/bench.err")" >>"$RESULTS"
-    fi
-    stop_server
-    printf '%-6s %-10s run %s: %s\n' "$server" "$figure" "$rep" "$(tail -n1 "$RESULTS" | cut -d' ' -f4-)" >&2
 }
 
 messages_for() {
@@ -160,19 +85,6 @@ for rep in $(seq "$REPS"); do
     done
 done
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-
-# median SERVER FIGURE KEY: the median of KEY over the clean runs.
-median() {
-    awk -v s="$1" -v f="$2" -v k="$3" '
-        $1 == s && $2 == f && $4 == "ok" {
-            for (i = 5; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] }
-        }' "$RESULTS" | sort -g | awk '{ v[NR] = $1 } END {
-            if (NR == 0) { print "-"; exit }
-            print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-count_ok() { awk -v s="$1" -v f="$2" '$1 == s && $2 == f && $4 == "ok"' "$RESULTS" | wc -l; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
-mega() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f M", v / 1e6 }'; }
 
 echo
 echo "### chatd and Redis pub/sub, fan-out on loopback ($(date -u +%Y-%m-%d), $(nproc) CPUs)"
