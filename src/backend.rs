@@ -46,19 +46,10 @@ pub enum Reply {
 
 enum StoreOp {
     Record(Vec<Chunk>, usize),
-    /// Read the hash, then verify it on the hashing thread.
-    Login {
-        ticket: Ticket,
-        name: Name,
-        password: String,
-    },
-    /// Read the hash, verify `old`, hash `new`, store it.
-    Passwd {
-        ticket: Ticket,
-        name: Name,
-        old: String,
-        new: String,
-    },
+    /// A login (read the hash, verify it on the hashing thread), a
+    /// password change (read the hash, verify `old`, hash `new`, store
+    /// it) or a history query. Registrations start on the hashing thread.
+    Job(Job),
     /// Store a new account with a fresh hash.
     AddAccount {
         ticket: Ticket,
@@ -69,11 +60,6 @@ enum StoreOp {
         ticket: Ticket,
         name: Name,
         hash: String,
-    },
-    History {
-        ticket: Ticket,
-        room: Name,
-        count: usize,
     },
     /// Store what is queued, prune, and stop.
     Stop,
@@ -203,57 +189,21 @@ impl Backend {
         if self.jobs >= self.max_jobs {
             return false;
         }
-        let sent = match job {
-            Job::Login {
-                ticket,
-                name,
-                password,
-            } => self.store.send(StoreOp::Login {
-                ticket,
-                name,
-                password,
-            }),
-            Job::Passwd {
-                ticket,
-                name,
-                old,
-                new,
-            } => self.store.send(StoreOp::Passwd {
-                ticket,
-                name,
-                old,
-                new,
-            }),
-            Job::History {
-                ticket,
-                room,
-                count,
-            } => self.store.send(StoreOp::History {
-                ticket,
-                room,
-                count,
-            }),
+        let ok = match job {
             Job::Register {
                 ticket,
                 name,
                 password,
-            } => {
-                return self.send_hash(HashOp::Hash {
+            } => self
+                .hash
+                .send(HashOp::Hash {
                     ticket,
                     name,
                     password,
-                });
-            }
+                })
+                .is_ok(),
+            other => self.store.send(StoreOp::Job(other)).is_ok(),
         };
-        self.sent(sent.is_ok())
-    }
-
-    fn send_hash(&mut self, op: HashOp) -> bool {
-        let ok = self.hash.send(op).is_ok();
-        self.sent(ok)
-    }
-
-    fn sent(&mut self, ok: bool) -> bool {
         if ok {
             self.jobs += 1;
         } else {
@@ -419,25 +369,28 @@ impl Storage {
     fn serve(&mut self, op: StoreOp) {
         let to_loop = self.to_loop.clone();
         match op {
-            StoreOp::Login {
+            StoreOp::Job(Job::Login {
                 ticket,
                 name,
                 password,
-            } => match self.store.password_hash(&name) {
+            }) => match self.store.password_hash(&name) {
                 Ok(Some(hash)) => self.verify(ticket, hash, password, None),
                 Ok(None) => to_loop.job(ticket, Outcome::NoAccount),
                 Err(e) => self.failed(ticket, &e),
             },
-            StoreOp::Passwd {
+            StoreOp::Job(Job::Passwd {
                 ticket,
                 name,
                 old,
                 new,
-            } => match self.store.password_hash(&name) {
+            }) => match self.store.password_hash(&name) {
                 Ok(Some(hash)) => self.verify(ticket, hash, old, Some((name, new))),
                 Ok(None) => to_loop.job(ticket, Outcome::NoAccount),
                 Err(e) => self.failed(ticket, &e),
             },
+            StoreOp::Job(Job::Register { ticket, .. }) => {
+                self.failed(ticket, "a registration reached storage before its hash")
+            }
             StoreOp::AddAccount { ticket, name, hash } => {
                 match self.store.add_account(&name, &hash, Timestamp::now()) {
                     Ok(true) => {
@@ -460,11 +413,11 @@ impl Storage {
                     Err(e) => self.failed(ticket, &e),
                 }
             }
-            StoreOp::History {
+            StoreOp::Job(Job::History {
                 ticket,
                 room,
                 count,
-            } => match self.store.recent(&room, count) {
+            }) => match self.store.recent(&room, count) {
                 Ok(messages) => to_loop.job(ticket, Outcome::History(messages)),
                 Err(e) => self.failed(ticket, &e),
             },
