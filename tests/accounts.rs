@@ -9,13 +9,17 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{Client, Server, TIMEOUT, TempDb, TempPath, WELCOME, chatd_path, wait_child};
+use common::json::{expect, expect_error, message, recv, send};
+use common::{
+    Client, Server, TIMEOUT, TempDb, TempPath, WELCOME, chatd_path, joined, stop, wait_child,
+    wait_with_stderr,
+};
 
 /// The base delay of a wrong password in these tests, in seconds.
 const DELAY: &str = "0.05";
@@ -31,20 +35,22 @@ const FAST: [&str; 6] = [
     "1",
 ];
 
+/// Flags that make a password hash slow (hundreds of milliseconds) and
+/// leave room for one job in the queue of password checks.
+const SLOW: [&str; 6] = [
+    "--argon2-memory",
+    "65536",
+    "--argon2-passes",
+    "12",
+    "--auth-queue",
+    "1",
+];
+
 /// `FAST` plus `more`.
 fn fast<'a>(more: &[&'a str]) -> Vec<&'a str> {
     let mut args = FAST.to_vec();
     args.extend_from_slice(more);
     args
-}
-
-fn joined(name: &str, users: usize) -> String {
-    let users = if users == 1 {
-        "1 user".to_string()
-    } else {
-        format!("{users} users")
-    };
-    format!("* you joined #lobby as {name} ({users} here); /help lists the commands")
 }
 
 fn registered(name: &str) -> String {
@@ -106,39 +112,13 @@ fn listing(c: &mut Client, cmd: &str) -> Vec<String> {
     lines
 }
 
-// ---- JSON helpers, as in tests/json.rs ----
-
-#[track_caller]
-fn send(c: &mut Client, request: &Value) {
-    c.send(&request.to_string());
-}
-
-#[track_caller]
-fn recv(c: &mut Client) -> Value {
-    let line = c.line();
-    serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("expected a JSON object, got {line:?} ({e})"))
-}
-
-#[track_caller]
-fn expect(c: &mut Client, want: Value) {
-    let got = recv(c);
-    assert_eq!(got, want, "unexpected object");
-}
-
-/// The next line must be an error with `code`, carrying `id` (or none).
-#[track_caller]
-fn expect_error(c: &mut Client, code: &str, id: Option<Value>) {
-    let got = recv(c);
-    assert_eq!(got["type"], "error", "expected a {code} error, got {got}");
-    assert_eq!(got["payload"]["code"], code, "wrong code in {got}");
-    assert!(
-        got["payload"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "no message in {got}"
-    );
-    assert_eq!(got.get("id"), id.as_ref(), "wrong id in {got}");
+/// The whole `/users` listing of `users` (each `NAME online` or
+/// `NAME offline`, in the order shown): header, lines and closing line.
+fn users_listing(users: &[&str]) -> Vec<String> {
+    let mut lines = vec![format!("* users: {}", users.len())];
+    lines.extend(users.iter().map(|u| format!("*   {u}")));
+    lines.push("* end of /users".to_string());
+    lines
 }
 
 fn connect_req(name: &str, password: Option<&str>, id: Value) -> Value {
@@ -153,17 +133,13 @@ fn connect_req(name: &str, password: Option<&str>, id: Value) -> Value {
 /// both with `id`.
 #[track_caller]
 fn expect_ack(c: &mut Client, name: &str, id: Value) {
+    // `expect` reads the history after a `connect_ack` as well.
     expect(
         c,
         json!({"type": "connect_ack", "payload": {
             "message": "Connected to the room.", "name": name, "room": "lobby", "version": 1,
         }, "id": id}),
     );
-    let h = recv(c);
-    assert_eq!(h["type"], "history", "expected the history, got {h}");
-    assert_eq!(h["payload"]["room"], "lobby", "{h}");
-    assert!(h["payload"]["messages"].is_array(), "{h}");
-    assert_eq!(h.get("id"), Some(&id), "{h}");
 }
 
 /// A new JSON connection logged in as `name`.
@@ -216,18 +192,6 @@ fn accounts(db: &TempDb, args: &[&str], stdin: &str) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Stops `server` with SIGTERM the way a clean shutdown goes: each (text)
-/// client is told and hangs up, and the server exits 0.
-#[track_caller]
-fn stop(mut server: Server, clients: Vec<Client>) {
-    server.signal(libc::SIGTERM);
-    for mut c in clients {
-        c.read_until(|l| l == "* server is shutting down");
-    }
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert!(status.success(), "chatd exited with {status}");
 }
 
 #[test]
@@ -419,21 +383,7 @@ fn logging_in_again_replaces_the_older_connection() {
     again.expect("* you have disconnected (logged in from another connection)");
     again.expect_eof();
     bob.send("hello a");
-    expect_message(&mut json, "b", "hello a");
-}
-
-/// A JSON `message` from `sender` in the lobby (its `ts` not compared).
-#[track_caller]
-fn expect_message(c: &mut Client, sender: &str, text: &str) {
-    let mut got = recv(c);
-    got["payload"]
-        .as_object_mut()
-        .and_then(|p| p.remove("ts"))
-        .unwrap_or_else(|| panic!("no ts in {got}"));
-    assert_eq!(
-        got,
-        json!({"type": "message", "payload": {"sender": sender, "room": "lobby", "text": text}})
-    );
+    expect(&mut json, message("b", "lobby", "hello a"));
 }
 
 #[test]
@@ -454,13 +404,7 @@ fn a_registered_name_is_held_while_its_owner_is_away() {
     bob.expect("* a is now known as alicia");
     assert_eq!(
         listing(&mut bob, "users"),
-        [
-            "* users: 3",
-            "*   a offline",
-            "*   alicia online",
-            "*   b online",
-            "* end of /users"
-        ]
+        users_listing(&["a offline", "alicia online", "b online"])
     );
     bob.send("/nick a");
     bob.expect("! name \"a\" is taken, choose another");
@@ -473,12 +417,7 @@ fn a_registered_name_is_held_while_its_owner_is_away() {
     bob.expect("* a has quit");
     assert_eq!(
         listing(&mut bob, "users"),
-        [
-            "* users: 2",
-            "*   a offline",
-            "*   b online",
-            "* end of /users"
-        ]
+        users_listing(&["a offline", "b online"])
     );
 
     // At the password prompt, /nick chooses another name instead.
@@ -493,13 +432,7 @@ fn a_registered_name_is_held_while_its_owner_is_away() {
     expect_error(&mut j, "bad_password", Some(json!(1)));
     assert_eq!(
         listing(&mut bob, "users"),
-        [
-            "* users: 3",
-            "*   a offline",
-            "*   b online",
-            "*   carol online",
-            "* end of /users"
-        ]
+        users_listing(&["a offline", "b online", "carol online"])
     );
 }
 
@@ -526,12 +459,7 @@ fn accounts_and_history_survive_a_restart() {
     );
     assert_eq!(
         listing(&mut bob, "users"),
-        [
-            "* users: 2",
-            "*   a offline",
-            "*   b online",
-            "* end of /users"
-        ]
+        users_listing(&["a offline", "b online"])
     );
     let mut alice = prompted(&server, "a", "a");
     wrong(&mut alice, "a", "not the password", false);
@@ -542,16 +470,7 @@ fn accounts_and_history_survive_a_restart() {
 
 #[test]
 fn a_slow_password_check_does_not_hold_up_the_chat_and_a_full_queue_is_busy() {
-    let server = Server::start(&[
-        "--login-delay",
-        DELAY,
-        "--argon2-memory",
-        "65536",
-        "--argon2-passes",
-        "12",
-        "--auth-queue",
-        "1",
-    ]);
+    let server = Server::start(&[&["--login-delay", DELAY], &SLOW[..]].concat());
     let mut carol = server.login("carol");
     let t = Instant::now();
     register(&mut carol, "carol", "carols password");
@@ -611,14 +530,7 @@ fn a_slow_password_check_does_not_hold_up_the_chat_and_a_full_queue_is_busy() {
 
 #[test]
 fn a_busy_answer_carries_its_request_id_and_the_connection_is_read_again() {
-    let server = Server::start(&[
-        "--argon2-memory",
-        "65536",
-        "--argon2-passes",
-        "12",
-        "--auth-queue",
-        "1",
-    ]);
+    let server = Server::start(&SLOW);
     let mut alice = server.login("alice");
     let mut jim = json_login(&server, "jim", None);
     let mut tom = server.login("tom");
@@ -712,7 +624,7 @@ fn operator_commands_work_beside_a_running_server() {
     loop {
         let users = listing(&mut bob, "users");
         if !users.iter().any(|l| l == "*   olga offline") {
-            assert_eq!(users, ["* users: 1", "*   bob online", "* end of /users"]);
+            assert_eq!(users, users_listing(&["bob online"]));
             break;
         }
         assert!(
@@ -728,7 +640,7 @@ fn operator_commands_work_beside_a_running_server() {
 
 /// Starts chatd on `db` and returns its exit status and stderr; it must
 /// exit by itself.
-fn start_failing(db: &str) -> (std::process::ExitStatus, String) {
+fn start_failing(db: &str) -> (ExitStatus, String) {
     let mut child = Command::new(chatd_path())
         .args(["--listen", "127.0.0.1:0", "--db", db])
         .stdin(Stdio::null())
@@ -736,15 +648,7 @@ fn start_failing(db: &str) -> (std::process::ExitStatus, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start chatd");
-    let status = wait_child(&mut child, TIMEOUT);
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status, stderr)
+    wait_with_stderr(&mut child, TIMEOUT)
 }
 
 #[test]

@@ -637,14 +637,7 @@ fn stdout_closed_by_its_reader_is_a_quiet_quit() {
     server.expect("/quit");
     server.send("* goodbye");
     drop(server);
-    let status = common::wait_child(&mut child, TIMEOUT);
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stderr) = common::wait_with_stderr(&mut child, TIMEOUT);
     assert!(status.success(), "{status:?} {stderr}");
     assert_eq!(stderr, "");
 }

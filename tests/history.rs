@@ -9,48 +9,13 @@ mod common;
 
 use std::io::Write;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{Client, Server, TempDb, WELCOME};
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Checks that `digits` at the given byte positions of `s` are ASCII
-/// digits and the rest of `shape` matches literally (`9` = a digit).
-fn has_shape(s: &str, shape: &str) -> bool {
-    s.len() >= shape.len()
-        && s.bytes().zip(shape.bytes()).all(|(c, want)| match want {
-            b'9' => c.is_ascii_digit(),
-            _ => c == want,
-        })
-}
-
-/// Seconds since 1970 of a UTC date and time; panics on an invalid one.
-#[track_caller]
-fn secs(y: i64, mo: i64, d: i64, h: i64, mi: i64, se: i64, what: &str) -> i64 {
-    assert!(
-        (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && se < 60,
-        "{what} is not a valid time"
-    );
-    days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se
-}
+use common::json::{expect, message, recv, send};
+use common::time::{check_ts, has_shape, now_secs, secs};
+use common::{Client, Server, TempDb, WELCOME, joined, stop};
 
 /// A recorded message shown in text: `[YYYY-MM-DD HH:MM] ` (UTC, this
 /// minute or the one before, give or take clock reading) and then the
@@ -120,42 +85,19 @@ fn sync(c: &mut Client) {
     c.who();
 }
 
+/// `c` says `m00`, `m01`, ... (`n` messages); returns them once all have
+/// been handled.
+#[track_caller]
+fn say_numbered(c: &mut Client, n: usize) -> Vec<String> {
+    let texts: Vec<String> = (0..n).map(|i| format!("m{i:02}")).collect();
+    for t in &texts {
+        c.send(t);
+    }
+    sync(c);
+    texts
+}
+
 // ---- JSON ----
-
-#[track_caller]
-fn send(c: &mut Client, request: &Value) {
-    c.send(&request.to_string());
-}
-
-#[track_caller]
-fn recv(c: &mut Client) -> Value {
-    let line = c.line();
-    serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("expected a JSON object, got {line:?} ({e})"))
-}
-
-/// `ts` must be `YYYY-MM-DDTHH:MM:SSZ` and within a minute of now (UTC).
-#[track_caller]
-fn check_ts(ts: &Value) {
-    let s = ts
-        .as_str()
-        .unwrap_or_else(|| panic!("ts is not a string: {ts}"));
-    assert!(
-        s.len() == 20 && has_shape(s, "9999-99-99T99:99:99Z"),
-        "ts {s:?} is not YYYY-MM-DDTHH:MM:SSZ"
-    );
-    let n = |from: usize, to: usize| s[from..to].parse::<i64>().unwrap();
-    let at = secs(
-        n(0, 4),
-        n(5, 7),
-        n(8, 10),
-        n(11, 13),
-        n(14, 16),
-        n(17, 19),
-        s,
-    );
-    assert!((now_secs() - at).abs() <= 60, "ts {s:?} is not now (UTC)");
-}
 
 /// The next object must be the lobby's history holding exactly
 /// `messages` (sender, text), oldest first, carrying `id` (or none).
@@ -209,21 +151,6 @@ fn json_connect(server: &Server, name: &str, id: Value, messages: &[(&str, &str)
     c
 }
 
-/// The next object must be a live message in the lobby.
-#[track_caller]
-fn expect_message(c: &mut Client, sender: &str, text: &str) {
-    let mut got = recv(c);
-    let ts = got["payload"]
-        .as_object_mut()
-        .and_then(|p| p.remove("ts"))
-        .unwrap_or_else(|| panic!("no ts in {got}"));
-    check_ts(&ts);
-    assert_eq!(
-        got,
-        json!({"type": "message", "payload": {"sender": sender, "room": "lobby", "text": text}})
-    );
-}
-
 /// The next object must be the notification that `name` joined the lobby.
 #[track_caller]
 fn expect_joined(c: &mut Client, name: &str) {
@@ -236,15 +163,6 @@ fn expect_joined(c: &mut Client, name: &str) {
     );
 }
 
-fn joined(name: &str, users: usize) -> String {
-    let users = if users == 1 {
-        "1 user".to_string()
-    } else {
-        format!("{users} users")
-    };
-    format!("* you joined #lobby as {name} ({users} here); /help lists the commands")
-}
-
 /// A new text connection choosing `name`, read up to `* you joined`.
 #[track_caller]
 fn enter(server: &Server, name: &str, users: usize) -> Client {
@@ -253,18 +171,6 @@ fn enter(server: &Server, name: &str, users: usize) -> Client {
     c.send(name);
     c.expect(&joined(name, users));
     c
-}
-
-/// Stops `server` with SIGTERM the way a clean shutdown goes: each (text)
-/// client is told and hangs up, and the server exits 0.
-#[track_caller]
-fn stop(mut server: Server, clients: Vec<Client>) {
-    server.signal(libc::SIGTERM);
-    for mut c in clients {
-        c.read_until(|l| l == "* server is shutting down");
-    }
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert!(status.success(), "chatd exited with {status}");
 }
 
 #[test]
@@ -276,8 +182,8 @@ fn entering_the_lobby_replays_its_recent_messages_oldest_first() {
     alice.expect("* dora has joined #lobby");
     alice.send("one");
     alice.send("two  with  spaces ");
-    expect_message(&mut dora, "alice", "one");
-    expect_message(&mut dora, "alice", "two  with  spaces ");
+    expect(&mut dora, message("alice", "lobby", "one"));
+    expect(&mut dora, message("alice", "lobby", "two  with  spaces "));
     send(
         &mut dora,
         &json!({"type": "message", "payload": {"text": "three"}}),
@@ -293,7 +199,7 @@ fn entering_the_lobby_replays_its_recent_messages_oldest_first() {
     expect_joined(&mut dora, "bob");
     alice.send("live");
     bob.expect("<alice> live");
-    expect_message(&mut dora, "alice", "live");
+    expect(&mut dora, message("alice", "lobby", "live"));
 
     // JSON: the history object after connect_ack, with its id.
     let _erin = json_connect(
@@ -358,11 +264,7 @@ fn history_n_lists_the_last_n_even_beyond_what_memory_keeps() {
     // the database.
     let server = Server::start(&["--history", "1"]);
     let mut alice = server.login("alice");
-    let texts: Vec<String> = (0..30).map(|i| format!("m{i:02}")).collect();
-    for t in &texts {
-        alice.send(t);
-    }
-    sync(&mut alice);
+    let texts = say_numbered(&mut alice, 30);
     let all: Vec<&str> = texts.iter().map(String::as_str).collect();
 
     let mut bob = enter(&server, "bob", 2);
@@ -403,7 +305,7 @@ fn history_n_lists_the_last_n_even_beyond_what_memory_keeps() {
     // Later messages are in it too, in order.
     alice.send("m30");
     bob.expect("<alice> m30");
-    expect_message(&mut jo, "alice", "m30");
+    expect(&mut jo, message("alice", "lobby", "m30"));
     send(
         &mut jo,
         &json!({"type": "history", "payload": {"count": 1000}}),
@@ -430,7 +332,7 @@ fn history_zero_sends_nothing_on_entering() {
     bob.expect("* carol has joined #lobby");
     alice.send("newer");
     bob.expect("<alice> newer");
-    expect_message(&mut carol, "alice", "newer");
+    expect(&mut carol, message("alice", "lobby", "newer"));
     // It was all recorded.
     assert_eq!(
         history(&mut bob, None),
@@ -444,11 +346,7 @@ fn history_keep_prunes_to_the_last_n_across_a_restart() {
     let args = ["--db", db.as_str(), "--history-keep", "5"];
     let server = Server::start(&args);
     let mut alice = server.login("alice");
-    let texts: Vec<String> = (0..12).map(|i| format!("m{i:02}")).collect();
-    for t in &texts {
-        alice.send(t);
-    }
-    sync(&mut alice);
+    let texts = say_numbered(&mut alice, 12);
     let all: Vec<&str> = texts.iter().map(String::as_str).collect();
     assert_eq!(history(&mut alice, Some(100)), shown("alice", &all[7..]));
 

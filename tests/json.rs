@@ -7,124 +7,12 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use common::json::{expect, expect_error, expect_history, message, send};
 use common::{Client, Server, WELCOME};
-
-/// Sends `request` as one line.
-#[track_caller]
-fn send(c: &mut Client, request: &Value) {
-    c.send(&request.to_string());
-}
-
-/// The next line, which must be one JSON object with a string `type`.
-#[track_caller]
-fn recv(c: &mut Client) -> Value {
-    let line = c.line();
-    assert!(!line.ends_with('\r'), "a CR before the LF: {line:?}");
-    let v: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("expected a JSON object, got {line:?} ({e})"));
-    assert!(
-        v.get("type").is_some_and(Value::is_string),
-        "no string \"type\" in {line:?}"
-    );
-    v
-}
-
-/// The next line must be `want`. A `message` or `direct` must carry a
-/// current `ts` in the format `YYYY-MM-DDTHH:MM:SSZ`; it is checked, then
-/// left out of the comparison.
-#[track_caller]
-fn expect(c: &mut Client, want: Value) {
-    let mut got = recv(c);
-    if matches!(got["type"].as_str(), Some("message" | "direct")) {
-        let ts = got["payload"]
-            .as_object_mut()
-            .and_then(|p| p.remove("ts"))
-            .unwrap_or_else(|| panic!("no payload.ts in {got}"));
-        check_ts(&ts);
-    }
-    assert_eq!(got, want, "unexpected object");
-    // Entering a room is always followed by its history, with the same id.
-    if want["type"] == "connect_ack" {
-        expect_history(c, &want["payload"]["room"], want.get("id"));
-    }
-}
-
-/// The next object must be the history of `room` (its messages are
-/// checked by tests/history.rs), carrying `id` or none.
-#[track_caller]
-fn expect_history(c: &mut Client, room: &Value, id: Option<&Value>) {
-    let got = recv(c);
-    assert_eq!(
-        got["type"], "history",
-        "expected the room's history, got {got}"
-    );
-    assert_eq!(&got["payload"]["room"], room, "{got}");
-    assert!(got["payload"]["messages"].is_array(), "{got}");
-    assert_eq!(got.get("id"), id, "{got}");
-}
-
-/// The next line must be an error with `code` and a non-empty message,
-/// carrying `id` (or none); returns the message.
-#[track_caller]
-fn expect_error(c: &mut Client, code: &str, id: Option<Value>) -> String {
-    let got = recv(c);
-    assert_eq!(got["type"], "error", "expected a {code} error, got {got}");
-    let payload = got["payload"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no payload object in {got}"));
-    assert_eq!(payload.len(), 2, "payload is code and message: {got}");
-    assert_eq!(payload["code"], code, "wrong code in {got}");
-    let message = payload["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no message string in {got}"));
-    assert!(!message.trim().is_empty(), "empty message in {got}");
-    assert_eq!(got.get("id"), id.as_ref(), "wrong id in {got}");
-    let keys = if id.is_some() { 3 } else { 2 };
-    assert_eq!(got.as_object().unwrap().len(), keys, "stray fields: {got}");
-    message.to_string()
-}
-
-/// `ts` must be `YYYY-MM-DDTHH:MM:SSZ` and within a minute of now (UTC).
-#[track_caller]
-fn check_ts(ts: &Value) {
-    let s = ts
-        .as_str()
-        .unwrap_or_else(|| panic!("ts is not a string: {ts}"));
-    let b = s.as_bytes();
-    let shape = b.len() == 20
-        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
-            .iter()
-            .all(|&i| b[i].is_ascii_digit())
-        && (b[4], b[7], b[10], b[13], b[16], b[19]) == (b'-', b'-', b'T', b':', b':', b'Z');
-    assert!(shape, "ts {s:?} is not YYYY-MM-DDTHH:MM:SSZ");
-    let n = |from: usize, to: usize| s[from..to].parse::<i64>().unwrap();
-    let (y, mo, d) = (n(0, 4), n(5, 7), n(8, 10));
-    let (h, mi, se) = (n(11, 13), n(14, 16), n(17, 19));
-    assert!(
-        (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && se < 60,
-        "ts {s:?} is not a valid time"
-    );
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    assert!((now - secs).abs() <= 60, "ts {s:?} is not now (UTC)");
-}
-
-/// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
 
 /// A new JSON client connected as `name` in `room` (the lobby if `None`),
 /// which must be shown as spelled here.
@@ -148,11 +36,6 @@ fn json_connect(server: &Server, name: &str, room: Option<&str>) -> Client {
         }}),
     );
     c
-}
-
-/// A room message as a JSON client receives it (without its `ts`).
-fn message(sender: &str, room: &str, text: &str) -> Value {
-    json!({"type": "message", "payload": {"sender": sender, "room": room, "text": text}})
 }
 
 /// A direct message as a JSON client receives it (without its `ts`).

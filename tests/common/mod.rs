@@ -1,8 +1,12 @@
 //! Helpers for the integration tests: a `Server` guard that runs the real
 //! `chatd` binary on a free loopback port and collects its log, and a
 //! `Client` that talks the text protocol over real TCP with a timeout on
-//! every read. Each test binary uses a different subset.
+//! every read. Each test binary uses a different subset. `json` holds the
+//! JSON-mode helpers, `time` the checks of the server's time stamps.
 #![allow(dead_code)]
+
+pub mod json;
+pub mod time;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -277,6 +281,44 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
         }
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits for `child` like `wait_child`, then reads all it wrote to its
+/// piped stderr. The stderr is read only after the exit: enough for a
+/// process that writes little (a full pipe would hold it up until `limit`).
+#[track_caller]
+pub fn wait_with_stderr(child: &mut Child, limit: Duration) -> (ExitStatus, String) {
+    let status = wait_child(child, limit);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut stderr)
+        .unwrap_or_else(|e| panic!("cannot read the stderr of a child: {e}"));
+    (status, stderr)
+}
+
+/// Stops `server` with SIGTERM the way a clean shutdown goes: each (text)
+/// client is told and hangs up, and the server exits 0.
+#[track_caller]
+pub fn stop(mut server: Server, clients: Vec<Client>) {
+    server.signal(libc::SIGTERM);
+    for mut c in clients {
+        c.read_until(|l| l == "* server is shutting down");
+    }
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "chatd exited with {status}");
+}
+
+/// The line that tells `name` it is in the lobby with `users` users in all.
+pub fn joined(name: &str, users: usize) -> String {
+    let users = if users == 1 {
+        "1 user".to_string()
+    } else {
+        format!("{users} users")
+    };
+    format!("* you joined #lobby as {name} ({users} here); /help lists the commands")
 }
 
 /// One client connection speaking the text protocol.
