@@ -826,12 +826,7 @@ impl Chat {
         prompted: bool,
         out: &mut Outbox,
     ) {
-        let user = self.user_mut(conn);
-        let ticket = Ticket {
-            conn,
-            serial: user.serial,
-        };
-        let addr = user.addr;
+        let addr = self.user_mut(conn).addr;
         if check_password(password).is_err() {
             return self.defer_wrong(conn, addr, name, true, prompted);
         }
@@ -850,13 +845,12 @@ impl Chat {
             self.answers.push(Reverse((at, conn.0, serial)));
             return;
         }
-        let user = self.user_mut(conn);
-        user.wait = Some(Wait::Login {
+        let wait = Wait::Login {
             name: name.clone(),
             room,
             prompted,
-        });
-        out.job(Job::Login {
+        };
+        self.hand_out(conn, wait, out, |ticket| Job::Login {
             ticket,
             name,
             password: password.to_string(),
@@ -985,9 +979,8 @@ impl Chat {
                     ),
                     None => {
                         let room = r.name.clone();
-                        let ticket = self.ticket(conn);
-                        self.user_mut(conn).wait = Some(Wait::History { room: room.clone() });
-                        out.job(Job::History {
+                        let wait = Wait::History { room: room.clone() };
+                        self.hand_out(conn, wait, out, |ticket| Job::History {
                             ticket,
                             room,
                             count: n,
@@ -1006,9 +999,8 @@ impl Chat {
                 if let Err(e) = check_password(password) {
                     return out.send(conn, Event::Error(e));
                 }
-                let ticket = self.ticket(conn);
-                self.user_mut(conn).wait = Some(Wait::Register { name: name.clone() });
-                out.job(Job::Register {
+                let wait = Wait::Register { name: name.clone() };
+                self.hand_out(conn, wait, out, |ticket| Job::Register {
                     ticket,
                     name,
                     password: password.to_string(),
@@ -1024,9 +1016,8 @@ impl Chat {
                 if let Err(e) = check_password(new) {
                     return out.send(conn, Event::Error(e));
                 }
-                let ticket = self.ticket(conn);
-                self.user_mut(conn).wait = Some(Wait::Passwd { name: name.clone() });
-                out.job(Job::Passwd {
+                let wait = Wait::Passwd { name: name.clone() };
+                self.hand_out(conn, wait, out, |ticket| Job::Passwd {
                     ticket,
                     name,
                     old: old.to_string(),
@@ -1169,11 +1160,22 @@ impl Chat {
         self.record_bytes += chunk.lines.len() - before;
     }
 
-    fn ticket(&self, conn: ConnId) -> Ticket {
-        Ticket {
+    /// Hands out the job `make` builds, with `conn` waiting for its
+    /// outcome as `wait` says.
+    fn hand_out(
+        &mut self,
+        conn: ConnId,
+        wait: Wait,
+        out: &mut Outbox,
+        make: impl FnOnce(Ticket) -> Job,
+    ) {
+        let user = self.user_mut(conn);
+        user.wait = Some(wait);
+        let ticket = Ticket {
             conn,
-            serial: self.user(conn).expect("present user").serial,
-        }
+            serial: user.serial,
+        };
+        out.job(make(ticket));
     }
 
     /// The room named `name` (valid), created if it does not exist.
