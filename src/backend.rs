@@ -42,6 +42,8 @@ pub enum Reply {
     Job(Ticket, Outcome),
     /// The registered names changed under us (an operator command).
     Accounts(Vec<Name>),
+    /// This server registered `name`.
+    AccountAdded(Name),
 }
 
 enum StoreOp {
@@ -324,12 +326,8 @@ impl Storage {
                         }
                     }
                     let count: usize = batch.iter().map(|c| c.count).sum();
-                    // One retry: a lock held too long by an operator
-                    // command, say. Then the batch is lost, and said so.
-                    if let Err(e) = self.store.record(&batch)
-                        && let Err(again) = self.store.record(&batch)
-                    {
-                        self.report(&format!("{count} messages not recorded: {e}; {again}"));
+                    if let Err(e) = self.store.record(&batch) {
+                        self.report(&format!("{count} messages not recorded: {e}"));
                     }
                     self.caught_up(bytes);
                 }
@@ -394,13 +392,10 @@ impl Storage {
             StoreOp::AddAccount { ticket, name, hash } => {
                 match self.store.add_account(&name, &hash, Timestamp::now()) {
                     Ok(true) => {
+                        // First, so the chat learns of the account even if
+                        // the connection that asked is gone by now.
+                        to_loop.send(Reply::AccountAdded(name));
                         to_loop.job(ticket, Outcome::Done);
-                        // The chat learns of the account even if the
-                        // connection that asked is gone by now.
-                        match self.store.account_names() {
-                            Ok(names) => to_loop.send(Reply::Accounts(names)),
-                            Err(e) => self.report(&e),
-                        }
                     }
                     Ok(false) => to_loop.job(ticket, Outcome::AlreadyRegistered),
                     Err(e) => self.failed(ticket, &e),

@@ -313,6 +313,9 @@ pub struct Chat {
     throttle: Throttle,
     /// Wrong-password answers waiting out their delay.
     answers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Password checks under way, by connection and serial: the account
+    /// and address they count against.
+    checking: HashMap<(usize, u64), (Box<str>, IpAddr)>,
     history: History,
     /// Messages recorded since the last `take_records`, per room in the
     /// order the rooms first spoke.
@@ -355,6 +358,7 @@ impl Chat {
             now: Instant::now(),
             accounts: HashMap::new(),
             answers: BinaryHeap::new(),
+            checking: HashMap::new(),
             history,
             records: Vec::new(),
             record_rooms: Vec::new(),
@@ -510,6 +514,20 @@ impl Chat {
     /// that have gone since are dropped.
     pub fn job_done(&mut self, ticket: Ticket, outcome: Outcome, out: &mut Outbox) {
         let conn = ticket.conn;
+        if let Some((key, addr)) = self.checking.remove(&(conn.0, ticket.serial)) {
+            self.throttle.ended(&key, addr);
+        }
+        // An account found missing is nobody's any more, whether or not
+        // the connection that asked is still here.
+        if let Outcome::NoAccount = outcome
+            && let Some(Some(user)) = self.users.get(conn.0)
+            && user.serial == ticket.serial
+            && let Some(Wait::Login { name, .. } | Wait::Passwd { name }) = &user.wait
+        {
+            let key: Box<str> = name.to_ascii_lowercase().into();
+            self.accounts.remove(&key);
+            self.release_claims(&key);
+        }
         let Some(user) = self.users.get_mut(conn.0).and_then(Option::as_mut) else {
             return;
         };
@@ -527,7 +545,6 @@ impl Chat {
             }
             (Wait::Login { name, room, .. }, Outcome::NoAccount) => {
                 // Deleted by an operator since: the name is free to take.
-                self.accounts.remove(name.to_ascii_lowercase().as_str());
                 self.choose_name(conn, &name, room.as_deref(), None, out);
             }
             (Wait::Login { name, prompted, .. }, Outcome::WrongPassword) => {
@@ -703,6 +720,14 @@ impl Chat {
                 && user.name.is_none()
                 && !user.gone
             {
+                if !matches!(user.wait, None | Some(Wait::Password { .. })) {
+                    // It answered; the server owes it the verdict (a
+                    // password check may wait its turn). The question
+                    // comes again with a new deadline.
+                    let again = now + self.cfg.handshake_timeout;
+                    self.deadlines.push_back((again, conn, serial));
+                    continue;
+                }
                 user.gone = true;
                 out.send(conn, Event::Error(ProtoError::HandshakeTimeout { secs }));
                 out.close(conn, CloseReason::HandshakeTimeout);
@@ -845,6 +870,10 @@ impl Chat {
             self.answers.push(Reverse((at, conn.0, serial)));
             return;
         }
+        let key: Box<str> = name.to_ascii_lowercase().into();
+        self.throttle.began(&key, addr);
+        let serial = self.user_mut(conn).serial;
+        self.checking.insert((conn.0, serial), (key, addr));
         let wait = Wait::Login {
             name: name.clone(),
             room,
@@ -1158,6 +1187,25 @@ impl Chat {
         let before = chunk.lines.len();
         chunk.push(self.clock, sender, text);
         self.record_bytes += chunk.lines.len() - before;
+    }
+
+    /// Ends every connection's claim on the account `key`: it was created
+    /// anew or no longer exists.
+    fn release_claims(&mut self, key: &str) {
+        for user in self.users.iter_mut().flatten() {
+            if user.account.as_deref() == Some(key) {
+                user.account = None;
+            }
+        }
+    }
+
+    /// The account `name` was just created (by this server; told before
+    /// the registration's own outcome): the chat knows it even if the
+    /// connection that asked is gone, and any older claim on it ends.
+    pub fn account_added(&mut self, name: Name) {
+        let key: Box<str> = name.to_ascii_lowercase().into();
+        self.release_claims(&key);
+        self.accounts.insert(key, name);
     }
 
     /// Hands out the job `make` builds, with `conn` waiting for its
@@ -2028,6 +2076,84 @@ mod tests {
             s.say(a, "/nick dave")[&a.0],
             got(&["! name \"dave\" is taken, choose another"])
         );
+    }
+
+    #[test]
+    fn a_name_freed_and_registered_again_before_any_poll_is_the_new_owners() {
+        let mut s = Script::new();
+        let a = s.user("dave");
+        s.say(a, "/register password1");
+        s.answer(Outcome::Done);
+        s.say(a, "/nick zed");
+        // The operator deletes dave; the first to learn of it is a login.
+        let c = s.open();
+        s.say(c, "dave");
+        s.say(c, "any password");
+        assert!(s.answer(Outcome::NoAccount)[&c.0][0].starts_with("* you joined"));
+        s.say(c, "/register newowner9");
+        s.chat.account_added(Name::from("dave"));
+        s.answer(Outcome::Done);
+        assert_eq!(
+            s.say(a, "/nick dave")[&a.0],
+            got(&["! name \"dave\" is taken, choose another"])
+        );
+        // And a registration finished for a connection gone by then is
+        // known all the same.
+        s.chat.account_added(Name::from("Erin"));
+        let e = s.user("x");
+        assert_eq!(
+            s.say(e, "/nick erin")[&e.0],
+            got(&["! name \"erin\" is taken, choose another"])
+        );
+    }
+
+    #[test]
+    fn a_password_waiting_its_turn_outlives_the_handshake_deadline() {
+        let mut s = Script::with(ChatConfig {
+            login_delay: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(4),
+            ..ChatConfig::default()
+        });
+        s.chat.set_accounts([Name::from("dave")]);
+        let a = s.open();
+        s.say(a, "dave");
+        s.say(a, "wrongpass1");
+        s.answer(Outcome::WrongPassword);
+        let b = s.open();
+        s.say(b, "dave");
+        s.say(b, "rightpass1");
+        assert!(s.chat.is_waiting(b));
+        s.chat.tick(s.now + Duration::from_secs(5), &mut s.out);
+        let seen = s.take();
+        assert!(
+            !seen.contains_key(&b.0),
+            "b waits for its verdict: {seen:?}"
+        );
+        assert!(!s.closed.iter().any(|(c, _)| *c == b));
+    }
+
+    #[test]
+    fn queued_guesses_are_checked_one_at_a_time() {
+        let mut s = with_alice();
+        let first = s.open();
+        s.say(first, "alice");
+        s.say(first, "wrongpass0");
+        s.answer(Outcome::WrongPassword);
+        let guessers: Vec<ConnId> = (0..3)
+            .map(|i| {
+                let c = s.open();
+                s.say(c, "alice");
+                s.say(c, &format!("wrongpass{}", i + 1));
+                c
+            })
+            .collect();
+        assert!(s.jobs.is_empty());
+        // Their turn comes: one check goes out, the others keep waiting.
+        s.now += Duration::from_secs(60);
+        while s.chat.due_answer(s.now, &mut s.out).is_some() {}
+        s.take();
+        assert_eq!(s.jobs.len(), 1, "{:?}", s.jobs);
+        assert!(guessers.iter().all(|&c| s.chat.is_waiting(c)));
     }
 
     #[test]

@@ -857,6 +857,7 @@ impl Server {
                     self.chat.job_done(ticket, outcome, &mut self.out);
                     self.answered(ticket.conn);
                 }
+                Reply::AccountAdded(name) => self.chat.account_added(name),
                 Reply::Accounts(names) => {
                     info!("accounts changed in the database: {} now", names.len());
                     self.chat.set_accounts(names);

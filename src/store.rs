@@ -74,6 +74,9 @@ pub struct Store {
     room_ids: HashMap<Box<str>, i64>,
     /// Per room id: messages stored, and the sequence number of the next.
     counts: HashMap<i64, Count>,
+    /// A batch failed: `room_ids` and `counts` may be wrong until read
+    /// again from the database.
+    stale: bool,
 }
 
 impl Store {
@@ -129,6 +132,7 @@ impl Store {
             keep,
             room_ids: HashMap::new(),
             counts: HashMap::new(),
+            stale: false,
         };
         store.load_rooms()?;
         Ok(store)
@@ -243,17 +247,16 @@ impl Store {
         if self.keep == 0 || chunks.is_empty() {
             return Ok(());
         }
-        let stored = self.try_record(chunks);
-        if stored.is_err() {
-            // Rolled back: what this store believes of rooms and counts
-            // is read again, so that a retry or the next batch neither
-            // reuses a room id nor leaves a gap in the numbering.
+        if self.stale {
+            // What this store believed of rooms and counts was lost with a
+            // rolled-back batch: read it again before numbering more.
             self.room_ids.clear();
             self.counts.clear();
-            if let Err(e) = self.load_rooms() {
-                log::error!("storage: {e}");
-            }
+            self.load_rooms()?;
+            self.stale = false;
         }
+        let stored = self.try_record(chunks);
+        self.stale = stored.is_err();
         stored
     }
 

@@ -1,7 +1,10 @@
 //! Slows password guessing: each wrong password is answered after a delay
 //! that doubles with the recent failures of the account and of the source
-//! address, whichever has more. Right passwords are answered at once.
-//! Plain data and arithmetic; the chat passes the time in.
+//! address, whichever has more. Once either has failed lately, its checks
+//! also run one at a time, each after that delay, so that guesses sent on
+//! many connections at once gain nothing; a right password waits its turn
+//! too. With no recent failure, checks run at once. Plain data and
+//! arithmetic; the chat passes the time in.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -48,11 +51,14 @@ impl<K: Hash + Eq> Failures<K> {
     }
 }
 
-/// Failure counts per account and per source address.
+/// Failure counts per account and per source address, and the checks
+/// under way for each.
 pub struct Throttle {
     base: Duration,
     accounts: Failures<Box<str>>,
     addresses: Failures<IpAddr>,
+    checking_accounts: HashMap<Box<str>, u32>,
+    checking_addresses: HashMap<IpAddr, u32>,
 }
 
 impl Throttle {
@@ -62,6 +68,8 @@ impl Throttle {
             base,
             accounts: Failures::new(),
             addresses: Failures::new(),
+            checking_accounts: HashMap::new(),
+            checking_addresses: HashMap::new(),
         }
     }
 
@@ -80,9 +88,31 @@ impl Throttle {
             .min(MAX_DELAY.max(self.base))
     }
 
+    /// A password check for `account` from `addr` is under way: until it
+    /// `ended`, others for either wait (when either has failed lately).
+    pub fn began(&mut self, account: &str, addr: IpAddr) {
+        *self.checking_accounts.entry(account.into()).or_default() += 1;
+        *self.checking_addresses.entry(addr).or_default() += 1;
+    }
+
+    pub fn ended(&mut self, account: &str, addr: IpAddr) {
+        fn down<K: Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        down(&mut self.checking_accounts, &Box::<str>::from(account));
+        down(&mut self.checking_addresses, &addr);
+    }
+
     /// When a password for `account` from `addr` may next be checked: not
-    /// before the delay of the latest failure of either is over, so that
-    /// guesses sent in parallel wait their turn too. `None` if at once.
+    /// before the delay of the latest failure of either is over, and, if
+    /// either failed lately, not while another check for either is under
+    /// way (asked again a little later). So guesses sent in parallel are
+    /// checked one at a time, each after its delay. `None` if at once.
     pub fn ready_at(&self, account: &str, addr: IpAddr, now: Instant) -> Option<Instant> {
         let due = |entry: Option<&(u32, Instant)>| {
             entry
@@ -91,6 +121,11 @@ impl Throttle {
         };
         let at =
             due(self.accounts.by_key.get(account)).max(due(self.addresses.by_key.get(&addr)))?;
+        let busy = self.checking_accounts.contains_key(account)
+            || self.checking_addresses.contains_key(&addr);
+        if busy {
+            return Some(at.max(now + self.base.max(Duration::from_millis(20))));
+        }
         (at > now).then_some(at)
     }
 
@@ -156,6 +191,23 @@ mod tests {
             t.ready_at("alice", B, now + Duration::from_millis(200)),
             None
         );
+    }
+
+    #[test]
+    fn after_a_failure_one_check_at_a_time() {
+        let mut t = Throttle::new(Duration::from_millis(100));
+        let now = Instant::now();
+        // Nothing failed yet: checks run side by side.
+        t.began("alice", A);
+        assert_eq!(t.ready_at("alice", B, now), None);
+        t.ended("alice", A);
+        t.failed("alice", A, now);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(t.ready_at("alice", B, later), None);
+        t.began("alice", B);
+        assert!(t.ready_at("alice", A, later).is_some_and(|at| at > later));
+        t.ended("alice", B);
+        assert_eq!(t.ready_at("alice", A, later), None);
     }
 
     #[test]
