@@ -20,6 +20,9 @@ use crate::proto::{
 };
 use crate::throttle::Throttle;
 
+/// The most a room's next chunk is made ready for in advance.
+const CHUNK_HINT_MAX: usize = 1 << 20;
+
 /// Wrong passwords in a row after which a connection is closed.
 pub const MAX_PASSWORD_FAILURES: u8 = 3;
 
@@ -287,6 +290,8 @@ struct Room {
     history: usize,
     /// Its chunk in `Chat::records`: (batch, index).
     chunk: Option<(u64, usize)>,
+    /// The size of its last chunk: the next one starts that big.
+    chunk_hint: usize,
 }
 
 /// The state of the chat.
@@ -350,6 +355,7 @@ impl Chat {
             members: Vec::new(),
             history: history.slot(LOBBY),
             chunk: None,
+            chunk_hint: 0,
         });
         let mut room_ids = HashMap::new();
         room_ids.insert(LOBBY.into(), lobby);
@@ -423,8 +429,13 @@ impl Chat {
         if batch != self.batch {
             return;
         }
-        let (messages, skipped) = self.records[i].fold(self.history.cap());
+        let chunk = &mut self.records[i];
+        let (messages, skipped) = chunk.fold(self.history.cap());
+        let hint = chunk.lines.len().min(CHUNK_HINT_MAX);
         self.history.extend(r.history, messages, skipped);
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.chunk_hint = hint;
+        }
     }
 
     /// How many bytes `take_records` would hand over.
@@ -1176,7 +1187,8 @@ impl Chat {
         let i = match r.chunk {
             Some((batch, i)) if batch == self.batch => i,
             _ => {
-                self.records.push(Chunk::new(r.name.clone()));
+                let chunk = Chunk::with_capacity(r.name.clone(), r.chunk_hint);
+                self.records.push(chunk);
                 self.record_rooms.push(room);
                 let i = self.records.len() - 1;
                 r.chunk = Some((self.batch, i));
@@ -1237,6 +1249,7 @@ impl Chat {
             members: Vec::new(),
             history: self.history.slot(name),
             chunk: None,
+            chunk_hint: 0,
         });
         self.room_ids.insert(key.into(), id);
         id

@@ -32,9 +32,15 @@ pub struct Chunk {
 
 impl Chunk {
     pub fn new(room: Name) -> Chunk {
+        Chunk::with_capacity(room, 0)
+    }
+
+    /// A chunk with room for `bytes` of lines, so that a busy room's chunk
+    /// is not copied over and over as it grows.
+    pub fn with_capacity(room: Name, bytes: usize) -> Chunk {
         Chunk {
             room,
-            lines: String::new(),
+            lines: String::with_capacity(bytes),
             count: 0,
             marks: Vec::new(),
             folded: 0,
