@@ -45,6 +45,9 @@ pub struct ChatConfig {
     /// The delay before a first wrong password is answered; it doubles
     /// with each further failure of the account or the address.
     pub login_delay: Duration,
+    /// Rooms without members whose recent history stays in memory; past
+    /// that, the longest unused is read from the database when entered.
+    pub idle_rooms: usize,
 }
 
 impl Default for ChatConfig {
@@ -55,6 +58,7 @@ impl Default for ChatConfig {
             history: DEFAULT_HISTORY,
             history_keep: 10_000,
             login_delay: Duration::from_millis(500),
+            idle_rooms: 10_000,
         }
     }
 }
@@ -267,6 +271,12 @@ enum Wait {
     History {
         room: Name,
     },
+    /// Entering `room`, whose recent history is being read from the
+    /// database first: a named user's `/join`, or taking `name` with it.
+    Entering {
+        room: Name,
+        name: Option<Name>,
+    },
     /// A wrong password, answered by `due_answer` once its delay is over.
     Wrong {
         name: Name,
@@ -348,7 +358,7 @@ fn strip_hash(s: &str) -> &str {
 
 impl Chat {
     pub fn new(cfg: ChatConfig) -> Chat {
-        let mut history = History::new(cfg.history_cap());
+        let mut history = History::new(cfg.history_cap(), cfg.idle_rooms.max(1));
         let mut rooms = Slab::new();
         let lobby = rooms.insert(Room {
             name: LOBBY.into(),
@@ -589,6 +599,27 @@ impl Chat {
                 self.accounts.remove(name.to_ascii_lowercase().as_str());
                 self.user_mut(conn).account = None;
                 out.send(conn, error(ProtoError::NotRegistered(name.to_string())));
+            }
+            (Wait::Entering { room, name }, Outcome::History(messages)) => {
+                if !self.history.has(&room) {
+                    let older = messages.len() >= self.history.cap();
+                    self.history.load(&room, messages, older);
+                }
+                match name {
+                    None => self.move_to(conn, &room, out),
+                    // Someone may have taken the name meanwhile.
+                    Some(name) => match self.check_name_free(conn, &name) {
+                        Ok(()) => self.enter_named(conn, name, Some(room), out),
+                        Err(e) => {
+                            out.send(conn, error(e));
+                            out.send(conn, Event::AskName);
+                        }
+                    },
+                }
+            }
+            (Wait::Entering { name: Some(_), .. }, _) => {
+                out.send(conn, error(ProtoError::ServerBusy));
+                out.send(conn, Event::AskName);
             }
             (Wait::History { room }, Outcome::History(messages)) => out.send(
                 conn,
@@ -926,6 +957,40 @@ impl Chat {
     /// where it is, receives the room's recent history, and the room is
     /// told it joined.
     fn take_name(&mut self, conn: ConnId, name: Name, room: Option<Name>, out: &mut Outbox) {
+        if let Some(r) = room.as_deref().filter(|r| self.needs_load(r)) {
+            let wait = Wait::Entering {
+                room: r.into(),
+                name: Some(name),
+            };
+            return self.load_then_enter(conn, wait, out);
+        }
+        self.enter_named(conn, name, room, out);
+    }
+
+    /// Whether entering `room` needs its recent history from the database
+    /// first: it has no members and memory holds no history for it.
+    fn needs_load(&self, room: &str) -> bool {
+        self.cfg.history_keep > 0
+            && !self
+                .room_ids
+                .contains_key(room.to_ascii_lowercase().as_str())
+            && !self.history.has(room)
+    }
+
+    fn load_then_enter(&mut self, conn: ConnId, wait: Wait, out: &mut Outbox) {
+        let Wait::Entering { room, .. } = &wait else {
+            unreachable!("only entering waits for a room's history")
+        };
+        let (room, count) = (room.clone(), self.history.cap());
+        self.hand_out(conn, wait, out, |ticket| Job::History {
+            ticket,
+            room,
+            count,
+        });
+    }
+
+    /// `take_name` once the room's history is in memory.
+    fn enter_named(&mut self, conn: ConnId, name: Name, room: Option<Name>, out: &mut Outbox) {
         self.names.insert(name.to_ascii_lowercase().into(), conn);
         self.user_mut(conn).name = Some(name.clone());
         let id = match room {
@@ -1172,9 +1237,23 @@ impl Chat {
             out.send(conn, Event::Info(info));
             return;
         }
+        if self.needs_load(target) {
+            let wait = Wait::Entering {
+                room: target.into(),
+                name: None,
+            };
+            return self.load_then_enter(conn, wait, out);
+        }
+        self.move_to(conn, target, out);
+    }
+
+    /// `join` once the room's history is in memory.
+    fn move_to(&mut self, conn: ConnId, target: &str, out: &mut Outbox) {
         self.announce(conn, NoticeKind::Leave, false, out);
-        self.leave_room(conn);
+        // The new room first: leaving the old one may drop the history of
+        // rooms nobody is in, which the new one may just have had read.
         let id = self.room_id(target);
+        self.leave_room(conn);
         self.enter(conn, id);
         self.announce(conn, NoticeKind::Join, true, out);
         self.replay(conn, out);
@@ -1351,8 +1430,12 @@ mod tests {
     }
 
     impl Script {
+        /// Recording nothing: tests of history say so.
         fn new() -> Script {
-            Script::with(ChatConfig::default())
+            Script::with(ChatConfig {
+                history_keep: 0,
+                ..ChatConfig::default()
+            })
         }
 
         fn with(cfg: ChatConfig) -> Script {
@@ -1979,10 +2062,51 @@ mod tests {
                 "* end of /history"
             ])
         );
-        // A room's history follows it through /join; an empty one shows
-        // nothing in text.
-        assert_eq!(s.say(b, "/join side")[&b.0], got(&["* you joined #side"]));
+        // A room new to memory is looked up in the database first; an
+        // empty history shows nothing in text.
+        assert!(s.say(b, "/join side").is_empty());
+        assert!(matches!(&s.jobs[..], [Job::History { count: 20, .. }]));
+        assert_eq!(
+            s.answer(Outcome::History(vec![]))[&b.0],
+            got(&["* you joined #side"])
+        );
+    }
+
+    #[test]
+    fn a_room_dropped_from_memory_is_read_back_before_it_is_entered() {
+        let mut s = Script::with(ChatConfig {
+            idle_rooms: 1,
+            ..ChatConfig::default()
+        });
+        let a = s.user("alice");
+        let b = s.user("bob");
+        for room in ["one", "two"] {
+            s.say(a, &format!("/join {room}"));
+            s.answer(Outcome::History(vec![]));
+            s.say(a, &format!("said in {room}"));
+        }
+        s.say(a, "/join lobby");
+        s.chat.take_records();
+        // #two is still in memory: entered at once, with its history.
+        let seen = s.say(b, "/join two");
+        assert!(
+            seen[&b.0].len() > 1 && seen[&b.0][1].ends_with("<alice> said in two"),
+            "{seen:?}"
+        );
         assert!(s.jobs.is_empty());
+        // #one was dropped: b waits in #two until its history is read,
+        // and meanwhile hears #two, not #one.
+        assert!(s.say(b, "/join one").is_empty());
+        assert!(s.chat.is_waiting(b));
+        let record = Recorded {
+            sender: "alice".into(),
+            text: "said in one".into(),
+            ts: Timestamp(0),
+        };
+        let seen = s.answer(Outcome::History(vec![record]));
+        assert_eq!(seen[&b.0][0], "* you joined #one");
+        assert!(seen[&b.0][1].ends_with("<alice> said in one"), "{seen:?}");
+        assert!(!s.chat.is_waiting(b));
     }
 
     #[test]

@@ -156,41 +156,67 @@ impl Chunk {
 }
 
 struct Tail {
+    /// The room's lower-cased name.
+    key: Box<str>,
     /// Newest last, at most `cap`.
     messages: VecDeque<Recorded>,
     /// Older messages of this room exist than those held.
     truncated: bool,
     /// A room with members refers to this tail; it is not dropped.
     users: usize,
+    /// When it was last left by its last member (a count, not a time),
+    /// or 0 while it has members.
+    idle: u64,
 }
 
 /// Per-room tails, addressed by a slot a room keeps while it exists.
+/// Tails of rooms nobody is in are kept up to `max_idle`, the longest
+/// unused dropped first: rooms made and left again and again cannot grow
+/// memory without bound, and a dropped room's history is read from the
+/// database when someone enters it again.
 pub struct History {
     cap: usize,
     tails: Slab<Tail>,
     /// Lower-cased room name to its slot.
     slots: HashMap<Box<str>, usize>,
+    max_idle: usize,
+    /// Idle tails, longest idle first, as (slot, its `idle` then); an
+    /// entry whose tail has since been used again or dropped is stale.
+    idle: VecDeque<(usize, u64)>,
+    idle_count: usize,
+    stamp: u64,
 }
 
 impl History {
-    /// Keeps up to `cap` messages per room; 0 keeps none.
-    pub fn new(cap: usize) -> History {
+    /// Keeps up to `cap` messages per room (0 keeps none), and the tails of
+    /// at most `max_idle` rooms without members.
+    pub fn new(cap: usize, max_idle: usize) -> History {
         History {
             cap,
             tails: Slab::new(),
             slots: HashMap::new(),
+            max_idle,
+            idle: VecDeque::new(),
+            idle_count: 0,
+            stamp: 0,
         }
     }
 
-    /// Puts a room's recorded messages (oldest first) in place at start-up;
-    /// `truncated` says older ones exist.
+    /// Whether memory holds the history of `room` (any case): else it may
+    /// still be in the database.
+    pub fn has(&self, room: &str) -> bool {
+        self.slots.contains_key(room.to_ascii_lowercase().as_str())
+    }
+
+    /// Puts a room's recorded messages (oldest first) in place, from the
+    /// database; `truncated` says older ones exist.
     pub fn load(&mut self, room: &str, messages: Vec<Recorded>, truncated: bool) {
         let slot = self.slot(room);
         let tail = &mut self.tails[slot];
-        tail.users -= 1;
         let skip = messages.len().saturating_sub(self.cap);
         tail.truncated = truncated || skip > 0;
         tail.messages = messages.into_iter().skip(skip).collect();
+        self.release(slot);
     }
 
     /// The slot of `room`, created empty if needed. Every call must be
@@ -201,25 +227,60 @@ impl History {
             Some(&slot) => slot,
             None => {
                 let slot = self.tails.insert(Tail {
+                    key: key.as_str().into(),
                     messages: VecDeque::new(),
                     truncated: false,
                     users: 0,
+                    idle: 0,
                 });
                 self.slots.insert(key.into(), slot);
                 slot
             }
         };
-        self.tails[slot].users += 1;
+        let tail = &mut self.tails[slot];
+        if tail.idle != 0 {
+            tail.idle = 0;
+            self.idle_count -= 1;
+        }
+        tail.users += 1;
         slot
     }
 
-    /// The room using `slot` is gone; an empty tail is dropped.
+    /// The room using `slot` is gone: an empty tail is dropped, another
+    /// kept while few enough are.
     pub fn release(&mut self, slot: usize) {
         let tail = &mut self.tails[slot];
         tail.users -= 1;
-        if tail.users == 0 && tail.messages.is_empty() && !tail.truncated {
-            self.tails.remove(slot);
-            self.slots.retain(|_, s| *s != slot);
+        if tail.users > 0 {
+            return;
+        }
+        if tail.messages.is_empty() && !tail.truncated {
+            let gone = self.tails.remove(slot);
+            self.slots.remove(&gone.key);
+            return;
+        }
+        self.stamp += 1;
+        tail.idle = self.stamp;
+        self.idle.push_back((slot, self.stamp));
+        self.idle_count += 1;
+        while self.idle_count > self.max_idle {
+            let Some((slot, stamp)) = self.idle.pop_front() else {
+                break;
+            };
+            if self.tails.get(slot).is_some_and(|t| t.idle == stamp) {
+                let gone = self.tails.remove(slot);
+                self.slots.remove(&gone.key);
+                self.idle_count -= 1;
+            }
+        }
+        // Stale entries are dropped as they reach the front; this keeps
+        // the queue from growing with rooms entered and left again.
+        while self
+            .idle
+            .front()
+            .is_some_and(|&(slot, stamp)| self.tails.get(slot).is_none_or(|t| t.idle != stamp))
+        {
+            self.idle.pop_front();
         }
     }
 
@@ -286,7 +347,7 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_and_knows_when_it_cannot_answer() {
-        let mut h = History::new(3);
+        let mut h = History::new(3, 100);
         let s = h.slot("Rust");
         for t in ["1", "2"] {
             h.record(s, msg("Rust", t));
@@ -307,7 +368,7 @@ mod tests {
 
     #[test]
     fn slots_ignore_case_and_outlive_their_room_when_not_empty() {
-        let mut h = History::new(5);
+        let mut h = History::new(5, 100);
         let a = h.slot("Rust");
         let b = h.slot("rust");
         assert_eq!(a, b);
@@ -325,7 +386,7 @@ mod tests {
 
     #[test]
     fn loaded_tails_know_what_is_older() {
-        let mut h = History::new(2);
+        let mut h = History::new(2, 100);
         h.load("lobby", vec![msg("lobby", "a"), msg("lobby", "b")], true);
         let s = h.slot("lobby");
         assert_eq!(texts(h.recent(s, 2)), Some(vec!["a".into(), "b".into()]));
@@ -379,7 +440,7 @@ mod tests {
 
     #[test]
     fn a_folded_chunk_feeds_the_tail() {
-        let mut h = History::new(3);
+        let mut h = History::new(3, 100);
         let s = h.slot("lobby");
         let mut c = Chunk::new("lobby".into());
         let alice: Name = "alice".into();
@@ -396,8 +457,45 @@ mod tests {
     }
 
     #[test]
+    fn rooms_nobody_is_in_are_kept_only_so_many() {
+        let mut h = History::new(5, 2);
+        let alice: Name = "alice".into();
+        let m = |text: &str| Recorded {
+            sender: alice.clone(),
+            text: text.into(),
+            ts: Timestamp(0),
+        };
+        for room in ["a", "b", "c"] {
+            let s = h.slot(room);
+            h.record(s, m(room));
+            h.release(s);
+        }
+        // "a" was left longest ago.
+        assert!(!h.has("a"));
+        assert!(h.has("B") && h.has("c"));
+        // Entering a room makes it busy; leaving it makes it the newest.
+        let b = h.slot("b");
+        h.release(b);
+        let d = h.slot("d");
+        h.record(d, m("d"));
+        h.release(d);
+        assert!(h.has("b") && h.has("d") && !h.has("c"));
+        assert_eq!(h.rooms(), 2);
+        // A room with members is never dropped.
+        let busy = h.slot("busy");
+        h.record(busy, m("x"));
+        for room in ["e", "f", "g"] {
+            let s = h.slot(room);
+            h.record(s, m(room));
+            h.release(s);
+        }
+        assert!(h.has("busy"));
+        assert_eq!(texts(h.recent(busy, 1)), Some(vec!["x".into()]));
+    }
+
+    #[test]
     fn zero_cap_keeps_nothing() {
-        let mut h = History::new(0);
+        let mut h = History::new(0, 100);
         let s = h.slot("lobby");
         h.record(s, msg("lobby", "x"));
         assert_eq!(texts(h.recent(s, 5)), Some(vec![]));

@@ -206,6 +206,7 @@ fn run(args: &Args) -> Result<(), String> {
             history: args.history,
             history_keep: args.history_keep,
             login_delay: Duration::from_secs_f64(args.login_delay),
+            ..ChatConfig::default()
         },
         db: args.db.clone(),
         hash_cost: cost(args)?,
