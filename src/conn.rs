@@ -220,10 +220,8 @@ pub struct Conn {
     pub mode: Option<Mode>,
     pub in_ready: bool,
     pub in_dirty: bool,
-    /// Not reading: the chat waits on a job for it (a password check, a
-    /// history query), so its later lines keep their order.
-    pub waiting: bool,
-    /// The id of the JSON request that is waiting, echoed on its answer.
+    /// The id of the JSON request the chat is waiting on a job for (a
+    /// password check, a history query), echoed on its answer.
     pub reply_id: Option<crate::json::RequestId>,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -254,7 +252,6 @@ impl Conn {
             mode: None,
             in_ready: false,
             in_dirty: false,
-            waiting: false,
             reply_id: None,
             bytes_in: 0,
             bytes_out: 0,

@@ -770,6 +770,9 @@ impl Server {
     fn handle_lines(&mut self, key: usize) -> bool {
         let (rate, max_line, now) = (self.cfg.rate, self.cfg.max_line, self.conns.now);
         loop {
+            // Its input waits while the chat waits for a job for it, so its
+            // lines keep their order.
+            let waiting = self.chat.is_waiting(ConnId(key));
             let Some(c) = self.conns.slab.get_mut(key) else {
                 return false;
             };
@@ -777,7 +780,7 @@ impl Server {
                 // A closing connection's input is drained, not handled.
                 State::Draining { .. } => return true,
                 State::Dead => return false,
-                State::Open if c.paused || c.waiting => return false,
+                State::Open if c.paused || waiting => return false,
                 State::Open => {}
             }
             if c.lines.is_empty() {
@@ -836,7 +839,6 @@ impl Server {
                 && let Some(c) = self.conns.slab.get_mut(key)
             {
                 // The answer comes later; it carries this request's id.
-                c.waiting = true;
                 c.reply_id = reply_id.take();
             }
             if rate > 0
@@ -875,18 +877,11 @@ impl Server {
     fn answered(&mut self, conn: ConnId) {
         // What goes to the connection now answers its waiting request
         // (a job handed on here may still be refused as busy).
-        let id = self
-            .conns
-            .slab
-            .get(conn.0)
-            .filter(|c| c.waiting)
-            .and_then(|c| c.reply_id.clone());
+        let id = self.conns.slab.get(conn.0).and_then(|c| c.reply_id.clone());
         self.dispatch_reply(conn, id.as_deref());
-        if let Some(c) = self.conns.slab.get_mut(conn.0)
-            && c.waiting
-            && !self.chat.is_waiting(conn)
+        if !self.chat.is_waiting(conn)
+            && let Some(c) = self.conns.slab.get_mut(conn.0)
         {
-            c.waiting = false;
             c.reply_id = None;
             self.conns.mark_ready(conn.0);
         }
