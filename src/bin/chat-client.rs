@@ -37,12 +37,12 @@ struct Args {
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
-    if chatd::proto::valid_name(s) {
+    if chatd::wire::proto::valid_name(s) {
         Ok(s.to_string())
     } else {
         Err(format!(
             "use 1-{} letters, digits, _ or -",
-            chatd::proto::MAX_NAME_LEN
+            chatd::wire::proto::MAX_NAME_LEN
         ))
     }
 }

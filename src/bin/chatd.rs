@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chatd::chat::ChatConfig;
-use chatd::password::{self, Cost};
-use chatd::proto::{MAX_HISTORY, check_password};
+use chatd::store::password::{self, Cost};
+use chatd::wire::proto::{MAX_HISTORY, check_password};
 use chatd::server::{self, Config, Server};
 use chatd::store::Store;
 use clap::builder::TypedValueParser;
@@ -167,7 +167,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(e) = chatd::logger::init(level(&args)) {
+    if let Err(e) = chatd::server::logger::init(level(&args)) {
         eprintln!("chatd: cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
@@ -178,7 +178,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    chatd::logger::flush(Duration::from_secs(1));
+    chatd::server::logger::flush(Duration::from_secs(1));
     code
 }
 
@@ -232,13 +232,13 @@ fn run(args: &Args) -> Result<(), String> {
             }
             if let Some(sig) = signals.next() {
                 warn!("signal {sig} received again, stopping without waiting");
-                chatd::logger::flush(Duration::from_millis(200));
+                chatd::server::logger::flush(Duration::from_millis(200));
                 std::process::exit(1);
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     // Logged whatever the level: scripts read the port from it.
-    chatd::logger::always(&format!("listening on {local}"));
+    chatd::server::logger::always(&format!("listening on {local}"));
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
 

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use crate::proto::{self, Command};
+use crate::wire::proto::{self, Command};
 
 /// What a shown line is, which decides its colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 
 use slab::Slab;
 
-use crate::proto::{Name, Recorded, Timestamp};
+use crate::wire::proto::{Name, Recorded, Timestamp};
 
 /// Messages one room said, as they are stored: one line per message,
 /// `seconds TAB sender TAB text LF` (text never holds a line feed), where
@@ -331,7 +331,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Timestamp;
+    use crate::wire::proto::Timestamp;
 
     fn msg(_room: &str, text: &str) -> Recorded {
         Recorded {

@@ -11,6 +11,9 @@
 //! Removal waits for the end of the turn, so a slab key is never reused
 //! while the turn still holds events for its old connection.
 
+pub mod conn;
+pub mod logger;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -26,13 +29,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use socket2::{Domain, Socket, Type};
 
-use crate::backend::{Backend, Reply};
+use crate::store::backend::{Backend, Reply};
 use crate::chat::{Chat, ChatConfig, ConnId, Outbox, Outcome, Output, Ticket};
-use crate::conn::{Budget, Conn, State, configure_socket};
-use crate::json;
-use crate::lines::Line;
-use crate::password::Cost;
-use crate::proto::{CloseReason, Event, Mode, ProtoError, Timestamp, encode_text};
+use crate::server::conn::{Budget, Conn, State, configure_socket};
+use crate::wire::json;
+use crate::wire::lines::Line;
+use crate::store::password::Cost;
+use crate::wire::proto::{CloseReason, Event, Mode, ProtoError, Timestamp, encode_text};
 use crate::store::Store;
 
 /// Default longest input line, in bytes without its terminator.

@@ -15,13 +15,16 @@
 //! duplicates. `synchronous = NORMAL` keeps commits cheap: they survive
 //! the process being killed; a power cut may lose the last ones.
 
+pub mod backend;
+pub mod password;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::history::Chunk;
-use crate::proto::{Name, Recorded, Timestamp};
+use crate::chat::history::Chunk;
+use crate::wire::proto::{Name, Recorded, Timestamp};
 
 /// The schema this build writes; `PRAGMA user_version` holds it.
 pub const SCHEMA_VERSION: i64 = 1;

@@ -5,6 +5,9 @@
 //! (a password check, a registration, a history query), plus the messages
 //! to record. No sockets, no bytes, no modes, no disk, no clock of its own.
 
+pub mod history;
+pub mod throttle;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -12,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::history::{Chunk, History};
-use crate::proto::{
+use crate::chat::history::{Chunk, History};
+use crate::wire::proto::{
     CloseReason, Command, DEFAULT_HISTORY, Event, Info, LOBBY, MAX_NOTE_CHARS, Name, Notice,
     NoticeKind, ProtoError, Recorded, RoomInfo, Status, Timestamp, UserInfo, check_password, clip,
     parse_secret, parse_text, strip_controls, valid_name,
 };
-use crate::throttle::Throttle;
+use crate::chat::throttle::Throttle;
 
 /// The most a room's next chunk is made ready for in advance.
 const CHUNK_HINT_MAX: usize = 1 << 20;
@@ -1416,7 +1419,7 @@ impl Chat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::encode_text;
+    use crate::wire::proto::encode_text;
     use std::collections::BTreeMap;
 
     /// Drives a `Chat` and shows what each connection would read, as text.

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize, Serializer};
 pub use serde_json::value::RawValue;
 
-use crate::proto::{
+use crate::wire::proto::{
     Command, DEFAULT_HISTORY, Event, Info, MAX_HISTORY, Notice, NoticeKind, ProtoError, Recorded,
     RoomInfo, Status, Timestamp, UserInfo, clip, strip_controls,
 };
@@ -662,7 +662,7 @@ impl<P: Serialize> ErasedPayload for P {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{CloseReason, Name};
+    use crate::wire::proto::{CloseReason, Name};
     use proptest::prelude::*;
     use serde_json::Value;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
 
-use crate::proto::Timestamp;
+use crate::wire::proto::Timestamp;
 
 /// Log lines waiting for stderr at most; past this they are dropped.
 pub const LOG_QUEUE: usize = 4096;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use socket2::{SockRef, TcpKeepalive};
 
-use crate::lines::LineBuf;
-use crate::proto::{CloseReason, Mode};
+use crate::wire::lines::LineBuf;
+use crate::wire::proto::{CloseReason, Mode};
 
 /// Idle time before the first keepalive probe.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -222,7 +222,7 @@ pub struct Conn {
     pub in_dirty: bool,
     /// The id of the JSON request the chat is waiting on a job for (a
     /// password check, a history query), echoed on its answer.
-    pub reply_id: Option<crate::json::RequestId>,
+    pub reply_id: Option<crate::wire::json::RequestId>,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }

@@ -24,9 +24,9 @@ use log::{error, warn};
 use mio::Waker;
 
 use crate::chat::{Job, Outcome, Ticket};
-use crate::history::Chunk;
-use crate::password::{self, Cost};
-use crate::proto::{Name, Timestamp};
+use crate::chat::history::Chunk;
+use crate::store::password::{self, Cost};
+use crate::wire::proto::{Name, Timestamp};
 use crate::store::Store;
 
 /// Bytes of recorded messages waiting to be stored past which the loop
