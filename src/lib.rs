@@ -44,6 +44,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod crypto;
 pub mod loadgen;
 pub mod server;
 pub mod store;

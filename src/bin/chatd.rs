@@ -3,24 +3,28 @@
 
 use std::io::BufRead;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use chatd::chat::ChatConfig;
-use chatd::store::password::{self, Cost};
-use chatd::wire::proto::{MAX_HISTORY, check_password};
-use chatd::server::{self, Config, Server};
+use chatd::server::tls::{TlsConfig, TlsSource};
+use chatd::server::{self, Config, Server, ShutdownHandle, TlsHandle};
 use chatd::store::Store;
+use chatd::store::password::{self, Cost};
+use chatd::wire::cidr::Cidr;
+use chatd::wire::proto::{MAX_HISTORY, check_password};
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 use log::{LevelFilter, error, info, warn};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// A chat server: rooms, nicknames, direct messages and statuses, for many
 /// users at once over plain TCP (talk to it with nc, telnet or chat-client).
 #[derive(Parser, Debug)]
 #[command(version, about)]
+#[command(group(clap::ArgGroup::new("tls_source").args(["tls_cert", "tls_self_signed"])))]
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -101,6 +105,37 @@ struct Args {
     /// most this many members; messages always go to everyone.
     #[arg(long, default_value_t = 100, value_name = "N")]
     announce_limit: usize,
+
+    /// TLS certificate chain (PEM, end-entity first). TLS clients are
+    /// served on the same port as plain ones. SIGHUP reads it again.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve TLS with a self-signed certificate, made on first start and
+    /// kept beside the database (DB.cert.pem, DB.key.pem; chatd.cert.pem in
+    /// the working directory with --db :memory:). Its SHA-256 fingerprint
+    /// is logged: give it to chat-client --tls-pin.
+    #[arg(long)]
+    tls_self_signed: bool,
+
+    /// Refuse plain-text connections except from --allow-plain addresses
+    /// (they are told "! this server requires TLS").
+    #[arg(long, requires = "tls_source")]
+    require_tls: bool,
+
+    /// Where plain text stays allowed under --require-tls: an address or
+    /// ADDRESS/PREFIX, repeatable. Default: 127.0.0.0/8 and ::1.
+    #[arg(long, value_name = "CIDR", requires = "require_tls")]
+    allow_plain: Vec<Cidr>,
 
     /// More log detail (-v debug, -vv trace). Message text is only ever
     /// logged at debug level or below.
@@ -195,6 +230,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let addr = resolve(&args.listen)?;
     let listener = server::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let source = tls_source(args);
     let cfg = Config {
         max_line: args.max_line,
         max_clients: args.max_clients,
@@ -211,35 +247,99 @@ fn run(args: &Args) -> Result<(), String> {
         db: args.db.clone(),
         hash_cost: cost(args)?,
         auth_queue: args.auth_queue,
+        tls: match &source {
+            Some(source) => Some(load_tls(source)?),
+            None => None,
+        },
+        require_tls: args.require_tls,
+        allow_plain: if args.allow_plain.is_empty() {
+            server::default_allow_plain()
+        } else {
+            args.allow_plain.clone()
+        },
     };
     let mut server = Server::new(listener, cfg).map_err(|e| format!("cannot start: {e}"))?;
     let local = server.local_addr();
     if !local.ip().is_loopback() {
-        warn!(
-            "{local} is reachable from the network and chatd speaks plain text: anyone on the path can read the chat"
-        );
+        match (&source, args.require_tls) {
+            (None, _) => warn!(
+                "{local} is reachable from the network and chatd speaks plain text: anyone on the path can read the chat (see --tls-self-signed)"
+            ),
+            (Some(_), false) => warn!(
+                "{local} is reachable from the network and takes plain text beside TLS (see --require-tls)"
+            ),
+            (Some(_), true) => {}
+        }
     }
-    let handle = server.shutdown_handle();
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot catch signals: {e}"))?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut signals = signals.forever();
-            if let Some(sig) = signals.next() {
-                info!("signal {sig} received, shutting down (again to stop at once)");
-                handle.shutdown();
-            }
-            if let Some(sig) = signals.next() {
-                warn!("signal {sig} received again, stopping without waiting");
-                chatd::server::logger::flush(Duration::from_millis(200));
-                std::process::exit(1);
-            }
-        })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    spawn_signal_thread(server.shutdown_handle(), server.tls_handle(), source)?;
     // Logged whatever the level: scripts read the port from it.
     chatd::server::logger::always(&format!("listening on {local}"));
     server.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+fn tls_source(args: &Args) -> Option<TlsSource> {
+    if args.tls_self_signed {
+        return Some(TlsSource::self_signed_beside(&args.db));
+    }
+    Some(TlsSource::Files {
+        cert: args.tls_cert.clone()?,
+        key: args.tls_key.clone()?,
+    })
+}
+
+/// Reads (or first makes) the certificate; logs where it came from and its
+/// fingerprint, whatever the log level (scripts and people pin it).
+fn load_tls(source: &TlsSource) -> Result<TlsConfig, String> {
+    let loaded = source
+        .load()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let sha = loaded.config.fingerprint();
+    let (TlsSource::SelfSigned { cert, .. } | TlsSource::Files { cert, .. }) = source;
+    let made = if loaded.created {
+        "made a self-signed certificate"
+    } else {
+        "certificate"
+    };
+    chatd::server::logger::always(&format!("TLS: {made} {}, SHA-256 {sha}", cert.display()));
+    Ok(loaded.config)
+}
+
+/// SIGINT and SIGTERM shut down (a second one at once); SIGHUP reads the
+/// certificate again, keeping the old one if the new cannot be used. The
+/// files are read on this thread, never on the event loop.
+fn spawn_signal_thread(
+    shutdown: ShutdownHandle,
+    tls: TlsHandle,
+    source: Option<TlsSource>,
+) -> Result<(), String> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot catch signals: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    match &source {
+                        None => info!("SIGHUP: no TLS certificate to read again"),
+                        Some(source) => match load_tls(source) {
+                            Ok(cfg) => tls.replace(cfg),
+                            Err(e) => warn!("SIGHUP: {e}; keeping the current certificate"),
+                        },
+                    }
+                } else if !stopping {
+                    stopping = true;
+                    info!("signal {sig} received, shutting down (again to stop at once)");
+                    shutdown.shutdown();
+                } else {
+                    warn!("signal {sig} received again, stopping without waiting");
+                    chatd::server::logger::flush(Duration::from_millis(200));
+                    std::process::exit(1);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
 }
 
 fn cost(args: &Args) -> Result<Cost, String> {

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::chat::history::{Chunk, History};
+use crate::chat::throttle::Throttle;
 use crate::wire::proto::{
     CloseReason, Command, DEFAULT_HISTORY, Event, Info, LOBBY, MAX_NOTE_CHARS, Name, Notice,
     NoticeKind, ProtoError, Recorded, RoomInfo, Status, Timestamp, UserInfo, check_password, clip,
     parse_secret, parse_text, strip_controls, valid_name,
 };
-use crate::chat::throttle::Throttle;
 
 /// The most a room's next chunk is made ready for in advance.
 const CHUNK_HINT_MAX: usize = 1 << 20;

@@ -1,5 +1,6 @@
-//! One connection: its socket, pending input, output queue, rate budget and
-//! closing state. Knows no chat rules; the server decides what to queue.
+//! One connection: its socket, its stack of input layers (detection, TLS,
+//! lines), output queue, rate budget and closing state. Knows no chat
+//! rules; the server decides what to queue.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use socket2::{SockRef, TcpKeepalive};
 
-use crate::wire::lines::LineBuf;
+use crate::server::stack::Stack;
 use crate::wire::proto::{CloseReason, Mode};
 
 /// Idle time before the first keepalive probe.
@@ -132,6 +133,15 @@ impl OutBuf {
         result
     }
 
+    /// What is owed, in order: its own bytes, then its range of `log`.
+    /// For a layer (TLS) that takes all of it at once, then `clear`.
+    pub fn parts<'a>(&'a self, log: &'a [u8]) -> [&'a [u8]; 2] {
+        [
+            &self.buf[self.pos..],
+            &log[self.shared_start..self.shared_end],
+        ]
+    }
+
     /// Drops everything pending, for a connection that is being cut off.
     pub fn clear(&mut self) {
         *self = OutBuf::default();
@@ -199,7 +209,12 @@ pub struct Conn {
     /// Unique over the server's life, unlike the slab key; names the
     /// connection in logs and tells a reused key's timers apart.
     pub serial: u64,
-    pub lines: LineBuf,
+    /// When it was accepted: the TLS handshake must end within the
+    /// handshake timeout from here.
+    pub since: Instant,
+    pub stack: Stack,
+    /// Plaintext owed, in the connection's mode (encrypted at the flush
+    /// when the stack has TLS).
     pub out: OutBuf,
     pub budget: Budget,
     pub state: State,
@@ -234,12 +249,25 @@ impl Conn {
         self.mode.unwrap_or(Mode::Text)
     }
 
-    pub fn new(socket: TcpStream, peer: SocketAddr, serial: u64, budget: Budget) -> Conn {
+    /// Bytes owed to the peer: plaintext queued and ciphertext waiting
+    /// inside the TLS layer. `--max-outbuf` bounds it.
+    pub fn owed(&self) -> usize {
+        self.out.len() + self.stack.tls_pending()
+    }
+
+    pub fn new(
+        socket: TcpStream,
+        peer: SocketAddr,
+        serial: u64,
+        budget: Budget,
+        now: Instant,
+    ) -> Conn {
         Conn {
             socket,
             peer,
             serial,
-            lines: LineBuf::default(),
+            since: now,
+            stack: Stack::default(),
             out: OutBuf::default(),
             budget,
             state: State::Open,

@@ -13,14 +13,16 @@
 
 pub mod conn;
 pub mod logger;
+pub mod stack;
+pub mod tls;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -29,14 +31,17 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use socket2::{Domain, Socket, Type};
 
-use crate::store::backend::{Backend, Reply};
 use crate::chat::{Chat, ChatConfig, ConnId, Outbox, Outcome, Output, Ticket};
 use crate::server::conn::{Budget, Conn, State, configure_socket};
+use crate::server::stack::{Phase, StackError, WELCOME_DELAY};
+use crate::server::tls::{ALERT_HANDSHAKE_FAILURE, TlsConfig};
+use crate::store::Store;
+use crate::store::backend::{Backend, Reply};
+use crate::store::password::Cost;
+use crate::wire::cidr::Cidr;
 use crate::wire::json;
 use crate::wire::lines::Line;
-use crate::store::password::Cost;
 use crate::wire::proto::{CloseReason, Event, Mode, ProtoError, Timestamp, encode_text};
-use crate::store::Store;
 
 /// Default longest input line, in bytes without its terminator.
 pub const DEFAULT_MAX_LINE: usize = 4096;
@@ -72,6 +77,16 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 pub const DEFAULT_AUTH_QUEUE: usize = 64;
 /// How long the storage thread may take to store what is left at shutdown.
 pub const STORE_FLUSH: Duration = Duration::from_millis(800);
+/// TLS handshake steps (reads that go into a handshake) per loop turn at
+/// most. A ClientHello costs the server a key exchange and a signature,
+/// tens of microseconds: a thousand clients reconnecting at once are
+/// served over several turns, and the users already talking are served
+/// between them.
+pub const HANDSHAKES_PER_TURN: usize = 24;
+/// Sent to a plain connection from outside `--allow-plain` when
+/// `--require-tls` is on, whatever it would have spoken.
+pub const REQUIRE_TLS_LINE: &[u8] = b"! this server requires TLS\n";
+
 /// While clients wait for storage to catch up, the loop looks again at
 /// least this often (the storage thread also wakes it).
 pub const BACKLOG_RECHECK: Duration = Duration::from_millis(50);
@@ -101,6 +116,21 @@ pub struct Config {
     pub hash_cost: Cost,
     /// Most password checks waiting at once.
     pub auth_queue: usize,
+    /// The certificate for TLS clients; without it a ClientHello is
+    /// answered with an alert.
+    pub tls: Option<TlsConfig>,
+    /// Plain connections are refused unless they come from `allow_plain`.
+    pub require_tls: bool,
+    /// Where plain connections are allowed from under `require_tls`.
+    pub allow_plain: Vec<Cidr>,
+}
+
+/// The addresses `--allow-plain` allows by default: this machine.
+pub fn default_allow_plain() -> Vec<Cidr> {
+    ["127.0.0.0/8", "::1"]
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect()
 }
 
 impl Default for Config {
@@ -114,6 +144,9 @@ impl Default for Config {
             db: ":memory:".into(),
             hash_cost: Cost::default(),
             auth_queue: DEFAULT_AUTH_QUEUE,
+            tls: None,
+            require_tls: false,
+            allow_plain: default_allow_plain(),
         }
     }
 }
@@ -146,6 +179,25 @@ impl ShutdownHandle {
     }
 }
 
+/// Hands a new certificate to a running server (after SIGHUP); usable from
+/// any thread. New connections use it; current ones go on with theirs.
+#[derive(Clone)]
+pub struct TlsHandle {
+    slot: Arc<Mutex<Option<TlsConfig>>>,
+    waker: Arc<Waker>,
+}
+
+impl TlsHandle {
+    pub fn replace(&self, cfg: TlsConfig) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(cfg);
+        }
+        if let Err(e) = self.waker.wake() {
+            warn!("could not wake the event loop for a new certificate: {e}");
+        }
+    }
+}
+
 /// A deferred wake-up of one connection.
 type Timer = Reverse<(Instant, usize, u64)>;
 
@@ -166,6 +218,9 @@ struct Conns {
     logs: [Vec<u8>; 2],
     /// Where an event for one connection is encoded before it is queued.
     reply: Vec<u8>,
+    /// Where TLS records are built at a flush, so a connection whose
+    /// socket takes them all keeps no buffer of its own.
+    sealed: Vec<u8>,
     timers: BinaryHeap<Timer>,
     max_outbuf: usize,
     now: Instant,
@@ -249,14 +304,14 @@ impl Conns {
     /// `--max-outbuf`.
     fn over_limit(&mut self, key: usize, more: usize) -> bool {
         let c = &self.slab[key];
-        if c.out.len() + more <= self.max_outbuf {
+        if c.owed() + more <= self.max_outbuf {
             return false;
         }
         warn!(
             "conn #{} {}: over --max-outbuf ({} bytes unsent), dropping it",
             c.serial,
             c.peer,
-            c.out.len()
+            c.owed()
         );
         self.kill(key, CloseReason::TooSlow);
         true
@@ -302,8 +357,8 @@ impl Conns {
         self.dead.push(key);
     }
 
-    /// One write of what `key` is owed; then, if it is closing and owed
-    /// nothing more, its FIN.
+    /// One write of what `key` is owed (through its TLS layer if it has
+    /// one); then, if it is closing and owed nothing more, its FIN.
     fn flush(&mut self, key: usize) {
         let Some(c) = self.slab.get_mut(key) else {
             return;
@@ -312,9 +367,25 @@ impl Conns {
         if c.state == State::Dead {
             return;
         }
-        if !c.out.is_empty() {
+        if c.owed() > 0 {
             let log = &self.logs[c.out_mode() as usize];
-            match c.out.write_to(&mut c.socket, log) {
+            let written = match c.stack.tls.as_deref_mut() {
+                None => c.out.write_to(&mut c.socket, log),
+                Some(tls) => match tls.flush(c.out.parts(log), &mut self.sealed, &mut c.socket) {
+                    Ok(result) => {
+                        // All plaintext is sealed now; what the socket did
+                        // not take waits inside the layer.
+                        c.out.clear();
+                        result
+                    }
+                    Err(e) => {
+                        warn!("conn #{}: {e}", c.serial);
+                        self.kill(key, CloseReason::TlsFailed);
+                        return;
+                    }
+                },
+            };
+            match written {
                 Ok(n) => c.bytes_out += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
@@ -328,9 +399,20 @@ impl Conns {
                 }
             }
         }
-        if c.out.is_empty()
+        if c.owed() == 0
             && let State::Draining { fin_sent: false } = c.state
         {
+            if let Some(tls) = c.stack.tls.as_deref_mut() {
+                // close_notify goes before the FIN; if the socket cannot
+                // take it now, the next writable event brings us back.
+                tls.close_notify();
+                if let Ok(n) = tls.write_to(&mut c.socket) {
+                    c.bytes_out += n as u64;
+                }
+                if tls.pending() > 0 {
+                    return;
+                }
+            }
             c.state = State::Draining { fin_sent: true };
             let _ = c.socket.shutdown(Shutdown::Write);
             if c.eof {
@@ -405,6 +487,12 @@ pub struct Server {
     shutdown_deadline: Option<Instant>,
     next_serial: u64,
     backend: Backend,
+    /// The certificate new TLS connections get.
+    tls: Option<TlsConfig>,
+    /// A replacement certificate from `TlsHandle`, taken when woken.
+    tls_slot: Arc<Mutex<Option<TlsConfig>>>,
+    /// Handshake steps this turn may still take (`HANDSHAKES_PER_TURN`).
+    handshakes_left: usize,
 }
 
 impl Server {
@@ -449,13 +537,14 @@ impl Server {
                 held: Vec::new(),
                 logs: [Vec::new(), Vec::new()],
                 reply: Vec::new(),
+                sealed: Vec::new(),
                 timers: BinaryHeap::new(),
                 max_outbuf: cfg.max_outbuf,
                 now: Instant::now(),
             },
             chat,
             out: Outbox::default(),
-            cfg,
+            cfg: cfg.clone(),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             accept_pending: true,
             accept_paused_until: None,
@@ -465,11 +554,22 @@ impl Server {
             shutdown_deadline: None,
             next_serial: 0,
             backend,
+            tls: cfg.tls.clone(),
+            tls_slot: Arc::new(Mutex::new(None)),
+            handshakes_left: HANDSHAKES_PER_TURN,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// For replacing the certificate while running (SIGHUP).
+    pub fn tls_handle(&self) -> TlsHandle {
+        TlsHandle {
+            slot: self.tls_slot.clone(),
+            waker: self.waker.clone(),
+        }
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -493,10 +593,11 @@ impl Server {
             }
             let now = Instant::now();
             self.conns.now = now;
+            self.handshakes_left = HANDSHAKES_PER_TURN;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
-                    WAKER => {}
+                    WAKER => self.take_new_certificate(),
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             if let Some(c) = self.conns.slab.get_mut(key) {
@@ -506,7 +607,7 @@ impl Server {
                             self.conns.mark_ready(key);
                         }
                         if event.is_writable()
-                            && self.conns.slab.get(key).is_some_and(|c| !c.out.is_empty())
+                            && self.conns.slab.get(key).is_some_and(|c| c.owed() > 0)
                         {
                             self.conns.mark_dirty(key);
                         }
@@ -662,12 +763,74 @@ impl Server {
         let serial = self.next_serial;
         self.next_serial += 1;
         let budget = Budget::new(self.cfg.rate, self.conns.now);
-        entry.insert(Conn::new(socket, peer, serial, budget));
+        entry.insert(Conn::new(socket, peer, serial, budget, self.conns.now));
         info!("conn #{serial} from {peer}");
-        self.chat
-            .connect(ConnId(key), peer.ip(), self.conns.now, &mut self.out);
+        // The chat greets it once its first bytes show a line protocol, or
+        // after a short silence (a person at nc); a TLS or HTTP client that
+        // speaks first never sees a stray line. Data that came with the
+        // connection is reported by the first poll.
+        self.conns.set_timer(key, self.conns.now + WELCOME_DELAY);
+    }
+
+    /// The connection speaks a line protocol: the chat greets it, unless
+    /// it is plain and plain text is not allowed from where it comes.
+    fn greet(&mut self, key: usize) {
+        let Some(c) = self.conns.slab.get_mut(key) else {
+            return;
+        };
+        if c.stack.tls.is_none()
+            && self.cfg.require_tls
+            && !self.cfg.allow_plain.iter().any(|n| n.contains(c.peer.ip()))
+        {
+            info!(
+                "conn #{} {}: plain text refused (--require-tls)",
+                c.serial, c.peer
+            );
+            c.out.push(&[], REQUIRE_TLS_LINE);
+            self.conns.close(key, CloseReason::PlainRefused);
+            return;
+        }
+        if c.timer.is_some() {
+            // The welcome or handshake timer has nothing left to do.
+            c.timer = None;
+        }
+        let (ip, now) = (c.peer.ip(), self.conns.now);
+        self.chat.connect(ConnId(key), ip, now, &mut self.out);
         self.dispatch();
-        // Data that came with the connection is reported by the first poll.
+    }
+
+    /// The welcome delay or the handshake deadline of a connection not yet
+    /// greeted has come.
+    fn greeting_due(&mut self, key: usize) {
+        let timeout = self.cfg.chat.handshake_timeout;
+        let c = &mut self.conns.slab[key];
+        if c.stack.silence() {
+            return self.greet(key);
+        }
+        let deadline = c.since + timeout;
+        if self.conns.now >= deadline {
+            info!(
+                "conn #{} {}: TLS handshake not completed within {} s",
+                c.serial,
+                c.peer,
+                timeout.as_secs()
+            );
+            self.conns.kill(key, CloseReason::TlsTimeout);
+        } else {
+            self.conns.set_timer(key, deadline);
+        }
+    }
+
+    /// Takes a certificate handed over by `TlsHandle`.
+    fn take_new_certificate(&mut self) {
+        let new = self.tls_slot.try_lock().ok().and_then(|mut s| s.take());
+        if let Some(cfg) = new {
+            info!(
+                "TLS: new connections get the certificate with SHA-256 {}",
+                cfg.fingerprint()
+            );
+            self.tls = Some(cfg);
+        }
     }
 
     fn fire_timers(&mut self) {
@@ -693,6 +856,7 @@ impl Server {
                     c.paused = false;
                     self.conns.mark_ready(key);
                 }
+                State::Open if c.stack.phase() != Phase::Lines => self.greeting_due(key),
                 _ => {}
             }
         }
@@ -736,21 +900,29 @@ impl Server {
                 self.conns.mark_ready(key);
                 return;
             }
+            let handshake_due = c.stack.phase() == Phase::Fresh || c.stack.handshaking();
+            if handshake_due && self.handshakes_left == 0 {
+                // This turn's handshake work is done; it waits a turn.
+                self.conns.mark_ready(key);
+                return;
+            }
             have_read = true;
             match c.socket.read(&mut self.scratch) {
                 Ok(0) => {
                     c.readable = false;
                     c.eof = true;
-                    c.lines.finish();
+                    c.stack.lines.finish();
                 }
                 Ok(n) => {
                     c.bytes_in += n as u64;
-                    c.lines.push(&self.scratch[..n]);
                     // A short read emptied the socket and epoll will report
                     // new data, so the read that would say WouldBlock is
                     // skipped; but not a close it has reported already.
                     if n < self.scratch.len() && !c.hup {
                         c.readable = false;
+                    }
+                    if !self.take_input(key, n) {
+                        return;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -763,6 +935,47 @@ impl Server {
                     self.conns.kill(key, io_reason(&e));
                     return;
                 }
+            }
+        }
+    }
+
+    /// Passes `n` bytes just read into `scratch` up the connection's stack.
+    /// Returns false if the connection is closing because of them.
+    fn take_input(&mut self, key: usize, n: usize) -> bool {
+        let c = &mut self.conns.slab[key];
+        let was_handshaking = c.stack.handshaking();
+        match c.stack.receive(&mut self.scratch[..n], self.tls.as_ref()) {
+            Ok(arrival) => {
+                if arrival.handshake {
+                    self.handshakes_left = self.handshakes_left.saturating_sub(1);
+                }
+                if arrival.peer_closed {
+                    c.eof = true;
+                    c.readable = false;
+                    c.stack.lines.finish();
+                }
+                let handshake_done = was_handshaking && !c.stack.handshaking();
+                if c.stack.tls_pending() > 0 {
+                    self.conns.mark_dirty(key);
+                }
+                if arrival.greet {
+                    self.greet(key);
+                } else if handshake_done {
+                    // Inside TLS the client gets the same short silence
+                    // before a welcome as on a plain connection.
+                    debug!("conn #{}: TLS handshake done", self.conns.slab[key].serial);
+                    let at = self.conns.now + WELCOME_DELAY;
+                    self.conns.set_timer(key, at);
+                }
+                true
+            }
+            Err(e) => {
+                info!("conn #{} {}: {e}", c.serial, c.peer);
+                if let StackError::NoCertificate = e {
+                    c.out.push(&[], ALERT_HANDSHAKE_FAILURE);
+                }
+                self.conns.close(key, CloseReason::TlsFailed);
+                false
             }
         }
     }
@@ -786,7 +999,7 @@ impl Server {
                 State::Open if c.paused || waiting => return false,
                 State::Open => {}
             }
-            if c.lines.is_empty() {
+            if c.stack.lines.is_empty() {
                 return true;
             }
             if self.backend.behind(self.chat.record_bytes()) {
@@ -804,7 +1017,7 @@ impl Server {
             let queued_before = c.out.len();
             let conn = ConnId(key);
             let mut reply_id = None;
-            match c.lines.next_line(max_line) {
+            match c.stack.lines.next_line(max_line) {
                 None => return true,
                 Some(Line::TooLong) => {
                     let e = ProtoError::LineTooLong { max: max_line };
@@ -1000,6 +1213,8 @@ impl Server {
             log.clear();
             log.shrink_to(LOG_KEEP);
         }
+        self.conns.sealed.clear();
+        self.conns.sealed.shrink_to(LOG_KEEP);
     }
 
     /// The one place a connection ends: its user leaves the chat and one

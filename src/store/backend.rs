@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use log::{error, warn};
 use mio::Waker;
 
-use crate::chat::{Job, Outcome, Ticket};
 use crate::chat::history::Chunk;
+use crate::chat::{Job, Outcome, Ticket};
+use crate::store::Store;
 use crate::store::password::{self, Cost};
 use crate::wire::proto::{Name, Timestamp};
-use crate::store::Store;
 
 /// Bytes of recorded messages waiting to be stored past which the loop
 /// stops reading from clients. At the rates measured for the storage

@@ -225,6 +225,13 @@ pub enum CloseReason {
     Replaced,
     /// Three wrong passwords.
     WrongPassword,
+    /// The TLS handshake or a TLS record failed.
+    TlsFailed,
+    /// The TLS handshake did not end within the handshake timeout.
+    TlsTimeout,
+    /// A plain connection from outside `--allow-plain` under
+    /// `--require-tls`.
+    PlainRefused,
 }
 
 impl CloseReason {
@@ -239,6 +246,9 @@ impl CloseReason {
             CloseReason::Shutdown => "server shutdown",
             CloseReason::Replaced => "logged in from another connection",
             CloseReason::WrongPassword => "wrong password",
+            CloseReason::TlsFailed => "TLS failed",
+            CloseReason::TlsTimeout => "TLS handshake not completed in time",
+            CloseReason::PlainRefused => "plain text refused, TLS required",
         }
     }
 }

@@ -1,0 +1,424 @@
+//! A connection's stack of layers below the codec: detection of what the
+//! client speaks from its first bytes, then TLS if it chose it, then line
+//! framing. Bytes from the socket in, complete lines out (read from
+//! `lines`). Socket-free.
+//!
+//! One port serves every kind of client. The first byte of a TLS
+//! ClientHello is 0x16, which no line protocol starts with; anything else
+//! is a line protocol (text or JSON, chosen later by the first line).
+//! Inside TLS the first plaintext bytes are detected the same way. A
+//! client that speaks first is never sent a stray line: the chat greets a
+//! connection only once its first bytes show a line protocol, or after a
+//! short silence (`WELCOME_DELAY`), so a person at `nc` sees the welcome
+//! almost at once.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::server::tls::{TlsConfig, TlsError, TlsLayer};
+use crate::wire::lines::LineBuf;
+
+/// How long a connection that has sent nothing is given before it is
+/// taken for a person at a line protocol and greeted.
+pub const WELCOME_DELAY: Duration = Duration::from_millis(250);
+
+/// The first byte of a TLS handshake record.
+pub const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What a connection's first byte says it speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speaks {
+    Tls,
+    Lines,
+}
+
+pub fn detect(first: u8) -> Speaks {
+    if first == TLS_HANDSHAKE {
+        Speaks::Tls
+    } else {
+        Speaks::Lines
+    }
+}
+
+/// Where the stack is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing received: TLS or a line protocol.
+    Fresh,
+    /// TLS chosen; the handshake runs, or no plaintext has come yet.
+    Tls,
+    /// A line protocol (plain or inside TLS): input goes to the lines.
+    Lines,
+}
+
+/// What one batch of input did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Arrival {
+    /// The line protocol just began: time to greet.
+    pub greet: bool,
+    /// The batch went into a TLS handshake (it cost handshake work).
+    pub handshake: bool,
+    /// The peer closed TLS (close_notify): like a FIN for what is above.
+    pub peer_closed: bool,
+}
+
+/// Why a connection's input cannot go on. An alert for the client is
+/// queued before this is returned (in the TLS layer, or `NO_TLS_ALERT`).
+#[derive(Debug)]
+pub enum StackError {
+    /// A ClientHello, and no certificate to answer it with.
+    NoCertificate,
+    Tls(TlsError),
+}
+
+impl fmt::Display for StackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StackError::NoCertificate => f.write_str("TLS ClientHello, but TLS is not set up"),
+            StackError::Tls(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The layers of one connection below the codec.
+#[derive(Debug)]
+pub struct Stack {
+    pub lines: LineBuf,
+    /// Present only on TLS connections: a plain one pays a null pointer.
+    pub tls: Option<Box<TlsLayer>>,
+    phase: Phase,
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Stack {
+            lines: LineBuf::default(),
+            tls: None,
+            phase: Phase::Fresh,
+        }
+    }
+}
+
+impl Stack {
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// A TLS handshake is under way.
+    pub fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    /// Takes bytes read from the socket (used as scratch space by TLS).
+    /// `tls` is the certificate to answer a ClientHello with, if any.
+    pub fn receive(
+        &mut self,
+        data: &mut [u8],
+        tls: Option<&TlsConfig>,
+    ) -> Result<Arrival, StackError> {
+        let mut arrival = Arrival::default();
+        let Some(&first) = data.first() else {
+            return Ok(arrival);
+        };
+        if self.phase == Phase::Fresh {
+            match detect(first) {
+                Speaks::Tls => {
+                    let cfg = tls.ok_or(StackError::NoCertificate)?;
+                    let layer = TlsLayer::new(cfg).map_err(StackError::Tls)?;
+                    self.tls = Some(Box::new(layer));
+                    self.phase = Phase::Tls;
+                }
+                Speaks::Lines => {
+                    self.phase = Phase::Lines;
+                    arrival.greet = true;
+                }
+            }
+        }
+        let Some(layer) = self.tls.as_deref_mut() else {
+            self.lines.push(data);
+            return Ok(arrival);
+        };
+        arrival.handshake = layer.is_handshaking();
+        let (lines, phase) = (&mut self.lines, &mut self.phase);
+        let received = layer.receive(data, &mut |plain: &[u8]| {
+            if plain.is_empty() {
+                return;
+            }
+            if *phase == Phase::Tls {
+                *phase = Phase::Lines;
+                arrival.greet = true;
+            }
+            lines.push(plain);
+        });
+        match received {
+            Ok(r) => {
+                arrival.peer_closed = r.peer_closed;
+                Ok(arrival)
+            }
+            Err(e) => Err(StackError::Tls(e)),
+        }
+    }
+
+    /// `WELCOME_DELAY` passed in silence. Returns true if the connection
+    /// is now taken for a line protocol and should be greeted; false if it
+    /// was greeted already or its TLS handshake is still running.
+    pub fn silence(&mut self) -> bool {
+        let ready = match self.phase {
+            Phase::Fresh => true,
+            Phase::Tls => !self.handshaking(),
+            Phase::Lines => false,
+        };
+        if ready {
+            self.phase = Phase::Lines;
+        }
+        ready
+    }
+
+    /// Ciphertext waiting inside the TLS layer.
+    pub fn tls_pending(&self) -> usize {
+        self.tls.as_ref().map_or(0, |t| t.pending())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::lines::Line;
+    use proptest::prelude::*;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    use std::sync::{Arc, OnceLock};
+
+    /// One certificate for every test (making one costs a few ms).
+    fn identity() -> &'static (TlsConfig, Vec<u8>) {
+        static ID: OnceLock<(TlsConfig, Vec<u8>)> = OnceLock::new();
+        ID.get_or_init(|| {
+            let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            let cfg = TlsConfig::from_pem(
+                made.cert.pem().as_bytes(),
+                made.signing_key.serialize_pem().as_bytes(),
+            )
+            .unwrap();
+            (cfg, made.cert.der().to_vec())
+        })
+    }
+
+    fn client() -> rustls::ClientConnection {
+        let (_, der) = identity();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(der.clone())).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        rustls::ClientConnection::new(Arc::new(config), name).unwrap()
+    }
+
+    /// Feeds `bytes` to the stack in pieces of `step` bytes (0: all at
+    /// once), as the socket might deliver them.
+    fn feed(stack: &mut Stack, bytes: &[u8], step: usize) -> Vec<Arrival> {
+        let step = if step == 0 { bytes.len().max(1) } else { step };
+        let mut arrivals = Vec::new();
+        for piece in bytes.chunks(step) {
+            let mut piece = piece.to_vec();
+            arrivals.push(stack.receive(&mut piece, Some(&identity().0)).unwrap());
+        }
+        arrivals
+    }
+
+    fn lines_of(stack: &mut Stack) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Some(Line::Full(l)) = stack.lines.next_line(4096) {
+            got.push(String::from_utf8(l.to_vec()).unwrap());
+        }
+        got
+    }
+
+    /// Runs a whole TLS conversation between a rustls client and a stack,
+    /// every flight delivered in pieces of `step` bytes. Returns the lines
+    /// the stack framed and what the client decrypted.
+    fn converse(step: usize, client_says: &[u8], server_says: &[u8]) -> (Vec<String>, Vec<u8>) {
+        let mut c = client();
+        let mut stack = Stack::default();
+        let mut greeted = 0;
+        let mut scratch = Vec::new();
+        let mut plain_out = Vec::new();
+        let mut said = false;
+        let mut answered = false;
+        for _ in 0..50 {
+            // Client to server.
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            if !c.is_handshaking() && !said {
+                c.writer().write_all(client_says).unwrap();
+                c.write_tls(&mut wire).unwrap();
+                said = true;
+            }
+            for a in feed(&mut stack, &wire, step) {
+                greeted += a.greet as usize;
+            }
+            // Server to client.
+            let layer = stack.tls.as_mut().unwrap();
+            let mut to_client = Vec::new();
+            if !layer.is_handshaking() && said && !answered && greeted == 1 {
+                layer
+                    .flush([server_says, b""], &mut scratch, &mut to_client)
+                    .unwrap()
+                    .unwrap();
+                answered = true;
+            } else {
+                layer.write_to(&mut to_client).unwrap();
+            }
+            let step = if step == 0 {
+                to_client.len().max(1)
+            } else {
+                step
+            };
+            for piece in to_client.chunks(step) {
+                c.read_tls(&mut &piece[..]).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            let mut buf = [0; 4096];
+            while let Ok(n) = c.reader().read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                plain_out.extend_from_slice(&buf[..n]);
+            }
+            if answered && plain_out.len() == server_says.len() {
+                break;
+            }
+        }
+        assert_eq!(greeted, 1, "greeted once, when plaintext began");
+        assert_eq!(stack.phase(), Phase::Lines);
+        let layer = stack.tls.as_ref().unwrap();
+        assert_eq!(layer.pending(), 0);
+        assert_eq!(
+            layer.buffered_capacity(),
+            0,
+            "an idle layer holds no buffer"
+        );
+        (lines_of(&mut stack), plain_out)
+    }
+
+    #[test]
+    fn tls_conversation_whole_split_and_byte_at_a_time() {
+        for step in [0, 1, 2, 7, 100, 1000] {
+            let (lines, got) = converse(step, b"alice\r\nhello all\n", b"* welcome\n<bob> hi\n");
+            assert_eq!(lines, ["alice", "hello all"], "step {step}");
+            assert_eq!(got, b"* welcome\n<bob> hi\n", "step {step}");
+        }
+    }
+
+    #[test]
+    fn plain_bytes_go_straight_to_the_lines_and_greet_once() {
+        for step in [0, 1, 3] {
+            let mut stack = Stack::default();
+            let arrivals = feed(&mut stack, b"alice\nhi\n", step);
+            assert_eq!(arrivals.iter().filter(|a| a.greet).count(), 1);
+            assert!(arrivals[0].greet, "the first bytes decide");
+            assert!(stack.tls.is_none());
+            assert_eq!(lines_of(&mut stack), ["alice", "hi"]);
+        }
+    }
+
+    #[test]
+    fn silence_greets_a_fresh_connection_but_not_a_handshake_in_progress() {
+        let mut quiet = Stack::default();
+        assert!(quiet.silence());
+        assert!(!quiet.silence(), "greeted once");
+        // After silence, bytes are lines and greet no more.
+        assert!(!feed(&mut quiet, b"x\n", 0)[0].greet);
+
+        let mut c = client();
+        let mut hello = Vec::new();
+        c.write_tls(&mut hello).unwrap();
+        let mut tls = Stack::default();
+        let a = &feed(&mut tls, &hello, 0)[0];
+        assert!(a.handshake && !a.greet);
+        assert!(tls.handshaking());
+        assert!(!tls.silence(), "the handshake is not over");
+        assert!(tls.tls_pending() > 0, "the server's flight is queued");
+    }
+
+    #[test]
+    fn a_client_hello_without_a_certificate_is_refused() {
+        let mut c = client();
+        let mut hello = Vec::new();
+        c.write_tls(&mut hello).unwrap();
+        let mut stack = Stack::default();
+        let err = stack.receive(&mut hello, None).unwrap_err();
+        assert!(matches!(err, StackError::NoCertificate), "{err}");
+    }
+
+    #[test]
+    fn garbage_after_0x16_gets_an_alert_and_an_error() {
+        for junk in [
+            &b"\x16\x03\x01\x00\x05hello"[..],
+            &b"\x16GET / HTTP/1.1\r\n\r\n"[..],
+            &b"\x16\x03\x03\xff\xff"[..],
+        ] {
+            let mut stack = Stack::default();
+            let mut data = junk.to_vec();
+            let got = stack.receive(&mut data, Some(&identity().0));
+            // A header that promises more waits for it; anything that
+            // cannot be a record fails at once.
+            if let Err(e) = got {
+                let layer = stack.tls.as_ref().unwrap();
+                assert!(layer.pending() > 0, "{e}: an alert is queued");
+                let mut out = Vec::new();
+                stack.tls.as_mut().unwrap().write_to(&mut out).unwrap();
+                assert_eq!(out[0], 0x15, "an alert record");
+            }
+        }
+    }
+
+    #[test]
+    fn close_notify_from_the_peer_is_seen() {
+        let mut c = client();
+        let mut stack = Stack::default();
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            feed(&mut stack, &wire, 0);
+            let mut back = Vec::new();
+            stack.tls.as_mut().unwrap().write_to(&mut back).unwrap();
+            c.read_tls(&mut &back[..]).unwrap();
+            c.process_new_packets().unwrap();
+            if !c.is_handshaking() && !stack.handshaking() {
+                break;
+            }
+        }
+        c.send_close_notify();
+        let mut wire = Vec::new();
+        c.write_tls(&mut wire).unwrap();
+        let arrivals = feed(&mut stack, &wire, 1);
+        assert!(arrivals.iter().any(|a| a.peer_closed));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(
+            first in prop::sample::select(vec![0x16u8, b'a', b'{', 0, 0xff]),
+            rest in prop::collection::vec(any::<u8>(), 0..600),
+            step in 1usize..64,
+        ) {
+            let mut bytes = vec![first];
+            bytes.extend_from_slice(&rest);
+            let mut stack = Stack::default();
+            for piece in bytes.chunks(step) {
+                let mut piece = piece.to_vec();
+                if stack.receive(&mut piece, Some(&identity().0)).is_err() {
+                    break;
+                }
+            }
+            while stack.lines.next_line(64).is_some() {}
+        }
+    }
+}

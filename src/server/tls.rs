@@ -1,0 +1,505 @@
+//! The TLS layer of a connection, and the server's certificate. Hides
+//! rustls behind a small interface of our own: ciphertext in, plaintext
+//! out through a callback; plaintext in, ciphertext queued for the socket.
+//! Socket-free: the loop does the reads and writes.
+//!
+//! Built on rustls's unbuffered API, so every buffer is ours: a connection
+//! holds ciphertext only while some is waiting (a partial record in, or
+//! bytes the socket did not take out), and an idle one holds none.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::{ServerConfig, version};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Largest TLS record payload: a flush of more plaintext than this becomes
+/// several records.
+pub const MAX_RECORD: usize = 16 * 1024;
+/// Bytes a record adds to its plaintext at most (header, content type,
+/// AEAD tag), used to size the first try of an encryption.
+const RECORD_OVERHEAD: usize = 5 + 1 + 16;
+
+/// A fatal `handshake_failure` alert, sent as a plain record to a client
+/// whose ClientHello the server cannot answer (no certificate set up).
+pub const ALERT_HANDSHAKE_FAILURE: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+/// A fatal `decode_error` alert, for bytes that cannot be a ClientHello
+/// when rustls left no alert of its own to send.
+pub const ALERT_DECODE_ERROR: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+
+/// Why a TLS connection cannot go on.
+#[derive(Debug)]
+pub enum TlsError {
+    /// The peer broke the protocol, or the handshake failed.
+    Protocol(rustls::Error),
+    /// Application data before the handshake allowed it; a bug of ours,
+    /// never the peer's doing.
+    NotReady,
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::Protocol(e) => write!(f, "TLS: {e}"),
+            TlsError::NotReady => f.write_str("TLS: data to send before the handshake ended"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Protocol(e)
+    }
+}
+
+/// The server's certificate and key, ready for handshakes, with the
+/// certificate's fingerprint for the log and for clients that pin it.
+#[derive(Clone)]
+pub struct TlsConfig {
+    config: Arc<ServerConfig>,
+    fingerprint: String,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TlsConfig(sha256 {})", self.fingerprint)
+    }
+}
+
+impl TlsConfig {
+    /// From PEM text: a certificate chain (end-entity first) and its key.
+    pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<TlsConfig, String> {
+        let certs = CertificateDer::pem_slice_iter(chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+        let Some(first) = certs.first() else {
+            return Err("certificate: no CERTIFICATE block in the file".into());
+        };
+        let fingerprint = crate::crypto::fingerprint(first);
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("key: {e}"))?;
+        let config = ServerConfig::builder_with_provider(crate::crypto::provider())
+            .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+            .map_err(|e| format!("TLS versions: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("certificate and key: {e}"))?;
+        Ok(TlsConfig {
+            config: Arc::new(config),
+            fingerprint,
+        })
+    }
+
+    /// The SHA-256 of the end-entity certificate, lowercase hex.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+/// Where the server's certificate comes from; read at start and again on
+/// SIGHUP.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    /// `--tls-cert FILE --tls-key FILE`.
+    Files { cert: PathBuf, key: PathBuf },
+    /// `--tls-self-signed`: made on first start, then kept in these files
+    /// so that it stays the same across restarts.
+    SelfSigned { cert: PathBuf, key: PathBuf },
+}
+
+/// What loading a source did, for the log.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: TlsConfig,
+    /// A self-signed certificate was made (first start).
+    pub created: bool,
+}
+
+impl TlsSource {
+    /// The self-signed certificate's files beside the database `db`
+    /// (`DB.cert.pem`, `DB.key.pem`), or in the working directory when the
+    /// database is in memory.
+    pub fn self_signed_beside(db: &str) -> TlsSource {
+        let base = if db == ":memory:" { "chatd" } else { db };
+        TlsSource::SelfSigned {
+            cert: PathBuf::from(format!("{base}.cert.pem")),
+            key: PathBuf::from(format!("{base}.key.pem")),
+        }
+    }
+
+    /// Reads the certificate and key (making them first if self-signed and
+    /// missing). The error names the file and what is wrong with it.
+    pub fn load(&self) -> Result<Loaded, String> {
+        match self {
+            TlsSource::Files { cert, key } => Ok(Loaded {
+                config: load_files(cert, key)?,
+                created: false,
+            }),
+            TlsSource::SelfSigned { cert, key } => {
+                let created = !cert.exists() && !key.exists();
+                if created {
+                    make_self_signed(cert, key)?;
+                }
+                Ok(Loaded {
+                    config: load_files(cert, key)?,
+                    created,
+                })
+            }
+        }
+    }
+}
+
+fn load_files(cert: &Path, key: &Path) -> Result<TlsConfig, String> {
+    let chain = std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+    TlsConfig::from_pem(&chain, &key_pem)
+        .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))
+}
+
+/// Makes a certificate for localhost and the loopback addresses, with an
+/// ECDSA P-256 key (cheap handshakes), and writes it; the key file is
+/// readable by its owner alone.
+fn make_self_signed(cert: &Path, key: &Path) -> Result<(), String> {
+    let names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    let made = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot make a self-signed certificate: {e}"))?;
+    write_new(key, made.signing_key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(cert, made.cert.pem().as_bytes(), 0o644)
+}
+
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(data)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// What a batch of ciphertext brought.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// The peer sent close_notify: no more data will come.
+    pub peer_closed: bool,
+}
+
+/// One connection's TLS state. Boxed inside a connection, so a plain
+/// connection pays one pointer for it.
+pub struct TlsLayer {
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received but not yet a whole record. Empty (and holding
+    /// no allocation) between records.
+    incoming: Vec<u8>,
+    /// Ciphertext for the socket: handshake records, and application data
+    /// the socket did not take. Freed once written.
+    outgoing: Vec<u8>,
+    /// Bytes of `outgoing` already written.
+    sent: usize,
+    close_queued: bool,
+}
+
+impl fmt::Debug for TlsLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsLayer")
+            .field("handshaking", &self.is_handshaking())
+            .field("incoming", &self.incoming.len())
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl TlsLayer {
+    pub fn new(cfg: &TlsConfig) -> Result<TlsLayer, TlsError> {
+        Ok(TlsLayer {
+            conn: UnbufferedServerConnection::new(cfg.config.clone())?,
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            sent: 0,
+            close_queued: false,
+        })
+    }
+
+    /// The handshake has not finished; application data cannot flow yet.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Takes ciphertext as read from the socket (`data` is scratch space:
+    /// records are decrypted in it when nothing is held from before).
+    /// Plaintext goes to `plain` as records complete; handshake records to
+    /// send are queued (see `pending`). On an error, an alert is queued
+    /// and the connection must be closed after sending it.
+    ///
+    /// rustls is always handed exactly the bytes it has not told us to
+    /// discard, plus new ones: it keeps offsets into them between calls.
+    pub fn receive(
+        &mut self,
+        data: &mut [u8],
+        plain: &mut impl FnMut(&[u8]),
+    ) -> Result<Received, TlsError> {
+        let mut got = Received::default();
+        let outcome = if self.incoming.is_empty() {
+            let (used, outcome) =
+                process(&mut self.conn, data, &mut self.outgoing, plain, &mut got);
+            if let Err(e) = outcome {
+                return Err(self.fail(e, &mut data[used..]));
+            }
+            // Only a partial record is copied and kept.
+            self.incoming.extend_from_slice(&data[used..]);
+            Ok(())
+        } else {
+            self.incoming.extend_from_slice(data);
+            let mut incoming = std::mem::take(&mut self.incoming);
+            let (used, outcome) = process(
+                &mut self.conn,
+                &mut incoming,
+                &mut self.outgoing,
+                plain,
+                &mut got,
+            );
+            if let Err(e) = outcome {
+                return Err(self.fail(e, &mut incoming[used..]));
+            }
+            incoming.drain(..used);
+            if !incoming.is_empty() {
+                self.incoming = incoming;
+            }
+            Ok(())
+        };
+        outcome.map(|()| got)
+    }
+
+    /// After an error: queues the alert rustls prepared (it is handed the
+    /// same bytes as the failed call), or else one of ours chosen by the
+    /// error. Nothing else is sent after it.
+    fn fail(&mut self, e: TlsError, rest: &mut [u8]) -> TlsError {
+        let before = self.outgoing.len();
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(rest);
+        if let Ok(ConnectionState::EncodeTlsData(mut alert)) = state {
+            encode(&mut self.outgoing, |b| alert.encode(b));
+        }
+        if self.outgoing.len() == before && self.is_handshaking() {
+            // Before the handshake ends an alert is a plain record.
+            let alert = match &e {
+                TlsError::Protocol(rustls::Error::InvalidMessage(_)) => ALERT_DECODE_ERROR,
+                _ => ALERT_HANDSHAKE_FAILURE,
+            };
+            self.outgoing.extend_from_slice(alert);
+        }
+        self.close_queued = true;
+        e
+    }
+
+    /// Encrypts `plain` and appends the records to `into` (the layer's own
+    /// queue if it holds unsent bytes, so their order is kept; otherwise
+    /// whatever buffer the caller writes from). `incoming` is what rustls
+    /// has not let go of (at most a partial record).
+    fn encrypt(
+        conn: &mut UnbufferedServerConnection,
+        incoming: &mut Vec<u8>,
+        plain: &[u8],
+        into: &mut Vec<u8>,
+    ) -> Result<(), TlsError> {
+        loop {
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
+            let done = match state? {
+                ConnectionState::WriteTraffic(mut w) => {
+                    let first_guess =
+                        plain.len() + RECORD_OVERHEAD * (plain.len() / MAX_RECORD + 1);
+                    Some(encrypt_into(into, first_guess, |b| w.encrypt(plain, b)))
+                }
+                // A key update may wait to go first.
+                ConnectionState::EncodeTlsData(mut e) => {
+                    encode(into, |b| e.encode(b));
+                    None
+                }
+                ConnectionState::TransmitTlsData(t) => {
+                    t.done();
+                    None
+                }
+                _ => Some(Err(TlsError::NotReady)),
+            };
+            incoming.drain(..discard);
+            if let Some(result) = done {
+                return result;
+            }
+        }
+    }
+
+    /// Encrypts what the connection owes (`parts`, in order) and writes
+    /// all ciphertext owed in one write. `scratch` is the loop's buffer:
+    /// when nothing is held from before, records are built there and only
+    /// what the socket does not take is copied into the layer.
+    pub fn flush(
+        &mut self,
+        parts: [&[u8]; 2],
+        scratch: &mut Vec<u8>,
+        w: &mut impl Write,
+    ) -> Result<io::Result<usize>, TlsError> {
+        let held = self.pending() > 0 || self.close_queued;
+        if held || parts.iter().all(|p| p.is_empty()) {
+            for part in parts.into_iter().filter(|p| !p.is_empty()) {
+                self.compact();
+                Self::encrypt(&mut self.conn, &mut self.incoming, part, &mut self.outgoing)?;
+            }
+            return Ok(self.write_to(w));
+        }
+        scratch.clear();
+        for part in parts.into_iter().filter(|p| !p.is_empty()) {
+            Self::encrypt(&mut self.conn, &mut self.incoming, part, scratch)?;
+        }
+        let result = w.write(scratch);
+        let taken = *result.as_ref().unwrap_or(&0);
+        self.outgoing.extend_from_slice(&scratch[taken..]);
+        Ok(result)
+    }
+
+    /// Queues a close_notify alert after whatever is owed. Idempotent.
+    pub fn close_notify(&mut self) {
+        if self.close_queued || self.is_handshaking() {
+            return;
+        }
+        self.close_queued = true;
+        self.compact();
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
+        if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
+            let _ = encrypt_into(&mut self.outgoing, RECORD_OVERHEAD + 2, |b| {
+                w.queue_close_notify(b)
+            });
+        }
+    }
+
+    /// Ciphertext bytes waiting for the socket.
+    pub fn pending(&self) -> usize {
+        self.outgoing.len() - self.sent
+    }
+
+    /// One write of the ciphertext owed; frees the buffer once all is out.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+        if self.pending() == 0 {
+            return Ok(0);
+        }
+        let n = w.write(&self.outgoing[self.sent..])?;
+        self.sent += n;
+        if self.sent == self.outgoing.len() {
+            self.outgoing = Vec::new();
+            self.sent = 0;
+        }
+        Ok(n)
+    }
+
+    /// Drops written bytes before appending, so the buffer's size follows
+    /// what is unsent.
+    fn compact(&mut self) {
+        if self.sent > 0 {
+            self.outgoing.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+
+    /// Bytes held by this layer's buffers, for tests.
+    pub fn buffered_capacity(&self) -> usize {
+        self.incoming.capacity() + self.outgoing.capacity()
+    }
+}
+
+/// Runs the records in `buf` through rustls: plaintext to `plain`,
+/// handshake records to `out`. Returns how many bytes of `buf` were used
+/// (the rest is a partial record).
+fn process(
+    conn: &mut UnbufferedServerConnection,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+    plain: &mut impl FnMut(&[u8]),
+    got: &mut Received,
+) -> (usize, Result<(), TlsError>) {
+    let mut used = 0;
+    loop {
+        let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut buf[used..]);
+        let state = match state {
+            Ok(state) => state,
+            Err(e) => return (used, Err(e.into())),
+        };
+        let mut idle = false;
+        match state {
+            ConnectionState::ReadTraffic(mut records) => {
+                while let Some(record) = records.next_record() {
+                    match record {
+                        Ok(record) => {
+                            discard += record.discard;
+                            plain(record.payload);
+                        }
+                        Err(e) => return (used, Err(e.into())),
+                    }
+                }
+            }
+            ConnectionState::EncodeTlsData(mut e) => encode(out, |b| e.encode(b)),
+            // The loop sends `out` in order when it flushes; rustls only
+            // needs to know not to queue those records again.
+            ConnectionState::TransmitTlsData(t) => t.done(),
+            ConnectionState::PeerClosed => got.peer_closed = true,
+            // Early data is not enabled, so none can arrive; what is left
+            // means: wait for more bytes from the peer.
+            _ => idle = true,
+        }
+        used += discard;
+        if idle {
+            return (used, Ok(()));
+        }
+    }
+}
+
+/// Appends one handshake record to `out`, growing it as rustls asks.
+fn encode(out: &mut Vec<u8>, mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>) {
+    let start = out.len();
+    let mut room = 512;
+    loop {
+        out.resize(start + room, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return;
+            }
+            Err(EncodeError::InsufficientSize(e)) => room = e.required_size,
+            Err(EncodeError::AlreadyEncoded) => {
+                out.truncate(start);
+                return;
+            }
+        }
+    }
+}
+
+/// Appends encrypted records to `out`, first trying `guess` bytes of room.
+fn encrypt_into(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> Result<(), TlsError> {
+    let start = out.len();
+    let mut room = guess;
+    loop {
+        out.resize(start + room, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(e)) if e.required_size > room => {
+                room = e.required_size
+            }
+            Err(e) => {
+                out.truncate(start);
+                return Err(TlsError::Protocol(rustls::Error::General(e.to_string())));
+            }
+        }
+    }
+}
