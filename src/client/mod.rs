@@ -3,7 +3,8 @@
 //! drives are socket-free and tested alone: [`session`] (what lines mean,
 //! our name, secrets), [`editor`] (keys and the line being typed),
 //! [`screen`] (drawing), [`transcript`] (for `/save` and `--log`), plus
-//! [`term`] (raw mode, restored on every way out).
+//! [`term`] (raw mode, restored on every way out), and [`tls`] (trust and
+//! the TLS layer over the socket, with `--tls`).
 //!
 //! Two modes, chosen at start: **terminal mode** when both stdin and stdout
 //! are terminals (raw mode, line editor, colours unless `NO_COLOR` is set),
@@ -18,6 +19,7 @@ pub mod editor;
 pub mod screen;
 pub mod session;
 pub mod term;
+pub mod tls;
 pub mod transcript;
 
 use std::fmt;
