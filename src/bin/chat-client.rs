@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chatd::client::tls::{Pin, Trust};
 use chatd::client::{self, Config};
 use clap::Parser;
 
@@ -14,6 +15,11 @@ use clap::Parser;
 /// /save FILE, /clear, /quit [REASON], /help. Exit status: 0 when you
 /// quit, 1 when the connection fails, the server goes away, or it takes
 /// no input for 30 s while some is still unsent after you quit.
+///
+/// With --tls (or --tls-ca or --tls-pin, which imply it) the connection is
+/// TLS and the server's certificate is checked first; if the check fails,
+/// the client prints the certificate's SHA-256 fingerprint and exits 1. It
+/// never falls back to plain text.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -34,6 +40,22 @@ struct Args {
     /// are never in it).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+
+    /// Connect with TLS, trusting the system's root certificates; the
+    /// certificate must be valid for HOST.
+    #[arg(long)]
+    tls: bool,
+
+    /// Trust the CA certificates in FILE (PEM, one or more) instead of the
+    /// system's; the certificate must be valid for HOST. Implies --tls.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+
+    /// Accept exactly the server certificate with this SHA-256 fingerprint
+    /// (hex, colons optional, any case: what a self-signed chatd logs),
+    /// whatever names it holds. Implies --tls.
+    #[arg(long, value_name = "SHA256", value_parser = Pin::parse, conflicts_with = "tls_ca")]
+    tls_pin: Option<Pin>,
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
@@ -47,6 +69,16 @@ fn parse_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// Either of the specific flags says TLS as clearly as `--tls` does; asking
+/// for it twice is no error.
+fn trust(tls: bool, ca: Option<PathBuf>, pin: Option<Pin>) -> Option<Trust> {
+    match (ca, pin) {
+        (_, Some(pin)) => Some(Trust::Pin(pin)),
+        (Some(ca), None) => Some(Trust::CaFile(ca)),
+        (None, None) => tls.then_some(Trust::System),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let cfg = Config {
@@ -54,6 +86,7 @@ fn main() -> ExitCode {
         port: args.port,
         name: args.name,
         log: args.log,
+        tls: trust(args.tls, args.tls_ca, args.tls_pin),
     };
     match client::run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,

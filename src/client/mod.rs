@@ -3,7 +3,8 @@
 //! drives are socket-free and tested alone: [`session`] (what lines mean,
 //! our name, secrets), [`editor`] (keys and the line being typed),
 //! [`screen`] (drawing), [`transcript`] (for `/save` and `--log`), plus
-//! [`term`] (raw mode, restored on every way out).
+//! [`term`] (raw mode, restored on every way out), and [`tls`] (trust and
+//! the TLS layer over the socket, with `--tls`).
 //!
 //! Two modes, chosen at start: **terminal mode** when both stdin and stdout
 //! are terminals (raw mode, line editor, colours unless `NO_COLOR` is set),
@@ -18,6 +19,7 @@ pub mod editor;
 pub mod screen;
 pub mod session;
 pub mod term;
+pub mod tls;
 pub mod transcript;
 
 use std::fmt;
@@ -84,6 +86,9 @@ pub struct Config {
     pub name: Option<String>,
     /// A file to append the transcript to as it happens.
     pub log: Option<PathBuf>,
+    /// TLS, and whom to trust for the server's identity; `None` is plain
+    /// text.
+    pub tls: Option<tls::Trust>,
 }
 
 /// Why the client stopped other than by the user quitting. The binary
@@ -109,6 +114,8 @@ pub enum ClientError {
         what: &'static str,
         source: io::Error,
     },
+    /// TLS could not be set up, or the server failed its check.
+    Tls(tls::TlsError),
 }
 
 impl fmt::Display for ClientError {
@@ -130,6 +137,7 @@ impl fmt::Display for ClientError {
                 "Gave up: the server took no input for {} s; {unsent} bytes were not sent",
                 QUIT_STALL.as_secs()
             ),
+            ClientError::Tls(e) => e.fmt(f),
         }
     }
 }
@@ -155,7 +163,16 @@ pub fn run(cfg: &Config) -> Result<(), ClientError> {
         })?),
         None => None,
     };
+    // Before connecting: a bad CA file or host name costs no connection.
+    let connector = match &cfg.tls {
+        Some(trust) => Some(tls::Connector::new(trust, &cfg.host).map_err(ClientError::Tls)?),
+        None => None,
+    };
     let stream = connect(&cfg.host, cfg.port)?;
+    let tls = match &connector {
+        Some(c) => Some(c.start().map_err(ClientError::Tls)?),
+        None => None,
+    };
     let terminal = term::is_tty(0) && term::is_tty(1);
     let io_err = |what| move |source| ClientError::Io { what, source };
     // Raw mode first: the guard must outlive the loop and be dropped last.
@@ -165,7 +182,7 @@ pub fn run(cfg: &Config) -> Result<(), ClientError> {
         None
     };
     let mut client =
-        Client::new(stream, terminal, log).map_err(io_err("starting the event loop"))?;
+        Client::new(stream, tls, terminal, log).map_err(io_err("starting the event loop"))?;
     if let Some(name) = &cfg.name {
         // The first line is the name; the server has not asked yet, but
         // it reads it the same way.
@@ -297,6 +314,8 @@ impl Incoming {
 struct Client {
     poll: Poll,
     socket: mio::net::TcpStream,
+    /// With `--tls`, every byte to and from `socket` goes through this.
+    tls: Option<tls::TlsStream>,
     stdin: Receiver<StdinMsg>,
     stdin_open: bool,
     flags: Arc<Flags>,
@@ -335,7 +354,12 @@ struct Client {
 }
 
 impl Client {
-    fn new(stream: std::net::TcpStream, terminal: bool, log: Option<File>) -> io::Result<Client> {
+    fn new(
+        stream: std::net::TcpStream,
+        tls: Option<tls::TlsStream>,
+        terminal: bool,
+        log: Option<File>,
+    ) -> io::Result<Client> {
         stream.set_nonblocking(true)?;
         // Lines are typed one at a time: send each at once.
         stream.set_nodelay(true)?;
@@ -366,6 +390,7 @@ impl Client {
         Ok(Client {
             poll,
             socket,
+            tls,
             stdin: rx,
             stdin_open: true,
             flags,
@@ -407,6 +432,10 @@ impl Client {
             // Drawing may have quit (stdout closed): send the `/quit` now.
             self.flush_socket();
             if self.server_closed {
+                // A failed check ends in its own words, even after quitting.
+                if let Some(failure) = self.tls.as_mut().and_then(tls::TlsStream::take_failure) {
+                    return Err(ClientError::Tls(failure));
+                }
                 return if self.user_quit {
                     Ok(())
                 } else {
@@ -468,7 +497,11 @@ impl Client {
             if total >= READ_BUDGET {
                 break;
             }
-            match self.socket.read(&mut buf) {
+            let read = match &mut self.tls {
+                Some(tls) => tls.read(&mut self.socket, &mut buf),
+                None => self.socket.read(&mut buf),
+            };
+            match read {
                 Ok(0) => {
                     self.server_closed = true;
                     self.more_to_read = false;
@@ -501,8 +534,28 @@ impl Client {
     }
 
     fn flush_socket(&mut self) {
+        // TLS records already made (the handshake, the tail of a write)
+        // go before anything new.
+        if let Some(tls) = &mut self.tls {
+            match tls.flush(&mut self.socket) {
+                Ok(0) => {}
+                Ok(_) => self.last_activity = Instant::now(),
+                // As a failed write below: the reading side tells.
+                Err(_) => {
+                    self.unsent.clear();
+                    self.sent = 0;
+                    self.more_to_read = true;
+                    return;
+                }
+            }
+        }
         while self.sent < self.unsent.len() {
-            match self.socket.write(&self.unsent[self.sent..]) {
+            let data = &self.unsent[self.sent..];
+            let written = match &mut self.tls {
+                Some(tls) => tls.write(&mut self.socket, data),
+                None => self.socket.write(data),
+            };
+            match written {
                 Ok(n) => {
                     self.sent += n;
                     self.last_activity = Instant::now();
@@ -522,13 +575,23 @@ impl Client {
         if self.sent == self.unsent.len() {
             self.unsent.clear();
             self.sent = 0;
-            if self.close_after_unsent {
+            if self.close_after_unsent && self.ready_to_shut_down() {
                 self.close_after_unsent = false;
                 let _ = self.socket.shutdown(std::net::Shutdown::Write);
             }
         } else if self.sent >= MAX_UNSENT {
             self.unsent.drain(..self.sent);
             self.sent = 0;
+        }
+    }
+
+    /// Whether our side of the connection may be shut: always in plain
+    /// text; with TLS once close_notify and every record before it are on
+    /// the socket (a later turn tries again).
+    fn ready_to_shut_down(&mut self) -> bool {
+        match &mut self.tls {
+            Some(tls) => tls.close(&mut self.socket),
+            None => true,
         }
     }
 
@@ -546,7 +609,8 @@ impl Client {
     fn unsent_input(&self) -> usize {
         let held = self.session.held_bytes();
         let quit = if self.user_quit { 0 } else { "/quit\n".len() };
-        self.unsent.len() - self.sent + held + quit
+        let in_tls = self.tls.as_ref().map_or(0, tls::TlsStream::in_flight);
+        self.unsent.len() - self.sent + held + quit + in_tls
     }
 
     /// Whether the server is so far behind that entered lines wait.
