@@ -13,11 +13,25 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Bytes in a SHA-256 digest.
+pub const SHA256_LEN: usize = 32;
+
+pub fn sha256(data: &[u8]) -> [u8; SHA256_LEN] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0; SHA256_LEN];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 /// The SHA-256 of a certificate's DER, lowercase hex without colons: what
 /// `chatd --tls-self-signed` logs and `chat-client --tls-pin` takes.
 pub fn fingerprint(der: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha256(der))
+}
+
+/// Lowercase hex, two digits a byte.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

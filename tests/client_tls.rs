@@ -22,11 +22,7 @@ use rustls::{ServerConfig, ServerConnection};
 /// The fingerprint form chatd logs, computed here independently of the
 /// client's code.
 fn sha256_hex(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    chatd::crypto::fingerprint(der)
 }
 
 /// A server certificate and its key.
@@ -70,11 +66,9 @@ fn issued_by(ca: &CertifiedIssuer<'static, KeyPair>) -> Identity {
     }
 }
 
-/// The *ring* provider, as the client uses (deprecated in rustls 0.23.48
-/// only for lacking post-quantum groups).
-#[allow(deprecated)]
+/// The provider chatd and the client use.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    chatd::crypto::provider()
 }
 
 /// What the in-test server saw of one connection.

@@ -25,7 +25,7 @@ use rustls::{
 };
 
 /// Length of a SHA-256 digest in bytes.
-const DIGEST_LEN: usize = 32;
+const DIGEST_LEN: usize = crate::crypto::SHA256_LEN;
 
 /// Whom to believe about the server's identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,13 +71,13 @@ impl Pin {
     }
 
     fn matches(&self, der: &[u8]) -> bool {
-        sha256(der) == self.0
+        crate::crypto::sha256(der) == self.0
     }
 }
 
 impl fmt::Display for Pin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
+        f.write_str(&crate::crypto::hex(&self.0))
     }
 }
 
@@ -91,27 +91,10 @@ fn hex_value(digit: u8) -> u8 {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
-}
-
-fn sha256(der: &[u8]) -> [u8; DIGEST_LEN] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    let mut out = [0; DIGEST_LEN];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
 /// A certificate's fingerprint as chatd logs it and `--tls-pin` takes it:
 /// the SHA-256 of its DER in lowercase hex, without colons.
 pub fn fingerprint(der: &[u8]) -> String {
-    hex(&sha256(der))
+    crate::crypto::fingerprint(der)
 }
 
 /// Why TLS could not be used. Each is the end of the session: exit 1.
@@ -345,15 +328,6 @@ fn system_roots() -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// The crypto behind every check here: *ring*, the one provider built in.
-/// rustls 0.23.48 deprecated it for lacking post-quantum key exchange; the
-/// classical groups it offers are what the server offers too, so the
-/// warning is acknowledged here, once.
-#[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// What is needed to open TLS to one server: built before connecting, so
 /// a bad CA file or host name fails before a byte is sent.
 pub struct Connector {
@@ -368,7 +342,7 @@ impl Connector {
     pub fn new(trust: &Trust, host: &str) -> Result<Connector, TlsError> {
         let server_name = ServerName::try_from(host.to_string())
             .map_err(|_| TlsError::Setup(format!("{host:?} is not a valid server name for TLS")))?;
-        let provider = provider();
+        let provider = crate::crypto::provider();
         let presented = Arc::new(Presented::default());
         let verifier: Arc<dyn ServerCertVerifier> = match trust {
             Trust::Pin(pin) => Arc::new(PinVerifier {
@@ -582,7 +556,7 @@ mod tests {
     fn verifier(pin: Pin) -> PinVerifier {
         PinVerifier {
             pin,
-            provider: provider(),
+            provider: crate::crypto::provider(),
             presented: Arc::new(Presented::default()),
         }
     }
