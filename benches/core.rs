@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use chatd::chat::{Chat, ChatConfig, ConnId, Outbox, Output};
-use chatd::conn::OutBuf;
-use chatd::proto::encode_text;
+use chatd::server::conn::OutBuf;
+use chatd::wire::proto::encode_text;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const MEMBERS: [usize; 3] = [10, 1000, 10_000];
