@@ -79,6 +79,15 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
 
+    /// Connect every subscriber and the publisher over TLS (1.2 or 1.3,
+    /// rustls with ring) instead of plain TCP, to chatd or Redis
+    /// (--tls-port). The server's certificate is NOT verified: any
+    /// certificate is accepted, though the handshake signature is still
+    /// checked against it. This is a load tool for a loopback server you
+    /// started yourself; it says nothing about whom it talks to.
+    #[arg(long)]
+    tls: bool,
+
     /// Print one line of key=value pairs instead of the report.
     #[arg(long)]
     kv: bool,
@@ -123,6 +132,10 @@ fn run(args: &Args) -> Result<bool, String> {
     setup.window = args.window;
     setup.timeout = Duration::from_secs(args.timeout);
     setup.server_pid = args.server_pid;
+    if args.tls {
+        setup.tls =
+            Some(loadgen::tls::client_config().map_err(|e| format!("cannot set up TLS: {e}"))?);
+    }
 
     if args.idle.is_some() {
         let stats = loadgen::idle(&setup).map_err(|e| e.to_string())?;
