@@ -223,21 +223,39 @@ fn tls_relay(backend: SocketAddr) -> TlsRelay {
         let mut events = Events::with_capacity(256);
         let mut buf = vec![0u8; 64 * 1024];
         while !stopped.load(Ordering::Relaxed) {
-            poll.poll(&mut events, Some(Duration::from_millis(50)))
-                .unwrap();
+            // A failing poll ends the relay; the test then fails on its
+            // own timeout.
+            if poll
+                .poll(&mut events, Some(Duration::from_millis(50)))
+                .is_err()
+            {
+                return;
+            }
             for event in events.iter() {
                 if event.token() == RELAY_LISTENER {
                     while let Ok((mut tls_side, _)) = listener.accept() {
-                        let std_plain = std::net::TcpStream::connect(backend).unwrap();
-                        std_plain.set_nonblocking(true).unwrap();
+                        // A client the relay cannot serve is dropped, which
+                        // closes it: the load generator reports that.
+                        let Ok(std_plain) = std::net::TcpStream::connect(backend) else {
+                            continue;
+                        };
+                        if std_plain.set_nonblocking(true).is_err() {
+                            continue;
+                        }
                         let mut plain_side = TcpStream::from_std(std_plain);
                         let k = pairs.len();
                         let both = Interest::READABLE | Interest::WRITABLE;
                         let reg = poll.registry();
-                        reg.register(&mut tls_side, Token(2 * k), both).unwrap();
-                        reg.register(&mut plain_side, Token(2 * k + 1), both)
-                            .unwrap();
-                        let mut conn = ServerConnection::new(config.clone()).unwrap();
+                        if reg.register(&mut tls_side, Token(2 * k), both).is_err()
+                            || reg
+                                .register(&mut plain_side, Token(2 * k + 1), both)
+                                .is_err()
+                        {
+                            continue;
+                        }
+                        let Ok(mut conn) = ServerConnection::new(config.clone()) else {
+                            continue;
+                        };
                         conn.set_buffer_limit(None);
                         pairs.push(Some(Pair {
                             tls_side,

@@ -300,30 +300,29 @@ fn open(
                     Interest::READABLE | Interest::WRITABLE,
                 )
                 .map_err(io_err("register a connection"))?;
-            let mut peer = Peer {
-                link: Link::Plain(socket),
-                input: Lines::default(),
-                hello_sent: false,
-                ready: false,
-            };
-            if let Some(config) = &setup.tls {
-                let Link::Plain(socket) = peer.link else {
-                    unreachable!("a new peer is plain until here");
-                };
-                let mut tls = TlsStream::new(config, socket, setup.addr)
-                    .map_err(|e| BenchError::BadSetup(format!("TLS for {}: {e}", name(i))))?;
-                // rustls holds the hello until the handshake is done, and
-                // the first writable event sends the handshake.
-                out.clear();
-                hello(i, &mut out);
-                match tls.write(&out) {
-                    Ok(k) if k == out.len() => peer.hello_sent = true,
-                    Ok(_) => return Err(BenchError::BadSetup("TLS buffer too small".into())),
-                    Err(e) => return Err(io_err(format!("log in {}", name(i)))(e)),
+            let link = match &setup.tls {
+                None => Link::Plain(socket),
+                Some(config) => {
+                    let mut tls = TlsStream::new(config, socket, setup.addr)
+                        .map_err(|e| BenchError::BadSetup(format!("TLS for {}: {e}", name(i))))?;
+                    // rustls holds the hello until the handshake is done,
+                    // and the first writable event sends the handshake.
+                    out.clear();
+                    hello(i, &mut out);
+                    match tls.write(&out) {
+                        Ok(k) if k == out.len() => {}
+                        Ok(_) => return Err(BenchError::BadSetup("TLS buffer too small".into())),
+                        Err(e) => return Err(io_err(format!("log in {}", name(i)))(e)),
+                    }
+                    Link::Tls(Box::new(tls))
                 }
-                peer.link = Link::Tls(Box::new(tls));
-            }
-            peers.push(peer);
+            };
+            peers.push(Peer {
+                hello_sent: matches!(link, Link::Tls(_)),
+                link,
+                input: Lines::default(),
+                ready: false,
+            });
         }
         let now = Instant::now();
         if now >= deadline {
