@@ -137,8 +137,17 @@ fn run(args: &Args) -> Result<bool, String> {
             Some(loadgen::tls::client_config().map_err(|e| format!("cannot set up TLS: {e}"))?);
     }
 
+    // A plain server answers a TLS hello with text, which rustls reports
+    // as a corrupt record; say what that most likely means.
+    let tls_hint = |e: loadgen::BenchError| {
+        if args.tls && !matches!(e, loadgen::BenchError::Refused { .. }) {
+            format!("{e} (does the server speak TLS on this port?)")
+        } else {
+            e.to_string()
+        }
+    };
     if args.idle.is_some() {
-        let stats = loadgen::idle(&setup).map_err(|e| e.to_string())?;
+        let stats = loadgen::idle(&setup).map_err(tls_hint)?;
         if args.kv {
             println!("{}", stats.kv());
         } else {
@@ -146,7 +155,7 @@ fn run(args: &Args) -> Result<bool, String> {
         }
         return Ok(true);
     }
-    let mut fanout = Fanout::connect(setup).map_err(|e| e.to_string())?;
+    let mut fanout = Fanout::connect(setup).map_err(tls_hint)?;
     let stats = fanout
         .run(args.messages, args.send_rate)
         .map_err(|e| e.to_string())?;
