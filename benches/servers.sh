@@ -70,7 +70,13 @@ RESULTS=$WORK/results
 run() {
     local server=$1 figure=$2 rep=$3
     shift 3
-    "start_$server"
+    # A server that will not start (a flag this build lacks, say) is one
+    # failed run, listed at the end, not the end of the comparison.
+    if ! "start_$server"; then
+        echo "$server $figure $rep FAILED the server did not start (its log is above)" >>"$RESULTS"
+        printf '%-6s %-10s run %s: %s\n' "$server" "$figure" "$rep" "$(tail -n1 "$RESULTS" | cut -d' ' -f4-)" >&2
+        return 0
+    fi
     local proto
     proto=$(proto_for "$server")
     local line
@@ -92,6 +98,14 @@ median() {
         }' "$RESULTS" | sort -g | awk '{ v[NR] = $1 } END {
             if (NR == 0) { print "-"; exit }
             print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# first_value SERVER KEY: KEY from the first clean run of SERVER (for
+# values that are not numbers, such as the TLS cipher suite).
+first_value() {
+    awk -v s="$1" -v k="$2" '
+        $1 == s && $4 == "ok" {
+            for (i = 5; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) { print kv[2]; exit } }
+        }' "$RESULTS" | grep . || echo "-"
 }
 count_ok() { awk -v s="$1" -v f="$2" '$1 == s && $2 == f && $4 == "ok"' "$RESULTS" | wc -l; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }

@@ -79,6 +79,15 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
 
+    /// Connect every subscriber and the publisher over TLS (1.2 or 1.3,
+    /// rustls with ring) instead of plain TCP, to chatd or Redis
+    /// (--tls-port). The server's certificate is NOT verified: any
+    /// certificate is accepted, though the handshake signature is still
+    /// checked against it. This is a load tool for a loopback server you
+    /// started yourself; it says nothing about whom it talks to.
+    #[arg(long)]
+    tls: bool,
+
     /// Print one line of key=value pairs instead of the report.
     #[arg(long)]
     kv: bool,
@@ -123,9 +132,22 @@ fn run(args: &Args) -> Result<bool, String> {
     setup.window = args.window;
     setup.timeout = Duration::from_secs(args.timeout);
     setup.server_pid = args.server_pid;
+    if args.tls {
+        setup.tls =
+            Some(loadgen::tls::client_config().map_err(|e| format!("cannot set up TLS: {e}"))?);
+    }
 
+    // A plain server answers a TLS hello with text, which rustls reports
+    // as a corrupt record; say what that most likely means.
+    let tls_hint = |e: loadgen::BenchError| {
+        if args.tls && !matches!(e, loadgen::BenchError::Refused { .. }) {
+            format!("{e} (does the server speak TLS on this port?)")
+        } else {
+            e.to_string()
+        }
+    };
     if args.idle.is_some() {
-        let stats = loadgen::idle(&setup).map_err(|e| e.to_string())?;
+        let stats = loadgen::idle(&setup).map_err(tls_hint)?;
         if args.kv {
             println!("{}", stats.kv());
         } else {
@@ -133,7 +155,7 @@ fn run(args: &Args) -> Result<bool, String> {
         }
         return Ok(true);
     }
-    let mut fanout = Fanout::connect(setup).map_err(|e| e.to_string())?;
+    let mut fanout = Fanout::connect(setup).map_err(tls_hint)?;
     let stats = fanout
         .run(args.messages, args.send_rate)
         .map_err(|e| e.to_string())?;

@@ -7,15 +7,17 @@
 //! Loopback use only; every wait is bounded by a deadline.
 //!
 //! The bytes on the wire live in [`wire`], the percentiles in [`hist`], the
-//! kernel's counters in [`sys`].
+//! kernel's counters in [`sys`], the TLS client in [`tls`].
 
 pub mod hist;
 pub mod sys;
+pub mod tls;
 pub mod wire;
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memchr::{memchr, memchr_iter};
@@ -24,6 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use hist::Histogram;
 use sys::{MachineCpu, TcpSockets};
+use tls::TlsStream;
 use wire::{LoginReply, Proto};
 
 /// Bytes per delivery on the wire, framing included, unless told.
@@ -65,6 +68,8 @@ pub struct Setup {
     pub timeout: Duration,
     /// The server's process id, to report its CPU time and memory.
     pub server_pid: Option<u32>,
+    /// Connect over TLS with this configuration ([`tls::client_config`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Setup {
@@ -77,6 +82,7 @@ impl Setup {
             window: DEFAULT_WINDOW,
             timeout: DEFAULT_TIMEOUT,
             server_pid: None,
+            tls: None,
         }
     }
 }
@@ -129,23 +135,57 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BenchError {
     move |source| BenchError::Io { what, source }
 }
 
+/// A connection's transport. Plain is the socket itself, read and written
+/// directly, so a run without TLS does exactly what it did before TLS.
+enum Link {
+    Plain(TcpStream),
+    // Boxed: rustls's connection state is a kilobyte or so, and the plain
+    // runs' peers should stay small.
+    Tls(Box<TlsStream>),
+}
+
+impl Link {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Link::Plain(socket) => socket,
+            Link::Tls(tls) => &tls.socket,
+        }
+    }
+
+    /// The negotiated TLS version and cipher suite, if this is TLS.
+    fn tls_suite(&self) -> Option<String> {
+        match self {
+            Link::Plain(_) => None,
+            Link::Tls(tls) => tls.describe(),
+        }
+    }
+}
+
 /// One client connection and the unfinished line it has read.
 struct Peer {
-    socket: TcpStream,
+    link: Link,
+    input: Lines,
+    hello_sent: bool,
+    ready: bool,
+}
+
+/// Bytes to lines for one connection: the unfinished line so far, and
+/// where its subscriber has got. Apart from the link so that reading one
+/// and splitting into the other can borrow both.
+#[derive(Default)]
+struct Lines {
     partial: Vec<u8>,
     /// Discarding the rest of an over-long line.
     skipping: bool,
     /// The next sequence number this subscriber should receive.
     next_seq: u64,
-    hello_sent: bool,
-    ready: bool,
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-impl Peer {
+impl Lines {
     /// Calls `f` on each complete line in `data`, terminator removed,
     /// keeping an unfinished tail for the next call.
     fn lines(&mut self, data: &[u8], mut f: impl FnMut(&mut u64, &[u8])) {
@@ -189,20 +229,38 @@ impl Peer {
 /// polling reports anything that arrives after it, unless `hup` says the
 /// peer's close was reported already and must be read to the end.
 fn read_all(
-    socket: &mut TcpStream,
+    link: &mut Link,
     buf: &mut [u8],
     hup: bool,
     mut f: impl FnMut(&[u8]),
 ) -> io::Result<bool> {
-    loop {
-        match socket.read(buf) {
-            Ok(0) => return Ok(true),
-            Ok(n) => {
-                f(&buf[..n]);
-                if n < buf.len() && !hup {
-                    return Ok(false);
+    match link {
+        Link::Plain(socket) => loop {
+            match socket.read(buf) {
+                Ok(0) => return Ok(true),
+                Ok(n) => {
+                    f(&buf[..n]);
+                    if n < buf.len() && !hup {
+                        return Ok(false);
+                    }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
+        },
+        Link::Tls(tls) => read_tls_all(tls, buf, f),
+    }
+}
+
+/// `read_all` over TLS: to the end of the socket and of rustls's buffers,
+/// whatever the length of each read (see [`TlsStream::read`]). Also sends
+/// what the reads left rustls to send.
+fn read_tls_all(tls: &mut TlsStream, buf: &mut [u8], mut f: impl FnMut(&[u8])) -> io::Result<bool> {
+    loop {
+        match tls.read(buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => f(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -242,12 +300,27 @@ fn open(
                     Interest::READABLE | Interest::WRITABLE,
                 )
                 .map_err(io_err("register a connection"))?;
+            let link = match &setup.tls {
+                None => Link::Plain(socket),
+                Some(config) => {
+                    let mut tls = TlsStream::new(config, socket, setup.addr)
+                        .map_err(|e| BenchError::BadSetup(format!("TLS for {}: {e}", name(i))))?;
+                    // rustls holds the hello until the handshake is done,
+                    // and the first writable event sends the handshake.
+                    out.clear();
+                    hello(i, &mut out);
+                    match tls.write(&out) {
+                        Ok(k) if k == out.len() => {}
+                        Ok(_) => return Err(BenchError::BadSetup("TLS buffer too small".into())),
+                        Err(e) => return Err(io_err(format!("log in {}", name(i)))(e)),
+                    }
+                    Link::Tls(Box::new(tls))
+                }
+            };
             peers.push(Peer {
-                socket,
-                partial: Vec::new(),
-                skipping: false,
-                next_seq: 0,
-                hello_sent: false,
+                hello_sent: matches!(link, Link::Tls(_)),
+                link,
+                input: Lines::default(),
                 ready: false,
             });
         }
@@ -264,12 +337,21 @@ fn open(
             let Some(peer) = peers.get_mut(i) else {
                 continue;
             };
-            if !peer.hello_sent && event.is_writable() {
+            if let Link::Tls(tls) = &mut peer.link
+                && event.is_writable()
+            {
+                tls.flush_some()
+                    .map_err(io_err(format!("handshake {}", name(i))))?;
+            }
+            if !peer.hello_sent
+                && event.is_writable()
+                && let Link::Plain(socket) = &mut peer.link
+            {
                 out.clear();
                 hello(i, &mut out);
                 // A new socket's send buffer always has room for one short
                 // line, so a short write means something is wrong.
-                match peer.socket.write(&out) {
+                match socket.write(&out) {
                     Ok(k) if k == out.len() => peer.hello_sent = true,
                     Ok(_) => return Err(BenchError::Closed { name: name(i) }),
                     Err(e)
@@ -285,11 +367,12 @@ fn open(
             }
             let mut reply = None;
             let hup = event.is_read_closed() || event.is_error();
-            let Peer { socket, .. } = peer;
             let mut chunks = Vec::new();
-            let eof = read_all(socket, &mut buf, hup, |d| chunks.extend_from_slice(d))
-                .map_err(io_err(format!("read {}", name(i))))?;
-            peer.lines(&chunks, |_, line| {
+            let eof = read_all(&mut peer.link, &mut buf, hup, |d| {
+                chunks.extend_from_slice(d)
+            })
+            .map_err(io_err(format!("read {}", name(i))))?;
+            peer.input.lines(&chunks, |_, line| {
                 if reply.is_none() {
                     reply = setup.proto.login_reply(line);
                 }
@@ -328,6 +411,8 @@ pub struct Fanout {
     buf: Box<[u8]>,
     /// When the run's send times are counted from.
     epoch: Instant,
+    /// The publisher's TLS version and cipher suite, if over TLS.
+    tls: Option<String>,
 }
 
 /// What one run measured.
@@ -360,6 +445,8 @@ pub struct RunStats {
     pub server_peak_rss_kib: Option<u64>,
     /// Redis PUBLISH replies naming fewer receivers than subscribers.
     pub short_replies: u64,
+    /// The TLS cipher suite the publisher negotiated, if over TLS.
+    pub tls: Option<String>,
 }
 
 /// The publisher's side of a run.
@@ -457,10 +544,13 @@ impl Fanout {
         .ok_or_else(|| BenchError::BadSetup("no publisher".into()))?;
         // Small batched writes must not wait for delayed ACKs.
         publisher
-            .socket
+            .link
+            .socket()
             .set_nodelay(true)
             .map_err(io_err("set TCP_NODELAY"))?;
+        let tls = publisher.link.tls_suite();
         Ok(Fanout {
+            tls,
             setup,
             poll,
             events: Events::with_capacity(1024),
@@ -540,15 +630,20 @@ impl Fanout {
                 if i == n {
                     if event.is_writable() {
                         sender.writable = true;
+                        // Records rustls could not write earlier raise no
+                        // event of their own: this is their turn.
+                        match &mut self.publisher.link {
+                            Link::Plain(_) => {}
+                            Link::Tls(tls) => tls.flush_some().map_err(io_err("publish"))?,
+                        }
                     }
                     if event.is_readable() || hup {
                         let proto = setup.proto;
-                        let Peer { socket, .. } = &mut self.publisher;
+                        let Peer { link, input, .. } = &mut self.publisher;
                         let mut data = Vec::new();
-                        let eof =
-                            read_all(socket, &mut self.buf, hup, |d| data.extend_from_slice(d))
-                                .map_err(io_err("read pub"))?;
-                        self.publisher.lines(&data, |_, line| {
+                        let eof = read_all(link, &mut self.buf, hup, |d| data.extend_from_slice(d))
+                            .map_err(io_err("read pub"))?;
+                        input.lines(&data, |_, line| {
                             if let Some(k) = proto.publish_reply(line)
                                 && k < n as u64
                             {
@@ -566,27 +661,40 @@ impl Fanout {
                 let Some(peer) = self.subs.get_mut(i) else {
                     continue;
                 };
-                if !(event.is_readable() || hup) {
-                    continue;
-                }
                 let epoch = self.epoch;
                 let buf = &mut self.buf;
-                let result = loop {
-                    match peer.socket.read(buf) {
-                        Ok(0) => break Ok(true),
-                        Ok(k) => {
-                            // One clock reading per read: everything in it
-                            // arrived by now.
-                            tally.now_ns = epoch.elapsed().as_nanos() as u64;
-                            peer.lines(&buf[..k], |next, line| tally.line(next, line));
-                            if k < buf.len() && !hup {
-                                break Ok(false);
+                let Peer { link, input, .. } = peer;
+                let result = match link {
+                    Link::Plain(socket) => {
+                        if !(event.is_readable() || hup) {
+                            continue;
+                        }
+                        loop {
+                            match socket.read(buf) {
+                                Ok(0) => break Ok(true),
+                                Ok(k) => {
+                                    // One clock reading per read: everything in it
+                                    // arrived by now.
+                                    tally.now_ns = epoch.elapsed().as_nanos() as u64;
+                                    input.lines(&buf[..k], |next, line| tally.line(next, line));
+                                    if k < buf.len() && !hup {
+                                        break Ok(false);
+                                    }
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                Err(e) => break Err(e),
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
                     }
+                    // Any event, writable ones included: the read also
+                    // sends what rustls has queued. Deliveries are counted
+                    // from the plaintext exactly as above, one clock
+                    // reading per chunk handed out.
+                    Link::Tls(tls) => read_tls_all(tls, buf, |data| {
+                        tally.now_ns = epoch.elapsed().as_nanos() as u64;
+                        input.lines(data, |next, line| tally.line(next, line));
+                    }),
                 };
                 match result {
                     Ok(false) => {}
@@ -636,6 +744,7 @@ impl Fanout {
             server_cpu,
             server_peak_rss_kib,
             short_replies: sender.short_replies,
+            tls: self.tls.clone(),
         })
     }
 
@@ -656,7 +765,12 @@ impl Fanout {
                 if !s.writable {
                     return Ok(None);
                 }
-                match self.publisher.socket.write(&s.pending[s.written..]) {
+                let unsent = &s.pending[s.written..];
+                let wrote = match &mut self.publisher.link {
+                    Link::Plain(socket) => socket.write(unsent),
+                    Link::Tls(tls) => tls.write_through(unsent),
+                };
+                match wrote {
                     Ok(k) => s.written += k,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         s.writable = false;
@@ -757,8 +871,17 @@ impl RunStats {
         if let Some(kib) = self.server_peak_rss_kib {
             s += &format!(" server_peak_rss_kib={kib}");
         }
+        if let Some(suite) = &self.tls {
+            s += &format!(" tls={suite}");
+        }
         s
     }
+}
+
+fn over_tls(suite: &Option<String>) -> String {
+    suite
+        .as_ref()
+        .map_or(String::new(), |s| format!(" over TLS ({s})"))
 }
 
 fn us(ns: u64) -> f64 {
@@ -774,8 +897,13 @@ impl fmt::Display for RunStats {
             });
         writeln!(
             f,
-            "{}: 1 publisher -> {} subscribers, {} messages of {} bytes per delivery, window {}, {rate}",
-            self.proto, self.subs, self.messages, self.size, self.window
+            "{}{}: 1 publisher -> {} subscribers, {} messages of {} bytes per delivery, window {}, {rate}",
+            self.proto,
+            over_tls(&self.tls),
+            self.subs,
+            self.messages,
+            self.size,
+            self.window
         )?;
         writeln!(
             f,
@@ -843,6 +971,8 @@ pub struct IdleStats {
     /// Machine-wide TCP sockets before and after; both ends of each
     /// loopback connection are counted.
     pub sockets: (TcpSockets, TcpSockets),
+    /// The TLS cipher suite the connections negotiated, if over TLS.
+    pub tls: Option<String>,
 }
 
 impl IdleStats {
@@ -878,6 +1008,9 @@ impl IdleStats {
                 " server_rss_before_kib={before} server_rss_after_kib={after} server_bytes_per_conn={per:.0}"
             );
         }
+        if let Some(suite) = &self.tls {
+            s += &format!(" tls={suite}");
+        }
         s
     }
 }
@@ -886,8 +1019,9 @@ impl fmt::Display for IdleStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{}: {} idle named connections, logged in in {:.2} s",
+            "{}{}: {} idle named connections, logged in in {:.2} s",
             self.proto,
+            over_tls(&self.tls),
             self.conns,
             self.setup_time.as_secs_f64()
         )?;
@@ -953,7 +1087,7 @@ pub fn idle(setup: &Setup) -> Result<IdleStats, BenchError> {
                 continue;
             };
             let hup = event.is_read_closed() || event.is_error();
-            if read_all(&mut peer.socket, &mut buf, hup, |_| {})
+            if read_all(&mut peer.link, &mut buf, hup, |_| {})
                 .map_err(io_err(format!("read {}", sub_name(i))))?
             {
                 return Err(BenchError::Closed { name: sub_name(i) });
@@ -962,8 +1096,10 @@ pub fn idle(setup: &Setup) -> Result<IdleStats, BenchError> {
     }
     let rss_after = setup.server_pid.and_then(rss);
     let sockets_after = TcpSockets::read().unwrap_or_default();
+    let tls = peers.first().and_then(|p| p.link.tls_suite());
     drop(peers.drain(..));
     Ok(IdleStats {
+        tls,
         proto,
         conns: setup.subs,
         setup_time,
@@ -976,20 +1112,7 @@ pub fn idle(setup: &Setup) -> Result<IdleStats, BenchError> {
 mod tests {
     use super::*;
 
-    fn peer() -> Peer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        Peer {
-            socket,
-            partial: Vec::new(),
-            skipping: false,
-            next_seq: 0,
-            hello_sent: true,
-            ready: true,
-        }
-    }
-
-    fn split(p: &mut Peer, data: &[u8]) -> Vec<String> {
+    fn split(p: &mut Lines, data: &[u8]) -> Vec<String> {
         let mut got = Vec::new();
         p.lines(data, |_, l| {
             got.push(String::from_utf8_lossy(l).into_owned())
@@ -999,7 +1122,7 @@ mod tests {
 
     #[test]
     fn lines_span_reads_and_lose_their_terminators() {
-        let mut p = peer();
+        let mut p = Lines::default();
         assert_eq!(split(&mut p, b"one\r\ntw"), ["one"]);
         assert_eq!(split(&mut p, b"o"), Vec::<String>::new());
         assert_eq!(split(&mut p, b"\nthree\nfour"), ["two", "three"]);
@@ -1008,7 +1131,7 @@ mod tests {
 
     #[test]
     fn an_over_long_line_is_dropped_not_kept() {
-        let mut p = peer();
+        let mut p = Lines::default();
         let big = vec![b'x'; MAX_LINE + 1];
         assert!(split(&mut p, &big).is_empty());
         assert!(p.partial.capacity() == 0 && p.skipping);
