@@ -200,8 +200,7 @@ const RELAY_LISTENER: Token = Token(usize::MAX);
 fn tls_relay(backend: SocketAddr) -> TlsRelay {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    #[allow(deprecated)] // ring, as the crate builds it; see loadgen::tls
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = chatd::crypto::provider();
     let config = Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -411,7 +410,6 @@ impl Drop for TempDir {
 }
 
 #[test]
-#[ignore = "needs chatd's own TLS (--tls-self-signed), which is on main, not this branch yet"]
 fn the_tls_flag_loads_chatd_over_its_own_tls() {
     let dir = TempDir(std::env::temp_dir().join(format!("chatd-test-{}-tls", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();

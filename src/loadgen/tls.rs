@@ -60,15 +60,11 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// The client configuration every TLS connection of a run shares: ring's
-/// default cipher suites, TLS 1.2 and 1.3, no client certificate, any
+/// The client configuration every TLS connection of a run shares: the
+/// crate's one provider and its default cipher suites, TLS 1.2 and 1.3, no client certificate, any
 /// server certificate (see the module's comment).
 pub fn client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
-    // Deprecated since rustls 0.23.48 for lacking post-quantum key
-    // exchange. Key exchange happens once per connection, before a run's
-    // clock starts, and ring is the provider this crate builds with.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::crypto::provider();
     let verifier = Arc::new(AnyCertificate {
         algorithms: provider.signature_verification_algorithms,
     });
