@@ -1,7 +1,8 @@
 //! Helpers for the integration tests: a `Server` guard that runs the real
 //! `chatd` binary on a free loopback port and collects its log, and a
-//! `Client` that talks the text protocol over real TCP with a timeout on
-//! every read. Each test binary uses a different subset. `json` holds the
+//! `Client` that talks the text protocol over real TCP (plain, or inside
+//! TLS) with a timeout on every read. Each test binary uses a different
+//! subset. `json` holds the
 //! JSON-mode helpers, `time` the checks of the server's time stamps.
 #![allow(dead_code)]
 
@@ -9,7 +10,7 @@ pub mod json;
 pub mod time;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -323,9 +324,51 @@ pub fn joined(name: &str, users: usize) -> String {
 
 /// One client connection speaking the text protocol.
 pub struct Client {
-    /// Reads through the buffer; writes go to the socket underneath, so a
-    /// client holds one descriptor (the 1000-connection test needs that).
-    reader: BufReader<TcpStream>,
+    /// Reads through the buffer; writes go to the transport underneath, so
+    /// a client holds one descriptor (the 1000-connection test needs that).
+    reader: BufReader<Transport>,
+}
+
+/// What a client's bytes travel over. The TLS state is boxed: a plain
+/// client, the common case by far, stays two words big.
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Transport {
+    /// The socket underneath, for options, peeks and shutdowns.
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(t) => t.flush(),
+        }
+    }
 }
 
 impl Client {
@@ -350,17 +393,16 @@ impl Client {
     }
 
     pub fn from_stream(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        stream.set_write_timeout(Some(TIMEOUT)).expect("timeout");
-        stream.set_nodelay(true).expect("nodelay");
+        prepare(&stream);
         Client {
-            reader: BufReader::new(stream),
+            reader: BufReader::new(Transport::Plain(stream)),
         }
     }
 
-    /// The socket, for options and shutdowns.
+    /// The socket, for options and shutdowns (underneath TLS on a TLS
+    /// client: writing to it directly would break the TLS stream).
     pub fn stream(&self) -> &TcpStream {
-        self.reader.get_ref()
+        self.reader.get_ref().socket()
     }
 
     /// Sends `line` and a LF.
@@ -372,12 +414,19 @@ impl Client {
         self.send_raw(&bytes);
     }
 
-    /// Sends bytes as they are.
+    /// Sends bytes as they are (as plaintext inside TLS on a TLS client).
     #[track_caller]
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream()
+        let transport = self.reader.get_mut();
+        transport
             .write_all(bytes)
             .unwrap_or_else(|e| panic!("send failed: {e}"));
+        // rustls may hold records back until asked to write them all.
+        if let Transport::Tls(_) = transport {
+            transport
+                .flush()
+                .unwrap_or_else(|e| panic!("send failed: {e}"));
+        }
     }
 
     /// The next line, without its LF. Fails on timeout or EOF.
@@ -490,6 +539,234 @@ impl Client {
     }
 }
 
+/// Read and write timeouts on every test socket, so no wait is unbounded,
+/// and no Nagle delay between a test's small writes.
+fn prepare(stream: &TcpStream) {
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(TIMEOUT)).expect("timeout");
+    stream.set_nodelay(true).expect("nodelay");
+}
+
+/// How to open a test connection's socket, when the plain `connect` will
+/// not do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dial {
+    /// Bound before connecting: a loopback address other than 127.0.0.1
+    /// looks like another host to the server's address checks.
+    pub from: Option<IpAddr>,
+    /// A small receive buffer, for a client that will stop reading: the
+    /// kernel then holds little on its behalf.
+    pub rcvbuf: Option<usize>,
+}
+
+impl Dial {
+    pub fn from(ip: &str) -> Dial {
+        Dial {
+            from: Some(ip.parse().expect("a source address")),
+            ..Dial::default()
+        }
+    }
+
+    /// A connected socket to `addr`.
+    #[track_caller]
+    pub fn socket(self, addr: SocketAddr) -> TcpStream {
+        let domain = socket2::Domain::for_address(addr);
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+        if let Some(bytes) = self.rcvbuf {
+            socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        }
+        if let Some(ip) = self.from {
+            socket
+                .bind(&SocketAddr::new(ip, 0).into())
+                .unwrap_or_else(|e| panic!("cannot bind {ip}: {e}"));
+        }
+        socket
+            .connect_timeout(&addr.into(), TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        let stream: TcpStream = socket.into();
+        prepare(&stream);
+        stream
+    }
+}
+
+/// Which server certificates a TLS test client accepts.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// Whatever the server presents: the test checks the fingerprint
+    /// itself (`Client::peer_fingerprint`), as a pin would.
+    Any,
+    /// Only a chain ending in this certificate, for the name `localhost`
+    /// (a self-signed certificate is its own root), checked the way a
+    /// real client checks.
+    Root(rustls::pki_types::CertificateDer<'static>),
+}
+
+/// A client configuration on the crate's provider, so the test speaks
+/// exactly the TLS that chatd and chat-client speak.
+pub fn tls_config(trust: &Trust) -> Arc<rustls::ClientConfig> {
+    let provider = chatd::crypto::provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions");
+    let config = match trust {
+        Trust::Any => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
+        Trust::Root(cert) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert.clone()).expect("a usable root certificate");
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Arc::new(config)
+}
+
+/// A client connection to `localhost` (the name chatd's self-signed
+/// certificate carries), its ClientHello not yet written.
+pub fn tls_client(trust: &Trust) -> rustls::ClientConnection {
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a server name");
+    rustls::ClientConnection::new(tls_config(trust), name).expect("a client connection")
+}
+
+/// Accepts any certificate but still checks the handshake's signatures,
+/// so the server must hold the key of the certificate it presents.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl Client {
+    /// Runs a TLS handshake on `stream` to its end and returns the client
+    /// speaking inside it, its welcome not yet read. Fails if the
+    /// handshake fails.
+    #[track_caller]
+    pub fn tls_over(stream: TcpStream, trust: &Trust) -> Client {
+        Client::try_tls_over(stream, trust).unwrap_or_else(|e| panic!("TLS handshake failed: {e}"))
+    }
+
+    /// Like `tls_over`, with the handshake's failure returned.
+    pub fn try_tls_over(mut stream: TcpStream, trust: &Trust) -> io::Result<Client> {
+        prepare(&stream);
+        let mut conn = tls_client(trust);
+        while conn.is_handshaking() {
+            conn.complete_io(&mut stream)?;
+        }
+        // The client's last handshake flight may still be queued; the
+        // server cannot finish its side (and greet) without it.
+        while conn.wants_write() {
+            conn.write_tls(&mut stream)?;
+        }
+        let tls = rustls::StreamOwned::new(conn, stream);
+        Ok(Client {
+            reader: BufReader::new(Transport::Tls(Box::new(tls))),
+        })
+    }
+
+    /// The certificate the server presented (its end-entity one); None on
+    /// a plain connection.
+    pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        match self.reader.get_ref() {
+            Transport::Plain(_) => None,
+            Transport::Tls(t) => t
+                .conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| c.clone().into_owned()),
+        }
+    }
+
+    /// The SHA-256 fingerprint of the presented certificate, in the form
+    /// chatd logs.
+    #[track_caller]
+    pub fn peer_fingerprint(&self) -> String {
+        let cert = self
+            .peer_certificate()
+            .expect("a TLS client with a server certificate");
+        chatd::crypto::fingerprint(&cert)
+    }
+
+    /// Chooses `name` on a new connection (plain or TLS) and checks the
+    /// answer: the lobby, where `users` are then.
+    #[track_caller]
+    pub fn choose_name(&mut self, name: &str, users: usize) {
+        self.expect(WELCOME);
+        self.send(name);
+        self.expect(&joined(name, users));
+    }
+
+    /// The TLS protocol version agreed on; None on a plain connection.
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        match self.reader.get_ref() {
+            Transport::Plain(_) => None,
+            Transport::Tls(t) => t.conn.protocol_version(),
+        }
+    }
+}
+
+impl Server {
+    /// A new TLS connection, handshake done, welcome not yet read.
+    #[track_caller]
+    pub fn connect_tls(&self, trust: &Trust) -> Client {
+        Client::tls_over(Dial::default().socket(self.addr), trust)
+    }
+
+    /// A new plain connection as `dial` says, welcome not yet read.
+    #[track_caller]
+    pub fn connect_with(&self, dial: Dial) -> Client {
+        Client::from_stream(dial.socket(self.addr))
+    }
+
+    /// A new TLS connection as `dial` says, handshake done.
+    #[track_caller]
+    pub fn connect_tls_with(&self, dial: Dial, trust: &Trust) -> Client {
+        Client::tls_over(dial.socket(self.addr), trust)
+    }
+}
+
 /// The terminal client binary under test.
 pub fn chat_client_path() -> &'static str {
     env!("CARGO_BIN_EXE_chat-client")
@@ -560,9 +837,14 @@ impl Drop for TempPath {
 
 impl Client {
     /// Whether anything from the server is waiting to be read right now
-    /// (already buffered, or in the socket), without blocking.
+    /// (already buffered, or in the socket), without blocking. Plain
+    /// clients only: on TLS, bytes in the socket need not be data.
     #[track_caller]
     pub fn has_input(&self) -> bool {
+        assert!(
+            matches!(self.reader.get_ref(), Transport::Plain(_)),
+            "has_input cannot tell TLS records from data"
+        );
         if !self.reader.buffer().is_empty() {
             return true;
         }
@@ -582,7 +864,7 @@ impl Client {
 
 /// A database file for one test (a unique name under the temp directory),
 /// removed when dropped together with SQLite's `-wal`, `-shm` and
-/// `-journal` files beside it.
+/// `-journal` files and chatd's `.cert.pem` and `.key.pem` beside it.
 pub struct TempDb(pub TempPath);
 
 impl TempDb {
@@ -597,7 +879,8 @@ impl TempDb {
     }
 
     fn remove_all(&self) {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
+        // The certificate `--tls-self-signed` keeps beside the database too.
+        for suffix in ["", "-wal", "-shm", "-journal", ".cert.pem", ".key.pem"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.as_str()));
         }
     }
