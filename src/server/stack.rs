@@ -183,6 +183,7 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::tls::records;
     use crate::wire::lines::Line;
     use proptest::prelude::*;
     use rustls::pki_types::{CertificateDer, ServerName};
@@ -377,29 +378,161 @@ mod tests {
         }
     }
 
-    #[test]
-    fn close_notify_from_the_peer_is_seen() {
+    /// A client and a stack that have finished a TLS handshake.
+    fn handshaken() -> (rustls::ClientConnection, Stack) {
         let mut c = client();
         let mut stack = Stack::default();
         for _ in 0..10 {
+            to_server(&mut c, &mut stack, 0);
+            to_client(&mut stack, &mut c);
+            if !c.is_handshaking() && !stack.handshaking() {
+                return (c, stack);
+            }
+        }
+        panic!("no handshake in 10 flights");
+    }
+
+    /// What the client has to send, fed to the stack in pieces of `step`.
+    fn to_server(c: &mut rustls::ClientConnection, stack: &mut Stack, step: usize) -> Vec<Arrival> {
+        let mut wire = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut wire).unwrap();
+        }
+        feed(stack, &wire, step)
+    }
+
+    /// What the stack has queued, handed to the client; the plaintext the
+    /// client then reads.
+    fn to_client(stack: &mut Stack, c: &mut rustls::ClientConnection) -> Vec<u8> {
+        let mut back = Vec::new();
+        stack.tls.as_mut().unwrap().write_to(&mut back).unwrap();
+        c.read_tls(&mut &back[..]).unwrap();
+        c.process_new_packets().unwrap();
+        let mut plain = Vec::new();
+        let _ = c.reader().read_to_end(&mut plain);
+        plain
+    }
+
+    /// The stack sends `text` as a flush would.
+    fn say(stack: &mut Stack, text: &[u8]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let layer = stack.tls.as_mut().unwrap();
+        layer
+            .flush([text, b""], &mut Vec::new(), &mut wire)
+            .unwrap()
+            .unwrap();
+        wire
+    }
+
+    #[test]
+    fn after_a_tls13_handshake_the_layer_keeps_only_its_own_records() {
+        let (mut c, mut stack) = handshaken();
+        assert!(stack.tls.as_mut().unwrap().records().is_some());
+        c.writer().write_all(b"alice\n").unwrap();
+        to_server(&mut c, &mut stack, 3);
+        assert_eq!(lines_of(&mut stack), ["alice"]);
+        let wire = say(&mut stack, b"* hi alice\n");
+        c.read_tls(&mut &wire[..]).unwrap();
+        c.process_new_packets().unwrap();
+        let mut got = Vec::new();
+        let _ = c.reader().read_to_end(&mut got);
+        assert_eq!(got, b"* hi alice\n");
+    }
+
+    #[test]
+    fn close_notify_from_the_peer_is_seen() {
+        let (mut c, mut stack) = handshaken();
+        c.send_close_notify();
+        let arrivals = to_server(&mut c, &mut stack, 1);
+        assert!(arrivals.iter().any(|a| a.peer_closed));
+        // Ours goes back encrypted, and the client takes it as a close.
+        stack.tls.as_mut().unwrap().close_notify();
+        to_client(&mut stack, &mut c);
+        let mut buf = [0; 8];
+        assert_eq!(c.reader().read(&mut buf).unwrap(), 0, "a clean close");
+    }
+
+    #[test]
+    fn key_updates_from_the_client_are_followed_and_answered() {
+        let (mut c, mut stack) = handshaken();
+        for round in 0..3 {
+            c.refresh_traffic_keys().unwrap();
+            c.writer()
+                .write_all(format!("line {round}\n").as_bytes())
+                .unwrap();
+            to_server(&mut c, &mut stack, 0);
+            assert_eq!(lines_of(&mut stack), [format!("line {round}")]);
+            // Our answer to a requested update goes out before the data.
+            let mut wire = say(&mut stack, format!("back {round}\n").as_bytes());
+            let layer = stack.tls.as_mut().unwrap();
+            layer.write_to(&mut wire).unwrap();
+            c.read_tls(&mut &wire[..]).unwrap();
+            c.process_new_packets().unwrap();
+            let mut got = Vec::new();
+            let _ = c.reader().read_to_end(&mut got);
+            assert_eq!(got, format!("back {round}\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn our_keys_change_before_their_limit() {
+        let (mut c, mut stack) = handshaken();
+        stack
+            .tls
+            .as_mut()
+            .unwrap()
+            .records()
+            .unwrap()
+            .rekey_after(3);
+        let mut got = Vec::new();
+        for i in 0..10 {
+            let wire = say(&mut stack, format!("{i}\n").as_bytes());
+            c.read_tls(&mut &wire[..]).unwrap();
+            c.process_new_packets().unwrap();
+            let _ = c.reader().read_to_end(&mut got);
+        }
+        assert_eq!(got, b"0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n");
+        let records = stack.tls.as_mut().unwrap().records().unwrap();
+        assert!(records.sealed() < 10, "a new key starts counting again");
+    }
+
+    #[test]
+    fn a_tampered_record_is_refused_with_an_encrypted_alert() {
+        let (mut c, mut stack) = handshaken();
+        c.writer().write_all(b"hello\n").unwrap();
+        let mut wire = Vec::new();
+        c.write_tls(&mut wire).unwrap();
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let err = stack.receive(&mut wire, Some(&identity().0)).unwrap_err();
+        assert!(err.to_string().contains("does not decrypt"), "{err}");
+        assert!(stack.lines.is_empty(), "nothing of it reached the lines");
+        let mut back = Vec::new();
+        stack.tls.as_mut().unwrap().write_to(&mut back).unwrap();
+        c.read_tls(&mut &back[..]).unwrap();
+        let alert = c.process_new_packets().unwrap_err();
+        assert!(alert.to_string().contains("BadRecordMac"), "{alert}");
+    }
+
+    #[test]
+    fn a_flood_of_key_updates_is_refused() {
+        let (mut c, mut stack) = handshaken();
+        let mut refused = None;
+        for n in 1..=records::MAX_KEY_UPDATES + 1 {
+            c.refresh_traffic_keys().unwrap();
             let mut wire = Vec::new();
             while c.wants_write() {
                 c.write_tls(&mut wire).unwrap();
             }
-            feed(&mut stack, &wire, 0);
-            let mut back = Vec::new();
-            stack.tls.as_mut().unwrap().write_to(&mut back).unwrap();
-            c.read_tls(&mut &back[..]).unwrap();
-            c.process_new_packets().unwrap();
-            if !c.is_handshaking() && !stack.handshaking() {
+            if let Err(e) = stack.receive(&mut wire, Some(&identity().0)) {
+                refused = Some((n, e.to_string()));
                 break;
             }
+            to_client(&mut stack, &mut c);
         }
-        c.send_close_notify();
-        let mut wire = Vec::new();
-        c.write_tls(&mut wire).unwrap();
-        let arrivals = feed(&mut stack, &wire, 1);
-        assert!(arrivals.iter().any(|a| a.peer_closed));
+        let (n, why) = refused.expect("refused at some point");
+        assert_eq!(n, records::MAX_KEY_UPDATES + 1);
+        assert!(why.contains("too many KeyUpdates"), "{why}");
     }
 
     proptest! {
@@ -419,6 +552,27 @@ mod tests {
                 }
             }
             while stack.lines.next_line(64).is_some() {}
+        }
+
+        #[test]
+        fn random_bytes_after_a_handshake_never_panic(
+            records in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..6),
+            real_header in any::<bool>(),
+        ) {
+            let (_c, mut stack) = handshaken();
+            for mut bytes in records {
+                if real_header && bytes.len() >= 5 {
+                    // Past the header check, into decryption.
+                    let len = (bytes.len() - 5) as u16;
+                    bytes[..5].copy_from_slice(&[0x17, 3, 3, (len >> 8) as u8, len as u8]);
+                }
+                if stack.receive(&mut bytes, Some(&identity().0)).is_err() {
+                    break;
+                }
+            }
+            let layer = stack.tls.as_mut().unwrap();
+            let _ = layer.flush([b"x\n", b""], &mut Vec::new(), &mut Vec::new());
+            layer.close_notify();
         }
     }
 }

@@ -37,12 +37,15 @@ impl TlsConfig {
         };
         let fingerprint = crate::crypto::fingerprint(first);
         let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("key: {e}"))?;
-        let config = ServerConfig::builder_with_provider(crate::crypto::provider())
+        let mut config = ServerConfig::builder_with_provider(crate::crypto::provider())
             .with_protocol_versions(&[&version::TLS13, &version::TLS12])
             .map_err(|e| format!("TLS versions: {e}"))?
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| format!("certificate and key: {e}"))?;
+        // After a TLS 1.3 handshake the layer protects records itself with
+        // the traffic keys (see `records`), keeping far less per connection.
+        config.enable_secret_extraction = true;
         Ok(TlsConfig {
             config: Arc::new(config),
             fingerprint,

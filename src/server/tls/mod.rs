@@ -10,12 +10,15 @@
 use std::fmt;
 use std::io::{self, Write};
 
+use rustls::ProtocolVersion;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
 pub mod cert;
+pub mod records;
 
 pub use cert::{Loaded, TlsConfig, TlsSource};
+use records::{RecordError, Records};
 
 /// Largest TLS record payload: a flush of more plaintext than this becomes
 /// several records.
@@ -36,6 +39,8 @@ pub const ALERT_DECODE_ERROR: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32
 pub enum TlsError {
     /// The peer broke the protocol, or the handshake failed.
     Protocol(rustls::Error),
+    /// A record after the handshake was wrong (see `records`).
+    Record(RecordError),
     /// Application data before the handshake allowed it; a bug of ours,
     /// never the peer's doing.
     NotReady,
@@ -45,6 +50,7 @@ impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TlsError::Protocol(e) => write!(f, "TLS: {e}"),
+            TlsError::Record(e) => write!(f, "TLS: {e}"),
             TlsError::NotReady => f.write_str("TLS: data to send before the handshake ended"),
         }
     }
@@ -58,6 +64,12 @@ impl From<rustls::Error> for TlsError {
     }
 }
 
+impl From<RecordError> for TlsError {
+    fn from(e: RecordError) -> Self {
+        TlsError::Record(e)
+    }
+}
+
 /// What a batch of ciphertext brought.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Received {
@@ -65,10 +77,23 @@ pub struct Received {
     pub peer_closed: bool,
 }
 
+/// Who protects the records.
+enum Engine {
+    /// rustls, through the handshake, and for the life of a TLS 1.2
+    /// connection.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// Our own TLS 1.3 records: after the handshake only the keys are
+    /// kept (about a kilobyte less than rustls's whole state, per idle
+    /// connection).
+    Records(Box<Records>),
+    /// Between the two, or after a failure of the move.
+    Gone,
+}
+
 /// One connection's TLS state. Boxed inside a connection, so a plain
 /// connection pays one pointer for it.
 pub struct TlsLayer {
-    conn: UnbufferedServerConnection,
+    engine: Engine,
     /// Ciphertext received but not yet a whole record. Empty (and holding
     /// no allocation) between records.
     incoming: Vec<u8>,
@@ -93,7 +118,9 @@ impl fmt::Debug for TlsLayer {
 impl TlsLayer {
     pub fn new(cfg: &TlsConfig) -> Result<TlsLayer, TlsError> {
         Ok(TlsLayer {
-            conn: UnbufferedServerConnection::new(cfg.config.clone())?,
+            engine: Engine::Rustls(Box::new(UnbufferedServerConnection::new(
+                cfg.config.clone(),
+            )?)),
             incoming: Vec::new(),
             outgoing: Vec::new(),
             sent: 0,
@@ -103,7 +130,18 @@ impl TlsLayer {
 
     /// The handshake has not finished; application data cannot flow yet.
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        match &self.engine {
+            Engine::Rustls(conn) => conn.is_handshaking(),
+            Engine::Records(_) | Engine::Gone => false,
+        }
+    }
+
+    /// Our own TLS 1.3 record layer, once the handshake has moved to it.
+    pub fn records(&mut self) -> Option<&mut Records> {
+        match &mut self.engine {
+            Engine::Records(records) => Some(records),
+            _ => None,
+        }
     }
 
     /// Takes ciphertext as read from the socket (`data` is scratch space:
@@ -120,25 +158,17 @@ impl TlsLayer {
         plain: &mut impl FnMut(&[u8]),
     ) -> Result<Received, TlsError> {
         let mut got = Received::default();
-        let outcome = if self.incoming.is_empty() {
-            let (used, outcome) =
-                process(&mut self.conn, data, &mut self.outgoing, plain, &mut got);
+        if self.incoming.is_empty() {
+            let (used, outcome) = self.run(data, plain, &mut got);
             if let Err(e) = outcome {
                 return Err(self.fail(e, &mut data[used..]));
             }
             // Only a partial record is copied and kept.
             self.incoming.extend_from_slice(&data[used..]);
-            Ok(())
         } else {
             self.incoming.extend_from_slice(data);
             let mut incoming = std::mem::take(&mut self.incoming);
-            let (used, outcome) = process(
-                &mut self.conn,
-                &mut incoming,
-                &mut self.outgoing,
-                plain,
-                &mut got,
-            );
+            let (used, outcome) = self.run(&mut incoming, plain, &mut got);
             if let Err(e) = outcome {
                 return Err(self.fail(e, &mut incoming[used..]));
             }
@@ -146,27 +176,83 @@ impl TlsLayer {
             if !incoming.is_empty() {
                 self.incoming = incoming;
             }
-            Ok(())
-        };
-        outcome.map(|()| got)
+        }
+        Ok(got)
     }
 
-    /// After an error: queues the alert rustls prepared (it is handed the
-    /// same bytes as the failed call), or else one of ours chosen by the
-    /// error. Nothing else is sent after it.
-    fn fail(&mut self, e: TlsError, rest: &mut [u8]) -> TlsError {
-        let before = self.outgoing.len();
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(rest);
-        if let Ok(ConnectionState::EncodeTlsData(mut alert)) = state {
-            encode(&mut self.outgoing, |b| alert.encode(b));
+    /// Runs the records at the front of `buf` through whoever protects
+    /// them; returns the bytes used. A TLS 1.3 handshake that ends here
+    /// hands the rest of `buf` to our own records.
+    fn run(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut impl FnMut(&[u8]),
+        got: &mut Received,
+    ) -> (usize, Result<(), TlsError>) {
+        match &mut self.engine {
+            Engine::Rustls(conn) => {
+                let (used, outcome) = process(conn, buf, &mut self.outgoing, plain, got);
+                if outcome.is_err()
+                    || conn.is_handshaking()
+                    || conn.protocol_version() != Some(ProtocolVersion::TLSv1_3)
+                {
+                    return (used, outcome);
+                }
+                if let Err(e) = self.take_over() {
+                    return (used, Err(e));
+                }
+                let (more, outcome) = self.run(&mut buf[used..], plain, got);
+                (used + more, outcome)
+            }
+            Engine::Records(records) => match records.open(buf, &mut self.outgoing, plain) {
+                Ok(opened) => {
+                    got.peer_closed |= opened.peer_closed;
+                    (opened.used, Ok(()))
+                }
+                Err(e) => (0, Err(e.into())),
+            },
+            Engine::Gone => (0, Err(TlsError::NotReady)),
         }
-        if self.outgoing.len() == before && self.is_handshaking() {
-            // Before the handshake ends an alert is a plain record.
-            let alert = match &e {
-                TlsError::Protocol(rustls::Error::InvalidMessage(_)) => ALERT_DECODE_ERROR,
-                _ => ALERT_HANDSHAKE_FAILURE,
-            };
-            self.outgoing.extend_from_slice(alert);
+    }
+
+    /// Moves a finished TLS 1.3 connection to our own records: rustls
+    /// hands over the traffic keys and keeps only its key schedule.
+    fn take_over(&mut self) -> Result<(), TlsError> {
+        let Engine::Rustls(conn) = std::mem::replace(&mut self.engine, Engine::Gone) else {
+            return Err(TlsError::NotReady);
+        };
+        let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+        self.engine = Engine::Records(Box::new(Records::new(secrets, kernel)?));
+        Ok(())
+    }
+
+    /// After an error: queues an alert (the one rustls prepared, handed the
+    /// same bytes as the failed call; or one of ours chosen by the error,
+    /// encrypted once the handshake is over). Nothing is sent after it.
+    fn fail(&mut self, e: TlsError, rest: &mut [u8]) -> TlsError {
+        self.compact();
+        let before = self.outgoing.len();
+        match &mut self.engine {
+            Engine::Rustls(conn) => {
+                let UnbufferedStatus { state, .. } = conn.process_tls_records(rest);
+                if let Ok(ConnectionState::EncodeTlsData(mut alert)) = state {
+                    encode(&mut self.outgoing, |b| alert.encode(b));
+                }
+                if self.outgoing.len() == before && conn.is_handshaking() {
+                    // Before the handshake ends an alert is a plain record.
+                    let alert = match &e {
+                        TlsError::Protocol(rustls::Error::InvalidMessage(_)) => ALERT_DECODE_ERROR,
+                        _ => ALERT_HANDSHAKE_FAILURE,
+                    };
+                    self.outgoing.extend_from_slice(alert);
+                }
+            }
+            Engine::Records(records) => {
+                if let TlsError::Record(RecordError { alert, .. }) = &e {
+                    let _ = records.seal_alert(*alert, &mut self.outgoing);
+                }
+            }
+            Engine::Gone => {}
         }
         self.close_queued = true;
         e
@@ -177,11 +263,16 @@ impl TlsLayer {
     /// whatever buffer the caller writes from). `incoming` is what rustls
     /// has not let go of (at most a partial record).
     fn encrypt(
-        conn: &mut UnbufferedServerConnection,
+        engine: &mut Engine,
         incoming: &mut Vec<u8>,
         plain: &[u8],
         into: &mut Vec<u8>,
     ) -> Result<(), TlsError> {
+        let conn = match engine {
+            Engine::Records(records) => return Ok(records.seal(plain, into)?),
+            Engine::Rustls(conn) => conn,
+            Engine::Gone => return Err(TlsError::NotReady),
+        };
         loop {
             let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
             let done = match state? {
@@ -222,13 +313,18 @@ impl TlsLayer {
         if held || parts.iter().all(|p| p.is_empty()) {
             for part in parts.into_iter().filter(|p| !p.is_empty()) {
                 self.compact();
-                Self::encrypt(&mut self.conn, &mut self.incoming, part, &mut self.outgoing)?;
+                Self::encrypt(
+                    &mut self.engine,
+                    &mut self.incoming,
+                    part,
+                    &mut self.outgoing,
+                )?;
             }
             return Ok(self.write_to(w));
         }
         scratch.clear();
         for part in parts.into_iter().filter(|p| !p.is_empty()) {
-            Self::encrypt(&mut self.conn, &mut self.incoming, part, scratch)?;
+            Self::encrypt(&mut self.engine, &mut self.incoming, part, scratch)?;
         }
         let result = w.write(scratch);
         let taken = *result.as_ref().unwrap_or(&0);
@@ -243,11 +339,19 @@ impl TlsLayer {
         }
         self.close_queued = true;
         self.compact();
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
-        if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
-            let _ = encrypt_into(&mut self.outgoing, RECORD_OVERHEAD + 2, |b| {
-                w.queue_close_notify(b)
-            });
+        match &mut self.engine {
+            Engine::Records(records) => {
+                let _ = records.seal_alert(records::ALERT_CLOSE_NOTIFY, &mut self.outgoing);
+            }
+            Engine::Rustls(conn) => {
+                let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut self.incoming);
+                if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
+                    let _ = encrypt_into(&mut self.outgoing, RECORD_OVERHEAD + 2, |b| {
+                        w.queue_close_notify(b)
+                    });
+                }
+            }
+            Engine::Gone => {}
         }
     }
 
