@@ -229,8 +229,14 @@ struct ChatClient {
 
 impl ChatClient {
     fn spawn(args: &[&str]) -> ChatClient {
-        let mut child = Command::new(chat_client_path())
-            .args(args)
+        let mut cmd = Command::new(chat_client_path());
+        cmd.args(args);
+        ChatClient::spawn_command(cmd)
+    }
+
+    /// Any program that talks on stdin and stdout (openssl s_client).
+    fn spawn_command(mut cmd: Command) -> ChatClient {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -265,6 +271,20 @@ impl ChatClient {
         match self.stdout.recv_timeout(TIMEOUT) {
             Ok(got) => assert_eq!(got, want, "chat-client printed"),
             Err(_) => panic!("chat-client printed no line within {TIMEOUT:?}; wanted {want:?}"),
+        }
+    }
+
+    /// Skips printed lines until one contains `needle`.
+    #[track_caller]
+    fn expect_containing(&mut self, needle: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(got) if got.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => panic!("no line containing {needle:?} within {TIMEOUT:?}"),
+            }
         }
     }
 
@@ -679,4 +699,40 @@ fn a_plain_client_that_speaks_first_is_sent_nothing_before_it_speaks() {
     http.expect(WELCOME);
     let refusal = http.line();
     assert!(refusal.starts_with("! "), "{refusal:?}");
+}
+
+/// Another TLS implementation than the one chatd and these tests use:
+/// OpenSSL's s_client, driven through its stdin. Its `K` command sends a
+/// KeyUpdate that asks for one back, which rustls clients never send.
+#[test]
+fn openssl_s_client_chats_and_updates_keys_both_ways() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        panic!("openssl is needed for this test (.ci/run installs it)");
+    }
+    let (server, _cert, _files) = tls_server("openssl", &[]);
+    let mut bob = server.login("bob");
+    // Its stderr joins its stdout, where it reports each KeyUpdate.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "exec openssl s_client -connect {} -servername localhost -tls1_3 2>&1",
+        server.addr
+    ));
+    let mut alice = ChatClient::spawn_command(cmd);
+    alice.expect_containing(WELCOME);
+    alice.send("alice");
+    alice.expect_containing("* you joined #lobby as alice");
+    bob.expect("* alice has joined #lobby");
+    for round in 0..3 {
+        // A read of stdin that starts with K is s_client's command (the
+        // rest of that read is dropped), so the next line waits until it
+        // has reported the update.
+        alice.send("K");
+        alice.expect_containing("KEYUPDATE");
+        alice.send(&format!("hello after key update {round}"));
+        bob.expect(&format!("<alice> hello after key update {round}"));
+        bob.send(&format!("heard you {round}"));
+        alice.expect_containing(&format!("<bob> heard you {round}"));
+    }
+    alice.send("bye");
+    bob.expect("<alice> bye");
 }
