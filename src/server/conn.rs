@@ -209,9 +209,6 @@ pub struct Conn {
     /// Unique over the server's life, unlike the slab key; names the
     /// connection in logs and tells a reused key's timers apart.
     pub serial: u64,
-    /// When it was accepted: the TLS handshake must end within the
-    /// handshake timeout from here.
-    pub since: Instant,
     pub stack: Stack,
     /// Plaintext owed, in the connection's mode (encrypted at the flush
     /// when the stack has TLS).
@@ -234,6 +231,8 @@ pub struct Conn {
     /// Chosen by the first non-blank line; until then replies are text.
     pub mode: Option<Mode>,
     pub in_ready: bool,
+    /// Its timer is the TLS handshake's deadline (not the welcome's).
+    pub handshake_deadline: bool,
     pub in_dirty: bool,
     /// The id of the JSON request the chat is waiting on a job for (a
     /// password check, a history query), echoed on its answer.
@@ -255,18 +254,11 @@ impl Conn {
         self.out.len() + self.stack.tls_pending()
     }
 
-    pub fn new(
-        socket: TcpStream,
-        peer: SocketAddr,
-        serial: u64,
-        budget: Budget,
-        now: Instant,
-    ) -> Conn {
+    pub fn new(socket: TcpStream, peer: SocketAddr, serial: u64, budget: Budget) -> Conn {
         Conn {
             socket,
             peer,
             serial,
-            since: now,
             stack: Stack::default(),
             out: OutBuf::default(),
             budget,
@@ -279,6 +271,7 @@ impl Conn {
             timer: None,
             mode: None,
             in_ready: false,
+            handshake_deadline: false,
             in_dirty: false,
             reply_id: None,
             bytes_in: 0,

@@ -77,6 +77,8 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 pub const DEFAULT_AUTH_QUEUE: usize = 64;
 /// How long the storage thread may take to store what is left at shutdown.
 pub const STORE_FLUSH: Duration = Duration::from_millis(800);
+/// Pending-timer capacity kept however few timers are pending.
+pub const TIMERS_KEEP: usize = 1024;
 /// TLS handshake steps (reads that go into a handshake) per loop turn at
 /// most. A ClientHello costs the server a key exchange and a signature,
 /// tens of microseconds: a thousand clients reconnecting at once are
@@ -763,7 +765,7 @@ impl Server {
         let serial = self.next_serial;
         self.next_serial += 1;
         let budget = Budget::new(self.cfg.rate, self.conns.now);
-        entry.insert(Conn::new(socket, peer, serial, budget, self.conns.now));
+        entry.insert(Conn::new(socket, peer, serial, budget));
         info!("conn #{serial} from {peer}");
         // The chat greets it once its first bytes show a line protocol, or
         // after a short silence (a person at nc); a TLS or HTTP client that
@@ -800,15 +802,16 @@ impl Server {
     }
 
     /// The welcome delay or the handshake deadline of a connection not yet
-    /// greeted has come.
+    /// greeted has come. The welcome timer fires `WELCOME_DELAY` after the
+    /// accept; a handshake still running then gets the rest of the
+    /// handshake timeout, and is closed if it is still running after it.
     fn greeting_due(&mut self, key: usize) {
         let timeout = self.cfg.chat.handshake_timeout;
         let c = &mut self.conns.slab[key];
         if c.stack.silence() {
             return self.greet(key);
         }
-        let deadline = c.since + timeout;
-        if self.conns.now >= deadline {
+        if c.handshake_deadline {
             info!(
                 "conn #{} {}: TLS handshake not completed within {} s",
                 c.serial,
@@ -817,7 +820,9 @@ impl Server {
             );
             self.conns.kill(key, CloseReason::TlsTimeout);
         } else {
-            self.conns.set_timer(key, deadline);
+            c.handshake_deadline = true;
+            let at = self.conns.now + timeout.saturating_sub(WELCOME_DELAY);
+            self.conns.set_timer(key, at);
         }
     }
 
@@ -840,6 +845,12 @@ impl Server {
                 break;
             }
             self.conns.timers.pop();
+            // Every connection has a welcome timer at first: after a burst
+            // of them the heap's size should follow what is pending.
+            let timers = &mut self.conns.timers;
+            if timers.capacity() > TIMERS_KEEP && timers.len() < timers.capacity() / 4 {
+                timers.shrink_to(timers.len() * 2);
+            }
             let Some(c) = self.conns.slab.get_mut(key) else {
                 continue;
             };
