@@ -211,7 +211,7 @@ echo "- chatd: \`chatd --listen 127.0.0.1:PORT ${CHATD_FLAGS[*]}\`"
 echo "- Redis: \`redis-server --port PORT --bind 127.0.0.1 --save \"\" --appendonly no --client-output-buffer-limit \"pubsub 0 0 0\" --maxclients 40000 --protected-mode no\`"
 echo "- load: \`chat-bench --proto chat|redis --subs N --messages M --size $SIZE --window $WINDOW\`; latency adds \`--send-rate $LAT_RATE\`; memory is \`chat-bench --idle $IDLE\`; all with \`--server-pid PID --kv\`"
 if [ -n "$TLS_SUBS" ]; then
-    echo "- TLS: chatd adds \`--tls-cert cert.pem --tls-key key.pem\`; Redis runs with \`--port 0 --tls-port PORT --tls-cert-file cert.pem --tls-key-file key.pem --tls-ca-cert-file cert.pem --tls-auth-clients no\`; chat-bench adds \`--tls\` (rustls, ring; certificate not verified). Self-signed ECDSA P-256 certificate for both; negotiated: chatd $(first_value chatd_tls tls), Redis $(first_value redis_tls tls)"
+    echo "- TLS: chatd adds \`--tls-cert cert.pem --tls-key key.pem\`; Redis runs with \`--port 0 --tls-port PORT --tls-cert-file cert.pem --tls-key-file key.pem --tls-ca-cert-file cert.pem --tls-auth-clients no\`; chat-bench adds \`--tls\` (rustls with aws-lc-rs; certificate not verified). Self-signed ECDSA P-256 certificate for both; negotiated: chatd $(first_value chatd_tls tls), Redis $(first_value redis_tls tls)"
 fi
 if grep -q FAILED "$RESULTS"; then
     echo

@@ -79,12 +79,13 @@ pub const DEFAULT_AUTH_QUEUE: usize = 64;
 pub const STORE_FLUSH: Duration = Duration::from_millis(800);
 /// Pending-timer capacity kept however few timers are pending.
 pub const TIMERS_KEEP: usize = 1024;
-/// TLS handshake steps (reads that go into a handshake) per loop turn at
-/// most. A ClientHello costs the server a key exchange and a signature,
-/// tens of microseconds: a thousand clients reconnecting at once are
-/// served over several turns, and the users already talking are served
-/// between them.
-pub const HANDSHAKES_PER_TURN: usize = 24;
+/// CPU time per loop turn that TLS handshakes may take (reads that go
+/// into a handshake; at least one a turn). A ClientHello costs the server
+/// a key exchange and a signature, a few hundred microseconds: a thousand
+/// clients reconnecting at once are served over many turns, and the users
+/// already talking are served between them. A budget of time rather than
+/// of handshakes holds on a slower machine too.
+pub const HANDSHAKE_TIME_PER_TURN: Duration = Duration::from_millis(2);
 /// Sent to a plain connection from outside `--allow-plain` when
 /// `--require-tls` is on, whatever it would have spoken.
 pub const REQUIRE_TLS_LINE: &[u8] = b"! this server requires TLS\n";
@@ -493,8 +494,8 @@ pub struct Server {
     tls: Option<TlsConfig>,
     /// A replacement certificate from `TlsHandle`, taken when woken.
     tls_slot: Arc<Mutex<Option<TlsConfig>>>,
-    /// Handshake steps this turn may still take (`HANDSHAKES_PER_TURN`).
-    handshakes_left: usize,
+    /// Handshake time this turn has used (`HANDSHAKE_TIME_PER_TURN`).
+    handshake_time: Duration,
 }
 
 impl Server {
@@ -558,7 +559,7 @@ impl Server {
             backend,
             tls: cfg.tls.clone(),
             tls_slot: Arc::new(Mutex::new(None)),
-            handshakes_left: HANDSHAKES_PER_TURN,
+            handshake_time: Duration::ZERO,
         })
     }
 
@@ -595,7 +596,7 @@ impl Server {
             }
             let now = Instant::now();
             self.conns.now = now;
-            self.handshakes_left = HANDSHAKES_PER_TURN;
+            self.handshake_time = Duration::ZERO;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
@@ -912,7 +913,7 @@ impl Server {
                 return;
             }
             let handshake_due = c.stack.phase() == Phase::Fresh || c.stack.handshaking();
-            if handshake_due && self.handshakes_left == 0 {
+            if handshake_due && self.handshake_time >= HANDSHAKE_TIME_PER_TURN {
                 // This turn's handshake work is done; it waits a turn.
                 self.conns.mark_ready(key);
                 return;
@@ -955,10 +956,13 @@ impl Server {
     fn take_input(&mut self, key: usize, n: usize) -> bool {
         let c = &mut self.conns.slab[key];
         let was_handshaking = c.stack.handshaking();
+        let started = (c.stack.phase() == Phase::Fresh || was_handshaking).then(Instant::now);
         match c.stack.receive(&mut self.scratch[..n], self.tls.as_ref()) {
             Ok(arrival) => {
-                if arrival.handshake {
-                    self.handshakes_left = self.handshakes_left.saturating_sub(1);
+                if arrival.handshake
+                    && let Some(started) = started
+                {
+                    self.handshake_time += started.elapsed();
                 }
                 if arrival.peer_closed {
                     c.eof = true;
