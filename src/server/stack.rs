@@ -439,6 +439,59 @@ mod tests {
         assert_eq!(got, b"* hi alice\n");
     }
 
+    /// The lengths of the TLS records in `wire`.
+    fn records_in(mut wire: &[u8]) -> Vec<usize> {
+        let mut lens = Vec::new();
+        while wire.len() >= 5 {
+            let len = usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+            lens.push(len);
+            wire = &wire[5 + len..];
+        }
+        assert!(wire.is_empty(), "whole records");
+        lens
+    }
+
+    #[test]
+    fn a_flush_is_one_record_per_16_kib_whatever_its_parts() {
+        let (mut c, mut stack) = handshaken();
+        let layer = stack.tls.as_mut().unwrap();
+        let mut wire = Vec::new();
+        let (own, shared) = (b"* own notice\n".repeat(3), b"<a> broadcast\n".repeat(50));
+        layer
+            .flush([&own, &shared], &mut Vec::new(), &mut wire)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            records_in(&wire).len(),
+            1,
+            "own bytes and broadcasts in one record"
+        );
+        let big = vec![b'x'; 20_000];
+        let mut more = Vec::new();
+        layer
+            .flush([&own, &big], &mut Vec::new(), &mut more)
+            .unwrap()
+            .unwrap();
+        let lens = records_in(&more);
+        assert_eq!(lens.len(), 2, "{lens:?}");
+        assert_eq!(lens[0], 16384 + 1 + 16, "the first one full");
+        wire.extend_from_slice(&more);
+        let mut got = Vec::new();
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            c.read_tls(&mut rest).unwrap();
+            c.process_new_packets().unwrap();
+            let _ = c.reader().read_to_end(&mut got);
+        }
+        let want = [own.clone(), shared, own, big].concat();
+        assert!(
+            got == want,
+            "everything, in order: {} bytes of {}",
+            got.len(),
+            want.len()
+        );
+    }
+
     #[test]
     fn close_notify_from_the_peer_is_seen() {
         let (mut c, mut stack) = handshaken();

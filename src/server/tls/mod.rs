@@ -258,21 +258,34 @@ impl TlsLayer {
         e
     }
 
-    /// Encrypts `plain` and appends the records to `into` (the layer's own
-    /// queue if it holds unsent bytes, so their order is kept; otherwise
-    /// whatever buffer the caller writes from). `incoming` is what rustls
-    /// has not let go of (at most a partial record).
+    /// Encrypts `parts` in order and appends the records to `into` (the
+    /// layer's own queue if it holds unsent bytes, so their order is kept;
+    /// otherwise whatever buffer the caller writes from). `incoming` is
+    /// what rustls has not let go of (at most a partial record).
     fn encrypt(
         engine: &mut Engine,
+        incoming: &mut Vec<u8>,
+        parts: [&[u8]; 2],
+        into: &mut Vec<u8>,
+    ) -> Result<(), TlsError> {
+        let conn = match engine {
+            Engine::Records(records) => return Ok(records.seal(&parts, into)?),
+            Engine::Rustls(conn) => conn,
+            Engine::Gone => return Err(TlsError::NotReady),
+        };
+        for plain in parts.into_iter().filter(|p| !p.is_empty()) {
+            Self::encrypt_rustls(conn, incoming, plain, into)?;
+        }
+        Ok(())
+    }
+
+    /// TLS 1.2: rustls seals, one record per part.
+    fn encrypt_rustls(
+        conn: &mut UnbufferedServerConnection,
         incoming: &mut Vec<u8>,
         plain: &[u8],
         into: &mut Vec<u8>,
     ) -> Result<(), TlsError> {
-        let conn = match engine {
-            Engine::Records(records) => return Ok(records.seal(plain, into)?),
-            Engine::Rustls(conn) => conn,
-            Engine::Gone => return Err(TlsError::NotReady),
-        };
         loop {
             let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
             let done = match state? {
@@ -311,21 +324,19 @@ impl TlsLayer {
     ) -> Result<io::Result<usize>, TlsError> {
         let held = self.pending() > 0 || self.close_queued;
         if held || parts.iter().all(|p| p.is_empty()) {
-            for part in parts.into_iter().filter(|p| !p.is_empty()) {
+            if parts.iter().any(|p| !p.is_empty()) {
                 self.compact();
                 Self::encrypt(
                     &mut self.engine,
                     &mut self.incoming,
-                    part,
+                    parts,
                     &mut self.outgoing,
                 )?;
             }
             return Ok(self.write_to(w));
         }
         scratch.clear();
-        for part in parts.into_iter().filter(|p| !p.is_empty()) {
-            Self::encrypt(&mut self.engine, &mut self.incoming, part, scratch)?;
-        }
+        Self::encrypt(&mut self.engine, &mut self.incoming, parts, scratch)?;
         let result = w.write(scratch);
         let taken = *result.as_ref().unwrap_or(&0);
         self.outgoing.extend_from_slice(&scratch[taken..]);

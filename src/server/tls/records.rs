@@ -190,15 +190,34 @@ impl Records {
         })
     }
 
-    /// Seals `plain` as application data, one record per 16 KiB, appended
-    /// to `out`.
-    pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
-        out.reserve(plain.len() + (plain.len() / MAX_PLAIN + 1) * (HEADER + 1 + TAG));
-        for chunk in plain.chunks(MAX_PLAIN) {
+    /// Seals `parts`, in order, as application data appended to `out`:
+    /// one record per 16 KiB of their total, so what a connection is owed
+    /// in a turn (its own bytes and its share of the broadcasts) goes out
+    /// as one record, not one per part.
+    pub fn seal(&mut self, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let mut left: usize = parts.iter().map(|p| p.len()).sum();
+        out.reserve(left + (left / MAX_PLAIN + 1) * (HEADER + 1 + TAG));
+        let mut parts = parts.iter().copied();
+        let mut current: &[u8] = &[];
+        while left > 0 {
             if self.tx.seq >= self.rekey_at {
                 self.update_tx(out)?;
             }
-            self.seal_record(APPLICATION_DATA, chunk, out)?;
+            let len = left.min(MAX_PLAIN);
+            self.seal_record(APPLICATION_DATA, len, out, |out| {
+                let mut need = len;
+                while need > 0 {
+                    while current.is_empty() {
+                        // The lengths were summed from these parts.
+                        current = parts.next().unwrap_or(&[0; 0]);
+                    }
+                    let take = need.min(current.len());
+                    out.extend_from_slice(&current[..take]);
+                    current = &current[take..];
+                    need -= take;
+                }
+            })?;
+            left -= len;
         }
         Ok(())
     }
@@ -210,23 +229,28 @@ impl Records {
         } else {
             2
         };
-        self.seal_record(ALERT, &[level, description], out)
+        self.seal_record(ALERT, 2, out, |out| {
+            out.extend_from_slice(&[level, description])
+        })
     }
 
+    /// Appends one record of content `kind` whose `len` plaintext bytes
+    /// `fill` appends, sealed in place.
     fn seal_record(
         &mut self,
         kind: u8,
-        plain: &[u8],
+        len: usize,
         out: &mut Vec<u8>,
+        fill: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), RecordError> {
-        let body = plain.len() + 1 + TAG;
-        let len =
-            u16::try_from(body).map_err(|_| error(ALERT_INTERNAL_ERROR, "record too long"))?;
-        let [hi, lo] = len.to_be_bytes();
+        let body = u16::try_from(len + 1 + TAG)
+            .map_err(|_| error(ALERT_INTERNAL_ERROR, "record too long"))?;
+        let [hi, lo] = body.to_be_bytes();
         let header = [APPLICATION_DATA, 0x03, 0x03, hi, lo];
         let start = out.len();
         out.extend_from_slice(&header);
-        out.extend_from_slice(plain);
+        fill(out);
+        debug_assert_eq!(out.len(), start + HEADER + len);
         out.push(kind);
         let nonce = self.tx.next_nonce();
         let tag = self
@@ -241,7 +265,9 @@ impl Records {
     /// Sends a KeyUpdate under the current key, then moves to the next.
     fn update_tx(&mut self, out: &mut Vec<u8>) -> Result<(), RecordError> {
         // KeyUpdate, 1 byte long: update_not_requested.
-        self.seal_record(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)?;
+        self.seal_record(HANDSHAKE, 5, out, |out| {
+            out.extend_from_slice(&[KEY_UPDATE, 0, 0, 1, 0])
+        })?;
         let (seq, secrets) = self
             .kernel
             .update_tx_secret()
