@@ -205,11 +205,17 @@ mod tests {
     }
 
     fn client() -> rustls::ClientConnection {
+        client_of(rustls::DEFAULT_VERSIONS)
+    }
+
+    fn client_of(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConnection {
         let (_, der) = identity();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(der.clone())).unwrap();
         let config = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -422,6 +428,34 @@ mod tests {
             .unwrap()
             .unwrap();
         wire
+    }
+
+    #[test]
+    fn tls12_stays_with_rustls_and_works_both_ways() {
+        let mut c = client_of(&[&rustls::version::TLS12]);
+        let mut stack = Stack::default();
+        for _ in 0..10 {
+            to_server(&mut c, &mut stack, 5);
+            to_client(&mut stack, &mut c);
+            if !c.is_handshaking() && !stack.handshaking() {
+                break;
+            }
+        }
+        assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+        assert!(stack.tls.as_mut().unwrap().records().is_none());
+        c.writer().write_all(b"bob\nhi\n").unwrap();
+        to_server(&mut c, &mut stack, 1);
+        assert_eq!(lines_of(&mut stack), ["bob", "hi"]);
+        let wire = say(&mut stack, b"<alice> hello bob\n");
+        c.read_tls(&mut &wire[..]).unwrap();
+        c.process_new_packets().unwrap();
+        let mut got = Vec::new();
+        let _ = c.reader().read_to_end(&mut got);
+        assert_eq!(got, b"<alice> hello bob\n");
+        stack.tls.as_mut().unwrap().close_notify();
+        to_client(&mut stack, &mut c);
+        let mut buf = [0; 8];
+        assert_eq!(c.reader().read(&mut buf).unwrap(), 0, "a clean close");
     }
 
     #[test]
