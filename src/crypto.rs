@@ -1,10 +1,15 @@
 //! The one crypto provider behind every TLS configuration (the server,
-//! `chat-client`, the load tool), and certificate fingerprints. Choosing
-//! another provider is a change to this file alone.
+//! `chat-client`, the load tool), certificate fingerprints, and the one
+//! shape of a client-side certificate check. Choosing another provider is
+//! a change to this file alone.
 
+use std::fmt;
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// aws-lc-rs, rustls's default provider: its default key exchange includes
 /// the post-quantum hybrid X25519MLKEM768 beside X25519 and the NIST
@@ -32,6 +37,88 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// Lowercase hex, two digits a byte.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a server showed of its identity, for a `CertCheck`.
+pub struct Shown<'a> {
+    pub end_entity: &'a CertificateDer<'a>,
+    pub intermediates: &'a [CertificateDer<'a>],
+    pub server_name: &'a ServerName<'a>,
+    pub ocsp_response: &'a [u8],
+    pub now: UnixTime,
+}
+
+/// A client's check of the server's certificate by a rule of our own (a
+/// pinned fingerprint, the roots with a note of what was shown, anything
+/// for a load tool), while the handshake's signatures are still verified
+/// with the provider: a server must hold the key of the certificate it
+/// shows, whatever the rule.
+pub struct CertCheck<F> {
+    check: F,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl<F> CertCheck<F>
+where
+    F: Fn(&Shown<'_>) -> Result<(), rustls::Error> + Send + Sync,
+{
+    pub fn new(check: F) -> Arc<CertCheck<F>> {
+        Arc::new(CertCheck {
+            check,
+            algorithms: provider().signature_verification_algorithms,
+        })
+    }
+}
+
+impl<F> fmt::Debug for CertCheck<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CertCheck")
+    }
+}
+
+impl<F> ServerCertVerifier for CertCheck<F>
+where
+    F: Fn(&Shown<'_>) -> Result<(), rustls::Error> + Send + Sync,
+{
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        (self.check)(&Shown {
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        })
+        .map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]

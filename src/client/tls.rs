@@ -15,14 +15,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, DistinguishedName,
-    OtherError, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{CertificateError, ClientConfig, ClientConnection, OtherError, RootCertStore};
+
+use crate::crypto::{CertCheck, Shown};
 
 /// Length of a SHA-256 digest in bytes.
 const DIGEST_LEN: usize = crate::crypto::SHA256_LEN;
@@ -173,121 +171,18 @@ impl std::error::Error for PinMismatch {}
 
 /// Accepts the one certificate whose SHA-256 is the pin. Names and dates
 /// are not looked at: the pin is the identity (a self-signed chatd
-/// certificate names nothing the client could check). The handshake
-/// signatures are still verified, or anyone could replay the certificate
-/// without holding its key.
-#[derive(Debug)]
-struct PinVerifier {
-    pin: Pin,
-    provider: Arc<CryptoProvider>,
-    presented: Arc<Presented>,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.presented.record(end_entity);
-        if self.pin.matches(end_entity) {
-            Ok(ServerCertVerified::assertion())
+/// certificate names nothing a client could check).
+fn pin_check(pin: Pin, presented: Arc<Presented>) -> Arc<dyn ServerCertVerifier> {
+    CertCheck::new(move |shown: &Shown<'_>| {
+        presented.record(shown.end_entity);
+        if pin.matches(shown.end_entity) {
+            Ok(())
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(PinMismatch)),
             )))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// The webpki verifier (chain to a root, name, dates), unchanged, except
-/// that it notes which certificate it was shown.
-#[derive(Debug)]
-struct RecordingVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    presented: Arc<Presented>,
-}
-
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.presented.record(end_entity);
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.inner.requires_raw_public_keys()
-    }
-
-    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
-        self.inner.root_hint_subjects()
-    }
+    })
 }
 
 /// The roots for `--tls-ca FILE`: every certificate in the file. A file
@@ -344,12 +239,10 @@ impl Connector {
             .map_err(|_| TlsError::Setup(format!("{host:?} is not a valid server name for TLS")))?;
         let provider = crate::crypto::provider();
         let presented = Arc::new(Presented::default());
+        // Every check notes the certificate it was shown, for the error.
+        let shown_to = presented.clone();
         let verifier: Arc<dyn ServerCertVerifier> = match trust {
-            Trust::Pin(pin) => Arc::new(PinVerifier {
-                pin: *pin,
-                provider: provider.clone(),
-                presented: presented.clone(),
-            }),
+            Trust::Pin(pin) => pin_check(*pin, shown_to),
             Trust::System | Trust::CaFile(_) => {
                 let roots = match trust {
                     Trust::CaFile(path) => roots_from_file(path),
@@ -360,9 +253,18 @@ impl Connector {
                     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                         .build()
                         .map_err(|e| TlsError::Setup(format!("cannot use the roots: {e}")))?;
-                Arc::new(RecordingVerifier {
-                    inner,
-                    presented: presented.clone(),
+                // The webpki check (chain to a root, name, dates) as it is.
+                CertCheck::new(move |shown: &Shown<'_>| {
+                    shown_to.record(shown.end_entity);
+                    inner
+                        .verify_server_cert(
+                            shown.end_entity,
+                            shown.intermediates,
+                            shown.server_name,
+                            shown.ocsp_response,
+                            shown.now,
+                        )
+                        .map(|_| ())
                 })
             }
         };
@@ -553,16 +455,17 @@ mod tests {
             .clone()
     }
 
-    fn verifier(pin: Pin) -> PinVerifier {
-        PinVerifier {
-            pin,
-            provider: crate::crypto::provider(),
-            presented: Arc::new(Presented::default()),
-        }
+    use rustls::client::danger::ServerCertVerified;
+    use rustls::pki_types::UnixTime;
+
+    /// A pin check and where it notes what it was shown.
+    fn verifier(pin: Pin) -> (Arc<dyn ServerCertVerifier>, Arc<Presented>) {
+        let presented = Arc::new(Presented::default());
+        (pin_check(pin, presented.clone()), presented)
     }
 
     fn check(
-        v: &PinVerifier,
+        v: &Arc<dyn ServerCertVerifier>,
         der: &CertificateDer<'_>,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let name = ServerName::try_from("localhost").expect("a DNS name");
@@ -627,13 +530,13 @@ mod tests {
         let right = cert_der();
         let wrong = cert_der();
         let pin = Pin::parse(&fingerprint(&right)).expect("a fingerprint parses");
-        let v = verifier(pin);
+        let (v, presented) = verifier(pin);
 
         assert!(check(&v, &right).is_ok());
-        assert_eq!(v.presented.get(), Some(fingerprint(&right)));
+        assert_eq!(presented.get(), Some(fingerprint(&right)));
 
         let err = check(&v, &wrong).expect_err("another certificate");
-        assert_eq!(v.presented.get(), Some(fingerprint(&wrong)));
+        assert_eq!(presented.get(), Some(fingerprint(&wrong)));
         let rustls::Error::InvalidCertificate(e) = err else {
             panic!("not a certificate error: {err:?}");
         };

@@ -14,61 +14,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-
-/// Accepts any server certificate; checks the handshake's signature.
-#[derive(Debug)]
-struct AnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
+use rustls::{ClientConfig, ClientConnection};
+use rustls_pki_types::ServerName;
 
 /// The client configuration every TLS connection of a run shares: the
-/// crate's one provider and its default cipher suites, TLS 1.2 and 1.3, no client certificate, any
-/// server certificate (see the module's comment).
+/// crate's one provider and its default cipher suites, TLS 1.2 and 1.3,
+/// no client certificate, any server certificate (see the module's
+/// comment).
 pub fn client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
-    let provider = crate::crypto::provider();
-    let verifier = Arc::new(AnyCertificate {
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let config = ClientConfig::builder_with_provider(provider.clone() as Arc<CryptoProvider>)
+    let verifier = crate::crypto::CertCheck::new(|_: &crate::crypto::Shown<'_>| Ok(()));
+    let config = ClientConfig::builder_with_provider(crate::crypto::provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)

@@ -604,14 +604,16 @@ pub enum Trust {
 /// A client configuration on the crate's provider, so the test speaks
 /// exactly the TLS that chatd and chat-client speak.
 pub fn tls_config(trust: &Trust) -> Arc<rustls::ClientConfig> {
-    let provider = chatd::crypto::provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(chatd::crypto::provider())
         .with_safe_default_protocol_versions()
         .expect("TLS versions");
     let config = match trust {
         Trust::Any => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            // Any certificate, but the handshake's signatures are checked.
+            .with_custom_certificate_verifier(chatd::crypto::CertCheck::new(
+                |_: &chatd::crypto::Shown<'_>| Ok(()),
+            ))
             .with_no_client_auth(),
         Trust::Root(cert) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -627,56 +629,6 @@ pub fn tls_config(trust: &Trust) -> Arc<rustls::ClientConfig> {
 pub fn tls_client(trust: &Trust) -> rustls::ClientConnection {
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("a server name");
     rustls::ClientConnection::new(tls_config(trust), name).expect("a client connection")
-}
-
-/// Accepts any certificate but still checks the handshake's signatures,
-/// so the server must hold the key of the certificate it presents.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 impl Client {
