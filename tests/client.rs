@@ -4,167 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::OpenOptionsExt;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
+use std::process::{Command, Stdio};
 
+use common::proc::Proc;
 use common::{Client, Server, TIMEOUT, TempPath, WELCOME, accept, chat_client_path, fake_server};
-
-/// A `chat-client` whose stdin and stdout are pipes held by the test.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// stdout, line by line, raw (the test checks the bytes).
-    lines: Receiver<Vec<u8>>,
-    stderr: Receiver<String>,
-}
-
-impl Proc {
-    /// Runs `chat-client ARGS` with `stdin` as its input.
-    fn spawn_with(args: &[&str], stdin: Stdio) -> Proc {
-        let mut child = Command::new(chat_client_path())
-            .args(args)
-            .env_remove("NO_COLOR")
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start chat-client");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            loop {
-                let mut line = Vec::new();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        if tx.send(line).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        let mut err = child.stderr.take().expect("piped stderr");
-        let (tx, stderr) = mpsc::channel();
-        thread::spawn(move || {
-            let mut all = String::new();
-            let _ = err.read_to_string(&mut all);
-            let _ = tx.send(all);
-        });
-        let stdin = child.stdin.take();
-        Proc {
-            child,
-            stdin,
-            lines,
-            stderr,
-        }
-    }
-
-    fn spawn(args: &[&str]) -> Proc {
-        Proc::spawn_with(args, Stdio::piped())
-    }
-
-    /// A client of `server`, piped, not yet named.
-    fn connect(server: &Server, extra: &[&str]) -> Proc {
-        let port = server.addr.port().to_string();
-        let mut args = extra.to_vec();
-        args.extend(["127.0.0.1", port.as_str()]);
-        Proc::spawn(&args)
-    }
-
-    /// A client of `server` named `name`, in the lobby.
-    fn login(server: &Server, name: &str) -> Proc {
-        let mut p = Proc::connect(server, &[]);
-        p.expect(WELCOME);
-        p.send(name);
-        p.expect_prefix(&format!("* you joined #lobby as {name} ("));
-        p
-    }
-
-    #[track_caller]
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        writeln!(stdin, "{line}").expect("write to chat-client");
-        stdin.flush().expect("flush");
-    }
-
-    /// Closes stdin: the client's input has ended.
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    /// The next stdout line, raw, without its LF.
-    #[track_caller]
-    fn raw_line(&mut self) -> Vec<u8> {
-        match self.lines.recv_timeout(TIMEOUT) {
-            Ok(mut line) => {
-                assert_eq!(line.pop(), Some(b'\n'), "stdout ended mid-line: {line:?}");
-                line
-            }
-            Err(_) => panic!("no line on stdout within {TIMEOUT:?}"),
-        }
-    }
-
-    #[track_caller]
-    fn line(&mut self) -> String {
-        String::from_utf8(self.raw_line()).expect("stdout is UTF-8")
-    }
-
-    #[track_caller]
-    fn expect(&mut self, want: &str) {
-        assert_eq!(self.line(), want);
-    }
-
-    #[track_caller]
-    fn expect_prefix(&mut self, prefix: &str) -> String {
-        let got = self.line();
-        assert!(
-            got.starts_with(prefix),
-            "expected {prefix:?}..., got {got:?}"
-        );
-        got
-    }
-
-    /// Waits for the exit; returns the status, what remained on stdout
-    /// and everything on stderr.
-    #[track_caller]
-    fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
-        self.close_stdin();
-        let status = common::wait_child(&mut self.child, TIMEOUT);
-        let rest = self
-            .lines
-            .iter()
-            .map(|l| {
-                String::from_utf8_lossy(&l)
-                    .trim_end_matches('\n')
-                    .to_string()
-            })
-            .collect();
-        let stderr = self.stderr.recv_timeout(TIMEOUT).unwrap_or_default();
-        (status, rest, stderr)
-    }
-}
-
-impl Proc {
-    /// Waits for the exit while stdin stays open; returns stderr.
-    #[track_caller]
-    fn wait_with_stdin_open(&mut self) -> (ExitStatus, String) {
-        let status = common::wait_child(&mut self.child, TIMEOUT);
-        let stderr = self.stderr.recv_timeout(TIMEOUT).unwrap_or_default();
-        (status, stderr)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A transcript file's lines without their `YYYY-MM-DD HH:MM:SS ` times,
 /// checking that each has one.
@@ -525,15 +370,13 @@ fn a_whole_script_with_passwords_keeps_them_secret() {
     let mut server = accept(&fake);
     server.send(WELCOME);
     p.expect(WELCOME);
-    {
-        let stdin = p.stdin.as_mut().expect("stdin");
-        let script = format!(
+    p.send_raw(
+        format!(
             "alice\nhunter22pw\nsecond-try-pw\nhello\n/save {}\n",
             saved.as_str()
-        );
-        stdin.write_all(script.as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
+        )
+        .as_bytes(),
+    );
     p.close_stdin();
     server.expect("alice");
     server.send("* password for alice:");

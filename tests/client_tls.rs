@@ -9,12 +9,12 @@ mod common;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 
-use common::{TIMEOUT, TempPath, WELCOME, accept, chat_client_path, fake_server};
+use common::proc::Proc;
+use common::{TIMEOUT, TempPath, WELCOME, accept, fake_server};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection};
@@ -216,83 +216,6 @@ fn serve(config: Arc<ServerConfig>, sock: TcpStream) -> Report {
     }
 }
 
-/// A `chat-client` with piped stdin, stdout and stderr.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(chat_client_path())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start chat-client");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut err = child.stderr.take().expect("piped stderr");
-        let (tx, stderr) = mpsc::channel();
-        thread::spawn(move || {
-            let mut all = String::new();
-            let _ = err.read_to_string(&mut all);
-            let _ = tx.send(all);
-        });
-        let stdin = child.stdin.take();
-        Proc {
-            child,
-            stdin,
-            lines,
-            stderr,
-        }
-    }
-
-    #[track_caller]
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        writeln!(stdin, "{line}").expect("write to chat-client");
-        stdin.flush().expect("flush");
-    }
-
-    #[track_caller]
-    fn expect(&mut self, want: &str) {
-        match self.lines.recv_timeout(TIMEOUT) {
-            Ok(got) => assert_eq!(got, want),
-            Err(_) => panic!("no line on stdout within {TIMEOUT:?}; wanted {want:?}"),
-        }
-    }
-
-    /// Closes stdin and waits for the exit: status, the rest of stdout,
-    /// all of stderr.
-    #[track_caller]
-    fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
-        self.stdin = None;
-        let status = common::wait_child(&mut self.child, TIMEOUT);
-        let rest = self.lines.iter().collect();
-        let stderr = self.stderr.recv_timeout(TIMEOUT).unwrap_or_default();
-        (status, rest, stderr)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Whether `needle` appears anywhere in `hay`.
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
@@ -349,9 +272,7 @@ fn a_wrong_pin_exits_1_with_the_fingerprint_and_sends_nothing_in_clear() {
         &server.port(),
     ]);
     // The client may already have failed and gone: a refused write is fine.
-    if let Some(stdin) = client.stdin.as_mut() {
-        let _ = writeln!(stdin, "secret words");
-    }
+    client.try_send("secret words");
     let (status, rest, stderr) = client.wait();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(rest.is_empty(), "{rest:?}");
@@ -446,7 +367,7 @@ fn a_long_script_flows_both_ways_through_tls() {
         "127.0.0.1",
         &server.port(),
     ]);
-    let stdin = client.stdin.take().expect("piped stdin");
+    let stdin = client.take_stdin();
     // Written from a thread: the pipe holds less than the script.
     let writer = thread::spawn(move || {
         let mut stdin = io::BufWriter::new(stdin);

@@ -8,20 +8,16 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
+use std::io;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
-use common::{
-    Client, Dial, Server, TIMEOUT, TempDb, TempPath, Trust, WELCOME, chat_client_path, joined,
-    tls_client,
-};
+use common::proc::Proc;
+use common::{Client, Dial, Server, TIMEOUT, TempDb, TempPath, Trust, WELCOME, joined, tls_client};
 
 /// How long the server waits in silence before greeting (PROTOCOL.md).
 const WELCOME_DELAY: Duration = Duration::from_millis(250);
@@ -219,91 +215,6 @@ fn tls_and_plain_users_of_both_modes_share_a_room_both_ways() {
     common::json::expect(&mut pjson, message("plain", "lobby", "last"));
 }
 
-/// A `chat-client` run with piped stdin, stdout and stderr; its stdout is
-/// read line by line on a thread so every wait has a timeout.
-struct ChatClient {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Receiver<String>,
-}
-
-impl ChatClient {
-    fn spawn(args: &[&str]) -> ChatClient {
-        let mut cmd = Command::new(chat_client_path());
-        cmd.args(args);
-        ChatClient::spawn_command(cmd)
-    }
-
-    /// Any program that talks on stdin and stdout (openssl s_client).
-    fn spawn_command(mut cmd: Command) -> ChatClient {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start chat-client");
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, stdout) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        ChatClient {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    #[track_caller]
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to chat-client");
-        stdin.flush().expect("flush chat-client's stdin");
-    }
-
-    #[track_caller]
-    fn expect(&mut self, want: &str) {
-        match self.stdout.recv_timeout(TIMEOUT) {
-            Ok(got) => assert_eq!(got, want, "chat-client printed"),
-            Err(_) => panic!("chat-client printed no line within {TIMEOUT:?}; wanted {want:?}"),
-        }
-    }
-
-    /// Skips printed lines until one contains `needle`.
-    #[track_caller]
-    fn expect_containing(&mut self, needle: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(got) if got.contains(needle) => return,
-                Ok(_) => {}
-                Err(_) => panic!("no line containing {needle:?} within {TIMEOUT:?}"),
-            }
-        }
-    }
-
-    /// Ends its input and waits for it to exit: the status and stderr.
-    #[track_caller]
-    fn finish(mut self) -> (ExitStatus, String) {
-        self.stdin = None;
-        let (status, stderr) = common::wait_with_stderr(&mut self.child, TIMEOUT);
-        (status, stderr)
-    }
-}
-
-impl Drop for ChatClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The fingerprint at the end of a `TLS: ... SHA-256 HEX` log line.
 #[track_caller]
 fn logged_fingerprint(line: &str) -> String {
@@ -344,7 +255,7 @@ fn a_self_signed_certificate_is_made_once_kept_and_pinned_by_chat_client() {
     let port = server.addr.port().to_string();
     let mut bob = server.connect();
     bob.choose_name("bob", 1);
-    let mut alice = ChatClient::spawn(&["--tls-pin", &fp, "127.0.0.1", &port]);
+    let mut alice = Proc::spawn(&["--tls-pin", &fp, "127.0.0.1", &port]);
     alice.expect(WELCOME);
     alice.send("alice");
     alice.expect(&joined("alice", 2));
@@ -353,7 +264,7 @@ fn a_self_signed_certificate_is_made_once_kept_and_pinned_by_chat_client() {
     bob.expect("<alice> hello over TLS");
     bob.send("hello in clear");
     alice.expect("<bob> hello in clear");
-    let (status, stderr) = alice.finish();
+    let (status, _, stderr) = alice.wait();
     assert!(status.success(), "chat-client: {status}; {stderr}");
     bob.read_until(|l| l.starts_with("* alice has quit"));
     drop(bob);
@@ -380,12 +291,10 @@ fn a_self_signed_certificate_is_made_once_kept_and_pinned_by_chat_client() {
 
     let port = server.addr.port().to_string();
     let wrong = "0".repeat(64);
-    let mut mallory = ChatClient::spawn(&["--tls-pin", &wrong, "127.0.0.1", &port]);
+    let mut mallory = Proc::spawn(&["--tls-pin", &wrong, "127.0.0.1", &port]);
     // It may have failed and gone already; then the write fails, fine.
-    if let Some(stdin) = mallory.stdin.as_mut() {
-        let _ = writeln!(stdin, "mallory");
-    }
-    let (status, stderr) = mallory.finish();
+    mallory.try_send("mallory");
+    let (status, _, stderr) = mallory.wait();
     assert_eq!(status.code(), Some(1), "a wrong pin: {stderr}");
     assert!(
         stderr.contains(&fp),
@@ -717,7 +626,7 @@ fn openssl_s_client_chats_and_updates_keys_both_ways() {
         "exec openssl s_client -connect {} -servername localhost -tls1_3 2>&1",
         server.addr
     ));
-    let mut alice = ChatClient::spawn_command(cmd);
+    let mut alice = Proc::spawn_command(cmd, Stdio::piped());
     alice.expect_containing(WELCOME);
     alice.send("alice");
     alice.expect_containing("* you joined #lobby as alice");

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod json;
+pub mod proc;
 pub mod time;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
