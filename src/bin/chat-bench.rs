@@ -70,17 +70,30 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     idle: Option<u32>,
 
+    /// Run a soak instead: ROUNDS rounds of --cycles short connections,
+    /// each choosing a name, saying one line and quitting, printing the
+    /// server's RSS after every round (needs --server-pid for that).
+    #[arg(long, value_name = "ROUNDS", conflicts_with_all = ["idle", "subs", "messages", "send_rate", "tls"],
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    soak: Option<u32>,
+
+    /// Cycles per soak round.
+    #[arg(long, default_value_t = 100_000, value_name = "N", requires = "soak",
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    cycles: u64,
+
     /// The server's process id, to report its CPU time and memory.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
 
-    /// Give up on logging in, and separately on the run, after this long.
+    /// Give up on logging in, and separately on the run, after this long
+    /// (a soak: on the whole soak).
     #[arg(long, default_value_t = loadgen::DEFAULT_TIMEOUT.as_secs(), value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
 
     /// Connect every subscriber and the publisher over TLS (1.2 or 1.3,
-    /// rustls with ring) instead of plain TCP, to chatd or Redis
+    /// rustls with aws-lc-rs) instead of plain TCP, to chatd or Redis
     /// (--tls-port). The server's certificate is NOT verified: any
     /// certificate is accepted, though the handshake signature is still
     /// checked against it. This is a load tool for a loopback server you
@@ -119,6 +132,9 @@ fn run(args: &Args) -> Result<bool, String> {
         ProtoArg::Redis => Proto::Redis,
         ProtoArg::ChatJson => Proto::ChatJson,
     };
+    if let Some(rounds) = args.soak {
+        return soak(args, addr, rounds);
+    }
     let conns = args.idle.unwrap_or(args.subs) as u64 + 1;
     let limit = chatd::server::raise_fd_limit()
         .map_err(|e| format!("cannot raise the open-files limit: {e}"))?;
@@ -165,6 +181,49 @@ fn run(args: &Args) -> Result<bool, String> {
         println!("{stats}");
     }
     Ok(stats.clean())
+}
+
+/// `--soak ROUNDS`: prints one line per round; fails if any cycle did.
+fn soak(args: &Args, addr: SocketAddr, rounds: u32) -> Result<bool, String> {
+    chatd::server::raise_fd_limit()
+        .map_err(|e| format!("cannot raise the open-files limit: {e}"))?;
+    let s = loadgen::soak::Soak {
+        addr,
+        rounds,
+        cycles_per_round: args.cycles,
+        in_flight: loadgen::soak::DEFAULT_IN_FLIGHT,
+        timeout: Duration::from_secs(args.timeout),
+        server_pid: args.server_pid,
+    };
+    println!(
+        "soak: {rounds} rounds of {} connect/name/say/quit cycles, {} at a time",
+        s.cycles_per_round, s.in_flight
+    );
+    let mut first_rss = None;
+    let results = loadgen::soak::soak(&s, |round, r| {
+        let rss = r.server_rss_kib.map_or("-".to_string(), |k| {
+            let base = *first_rss.get_or_insert(k);
+            format!(
+                "{k} KiB ({:+.1}% from round 1)",
+                (k as f64 / base as f64 - 1.0) * 100.0
+            )
+        });
+        println!(
+            "round {:>3}: {} cycles ({} failed) in {:.1} s, {:.0}/s; server RSS {rss}",
+            round + 1,
+            r.cycles,
+            r.failed,
+            r.elapsed.as_secs_f64(),
+            r.cycles as f64 / r.elapsed.as_secs_f64()
+        );
+    })
+    .map_err(|e| e.to_string())?;
+    match results.iter().map(|r| r.failed).sum::<u64>() {
+        0 => Ok(true),
+        n => Err(format!(
+            "{n} cycles failed (the server refused or never closed them)"
+        )),
+    }
 }
 
 fn main() -> ExitCode {

@@ -47,6 +47,15 @@ impl Chunk {
         }
     }
 
+    /// The memory this chunk holds, which is what waiting to be stored
+    /// costs: its allocations, not just the text in them (a chunk starts
+    /// as big as the room's last one, so one message can hold kilobytes).
+    pub fn weight(&self) -> usize {
+        std::mem::size_of::<Chunk>()
+            + self.lines.capacity()
+            + self.marks.capacity() * std::mem::size_of::<(usize, u64, Name)>()
+    }
+
     /// Appends a message as its line. Written by hand: `format!`
     /// machinery cost more than the rest of recording.
     pub fn push(&mut self, ts: Timestamp, sender: &Name, text: &str) {
@@ -331,6 +340,18 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_weighs_what_it_holds_not_just_its_text() {
+        let room: Name = "lobby".into();
+        let sender: Name = "alice".into();
+        let mut chunk = Chunk::with_capacity(room, 8192);
+        let empty = chunk.weight();
+        assert!(empty >= 8192, "its reserved room counts: {empty}");
+        chunk.push(Timestamp(1), &sender, "hi");
+        assert!(chunk.weight() >= empty, "weights only grow");
+        assert!(chunk.lines.len() < 100 && chunk.weight() > 8192);
+    }
     use crate::wire::proto::Timestamp;
 
     fn msg(_room: &str, text: &str) -> Recorded {

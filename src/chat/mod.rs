@@ -27,6 +27,9 @@ use crate::wire::proto::{
 const CHUNK_HINT_MAX: usize = 1 << 20;
 
 /// Wrong passwords in a row after which a connection is closed.
+/// Handshake deadlines queued before the settled ones (users already
+/// named or gone) are dropped; see `Chat::forget_settled_deadlines`.
+pub const DEADLINES_SETTLE_AT: usize = 1024;
 pub const MAX_PASSWORD_FAILURES: u8 = 3;
 
 /// Identifies a connection; the server's slab key.
@@ -318,8 +321,13 @@ pub struct Chat {
     room_ids: HashMap<Box<str>, usize>,
     lobby: usize,
     /// Handshake deadlines in connect order; the timeout is fixed, so this
-    /// is also deadline order.
+    /// is also deadline order. Entries of connections that chose a name or
+    /// left are dropped in batches (`forget_settled_deadlines`), so the
+    /// queue follows the connections still choosing, not the connection
+    /// rate times the timeout.
     deadlines: VecDeque<(Instant, ConnId, u64)>,
+    /// Queue length after the last batch of dropping settled entries.
+    deadlines_kept: usize,
     next_serial: u64,
     shutting_down: bool,
     /// The wall clock, as last passed in; stamps messages.
@@ -340,6 +348,8 @@ pub struct Chat {
     records: Vec<Chunk>,
     /// The room (its key in `rooms`) of each chunk in `records`.
     record_rooms: Vec<usize>,
+    /// The memory `records` holds (`Chunk::weight`), which bounds what
+    /// waits to be stored.
     record_bytes: usize,
     /// Counts `take_records` calls: a room's `chunk` is valid only in the
     /// batch it was made in.
@@ -390,6 +400,7 @@ impl Chat {
             room_ids,
             lobby,
             deadlines: VecDeque::new(),
+            deadlines_kept: 0,
             next_serial: 0,
             shutting_down: false,
             clock: Timestamp::default(),
@@ -451,7 +462,7 @@ impl Chat {
         }
     }
 
-    /// How many bytes `take_records` would hand over.
+    /// How much memory `take_records` would hand over.
     pub fn record_bytes(&self) -> usize {
         self.record_bytes
     }
@@ -479,7 +490,25 @@ impl Chat {
         });
         self.deadlines
             .push_back((now + self.cfg.handshake_timeout, conn, serial));
+        if self.deadlines.len() > DEADLINES_SETTLE_AT.max(2 * self.deadlines_kept) {
+            self.forget_settled_deadlines();
+        }
         out.send(conn, Event::Welcome);
+    }
+
+    /// Drops the deadlines of connections that are named or gone, and the
+    /// queue's spare room. Runs once the queue has doubled since the last
+    /// time, so each entry costs O(1) over its life.
+    fn forget_settled_deadlines(&mut self) {
+        let users = &self.users;
+        self.deadlines.retain(|&(_, conn, serial)| {
+            users
+                .get(conn.0)
+                .and_then(Option::as_ref)
+                .is_some_and(|u| u.serial == serial && u.name.is_none() && !u.gone)
+        });
+        self.deadlines_kept = self.deadlines.len();
+        self.deadlines.shrink_to(2 * self.deadlines_kept);
     }
 
     /// Sets the clocks: the wall clock stamps messages, the monotonic one
@@ -1270,6 +1299,7 @@ impl Chat {
             Some((batch, i)) if batch == self.batch => i,
             _ => {
                 let chunk = Chunk::with_capacity(r.name.clone(), r.chunk_hint);
+                self.record_bytes += chunk.weight();
                 self.records.push(chunk);
                 self.record_rooms.push(room);
                 let i = self.records.len() - 1;
@@ -1278,9 +1308,10 @@ impl Chat {
             }
         };
         let chunk = &mut self.records[i];
-        let before = chunk.lines.len();
+        let before = chunk.weight();
         chunk.push(self.clock, sender, text);
-        self.record_bytes += chunk.lines.len() - before;
+        // Capacities only grow, so this never goes below zero.
+        self.record_bytes += chunk.weight() - before;
     }
 
     /// Ends every connection's claim on the account `key`: it was created
@@ -1797,6 +1828,30 @@ mod tests {
         assert_eq!(again, a);
         s.chat.tick(late + Duration::from_secs(1), &mut s.out);
         assert_eq!(s.take().len(), 1, "only the welcome");
+    }
+
+    #[test]
+    fn deadlines_of_named_and_departed_connections_do_not_pile_up() {
+        // Many short connections that name themselves and leave, as a busy
+        // server sees them, and one that never chooses a name.
+        let mut s = Script::new();
+        let silent = s.open();
+        for i in 0..20 * DEADLINES_SETTLE_AT {
+            let c = s.user(&format!("u{i}"));
+            s.chat.disconnect(c, CloseReason::Quit, &mut s.out);
+            s.take();
+            s.next = c.0;
+        }
+        assert!(
+            s.chat.deadlines.len() <= 2 * DEADLINES_SETTLE_AT,
+            "{} deadlines kept for one unnamed connection",
+            s.chat.deadlines.len()
+        );
+        assert!(s.chat.deadlines.capacity() <= 4 * DEADLINES_SETTLE_AT);
+        // The silent one still times out.
+        s.chat.tick(s.now + Duration::from_secs(30), &mut s.out);
+        s.take();
+        assert_eq!(s.closed, [(silent, CloseReason::HandshakeTimeout)]);
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! Loopback use only; every wait is bounded by a deadline.
 //!
 //! The bytes on the wire live in [`wire`], the percentiles in [`hist`], the
-//! kernel's counters in [`sys`], the TLS client in [`tls`].
+//! kernel's counters in [`sys`], the TLS client in [`tls`], the soak of
+//! short connections in [`soak`].
 
 pub mod hist;
+pub mod soak;
 pub mod sys;
 pub mod tls;
 pub mod wire;
