@@ -248,7 +248,7 @@ fn run(args: &Args) -> Result<(), String> {
         hash_cost: cost(args)?,
         auth_queue: args.auth_queue,
         tls: match &source {
-            Some(source) => Some(load_tls(source)?),
+            Some(source) => Some(load_tls(source, true)?),
             None => None,
         },
         require_tls: args.require_tls,
@@ -289,9 +289,9 @@ fn tls_source(args: &Args) -> Option<TlsSource> {
 
 /// Reads (or first makes) the certificate; logs where it came from and its
 /// fingerprint, whatever the log level (scripts and people pin it).
-fn load_tls(source: &TlsSource) -> Result<TlsConfig, String> {
+fn load_tls(source: &TlsSource, may_create: bool) -> Result<TlsConfig, String> {
     let loaded = source
-        .load()
+        .load(may_create)
         .map_err(|e| format!("cannot set up TLS: {e}"))?;
     let sha = loaded.config.fingerprint();
     let (TlsSource::SelfSigned { cert, .. } | TlsSource::Files { cert, .. }) = source;
@@ -322,7 +322,7 @@ fn spawn_signal_thread(
                 if sig == SIGHUP {
                     match &source {
                         None => info!("SIGHUP: no TLS certificate to read again"),
-                        Some(source) => match load_tls(source) {
+                        Some(source) => match load_tls(source, false) {
                             Ok(cfg) => tls.replace(cfg),
                             Err(e) => warn!("SIGHUP: {e}; keeping the current certificate"),
                         },

@@ -34,7 +34,7 @@ use socket2::{Domain, Socket, Type};
 use crate::chat::{Chat, ChatConfig, ConnId, Outbox, Outcome, Output, Ticket};
 use crate::server::conn::{Budget, Conn, State, configure_socket};
 use crate::server::stack::{Phase, StackError, WELCOME_DELAY};
-use crate::server::tls::{ALERT_HANDSHAKE_FAILURE, TlsConfig};
+use crate::server::tls::{PLAIN_ALERT_HANDSHAKE_FAILURE, TlsConfig};
 use crate::store::Store;
 use crate::store::backend::{Backend, Reply};
 use crate::store::password::Cost;
@@ -793,10 +793,8 @@ impl Server {
             self.conns.close(key, CloseReason::PlainRefused);
             return;
         }
-        if c.timer.is_some() {
-            // The welcome or handshake timer has nothing left to do.
-            c.timer = None;
-        }
+        // The welcome or handshake timer has nothing left to do.
+        c.timer = None;
         let (ip, now) = (c.peer.ip(), self.conns.now);
         self.chat.connect(ConnId(key), ip, now, &mut self.out);
         self.dispatch();
@@ -809,6 +807,13 @@ impl Server {
     fn greeting_due(&mut self, key: usize) {
         let timeout = self.cfg.chat.handshake_timeout;
         let c = &mut self.conns.slab[key];
+        if c.stack.phase() == Phase::Fresh && c.in_ready {
+            // Its first bytes came but wait to be read (the turn's
+            // handshake time was spent): they decide, not the silence.
+            let at = self.conns.now + WELCOME_DELAY;
+            self.conns.set_timer(key, at);
+            return;
+        }
         if c.stack.silence() {
             return self.greet(key);
         }
@@ -900,7 +905,7 @@ impl Server {
                 State::Draining { .. } => return self.drain_input(key),
                 State::Dead => return,
             }
-            if c.eof {
+            if c.eof || c.stack.peer_closed() {
                 self.conns.close(key, CloseReason::PeerClosed);
                 return;
             }
@@ -965,8 +970,10 @@ impl Server {
                     self.handshake_time += started.elapsed();
                 }
                 if arrival.peer_closed {
-                    c.eof = true;
-                    c.readable = false;
+                    // The end of its input, though not of its bytes: the
+                    // socket is still read (and drained while closing)
+                    // until the FIN, so unread bytes cannot turn our last
+                    // output into a reset.
                     c.stack.lines.finish();
                 }
                 let handshake_done = was_handshaking && !c.stack.handshaking();
@@ -987,7 +994,7 @@ impl Server {
             Err(e) => {
                 info!("conn #{} {}: {e}", c.serial, c.peer);
                 if let StackError::NoCertificate = e {
-                    c.out.push(&[], ALERT_HANDSHAKE_FAILURE);
+                    c.out.push(&[], PLAIN_ALERT_HANDSHAKE_FAILURE);
                 }
                 self.conns.close(key, CloseReason::TlsFailed);
                 false

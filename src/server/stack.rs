@@ -87,6 +87,8 @@ pub struct Stack {
     /// Present only on TLS connections: a plain one pays a null pointer.
     pub tls: Option<Box<TlsLayer>>,
     phase: Phase,
+    /// The peer closed TLS (close_notify): no more input will come.
+    peer_closed: bool,
 }
 
 impl Default for Stack {
@@ -95,6 +97,7 @@ impl Default for Stack {
             lines: LineBuf::default(),
             tls: None,
             phase: Phase::Fresh,
+            peer_closed: false,
         }
     }
 }
@@ -153,6 +156,7 @@ impl Stack {
         match received {
             Ok(r) => {
                 arrival.peer_closed = r.peer_closed;
+                self.peer_closed |= r.peer_closed;
                 Ok(arrival)
             }
             Err(e) => Err(StackError::Tls(e)),
@@ -172,6 +176,11 @@ impl Stack {
             self.phase = Phase::Lines;
         }
         ready
+    }
+
+    /// The peer closed TLS: its input has ended, whatever the socket says.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// Ciphertext waiting inside the TLS layer.
@@ -605,7 +614,7 @@ mod tests {
     fn a_flood_of_key_updates_is_refused() {
         let (mut c, mut stack) = handshaken();
         let mut refused = None;
-        for n in 1..=records::MAX_KEY_UPDATES + 1 {
+        for n in 1..=records::MAX_IDLE_RECORDS + 1 {
             c.refresh_traffic_keys().unwrap();
             let mut wire = Vec::new();
             while c.wants_write() {
@@ -618,8 +627,8 @@ mod tests {
             to_client(&mut stack, &mut c);
         }
         let (n, why) = refused.expect("refused at some point");
-        assert_eq!(n, records::MAX_KEY_UPDATES + 1);
-        assert!(why.contains("too many KeyUpdates"), "{why}");
+        assert_eq!(n, records::MAX_IDLE_RECORDS + 1);
+        assert!(why.contains("too many records without data"), "{why}");
     }
 
     proptest! {

@@ -89,16 +89,18 @@ impl TlsSource {
         }
     }
 
-    /// Reads the certificate and key (making them first if self-signed and
-    /// missing). The error names the file and what is wrong with it.
-    pub fn load(&self) -> Result<Loaded, String> {
+    /// Reads the certificate and key; a self-signed one missing is made
+    /// first if `may_create` (at start, not on SIGHUP: a certificate that
+    /// clients pin must not change behind their back). The error names
+    /// the file and what is wrong with it.
+    pub fn load(&self, may_create: bool) -> Result<Loaded, String> {
         match self {
             TlsSource::Files { cert, key } => Ok(Loaded {
                 config: load_files(cert, key)?,
                 created: false,
             }),
             TlsSource::SelfSigned { cert, key } => {
-                let created = !cert.exists() && !key.exists();
+                let created = may_create && !cert.exists() && !key.exists();
                 if created {
                     make_self_signed(cert, key)?;
                 }
@@ -120,17 +122,40 @@ fn load_files(cert: &Path, key: &Path) -> Result<TlsConfig, String> {
 
 /// Makes a certificate for localhost and the loopback addresses, with an
 /// ECDSA P-256 key (cheap handshakes), and writes it; the key file is
-/// readable by its owner alone.
+/// readable by its owner alone. Both are written under temporary names
+/// and renamed into place, the certificate last: a failure half way
+/// leaves no pair that would stop the next start.
 fn make_self_signed(cert: &Path, key: &Path) -> Result<(), String> {
     let names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     let made = rcgen::generate_simple_self_signed(names)
         .map_err(|e| format!("cannot make a self-signed certificate: {e}"))?;
-    write_new(key, made.signing_key.serialize_pem().as_bytes(), 0o600)?;
-    write_new(cert, made.cert.pem().as_bytes(), 0o644)
+    let (key_tmp, cert_tmp) = (temporary(key), temporary(cert));
+    let written = write_new(&key_tmp, made.signing_key.serialize_pem().as_bytes(), 0o600)
+        .and_then(|()| write_new(&cert_tmp, made.cert.pem().as_bytes(), 0o644))
+        .and_then(|()| rename(&key_tmp, key))
+        .and_then(|()| rename(&cert_tmp, cert));
+    if written.is_err() {
+        for path in [&key_tmp, &cert_tmp, &key.to_path_buf()] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    written
+}
+
+fn temporary(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::rename(from, to).map_err(|e| format!("cannot create {}: {e}", to.display()))
 }
 
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
+    // A leftover from an interrupted start is replaced.
+    let _ = std::fs::remove_file(path);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -138,5 +163,6 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
         .open(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     file.write_all(data)
+        .and_then(|()| file.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -11,28 +11,25 @@ use std::fmt;
 use std::io::{self, Write};
 
 use rustls::ProtocolVersion;
+use rustls::server::ServerConnectionData;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
+};
 
 pub mod cert;
 pub mod records;
 
 pub use cert::{Loaded, TlsConfig, TlsSource};
-use records::{RecordError, Records};
+use records::{MAX_PLAIN, RECORD_OVERHEAD, RecordError, Records};
 
-/// Largest TLS record payload: a flush of more plaintext than this becomes
-/// several records.
-pub const MAX_RECORD: usize = 16 * 1024;
-/// Bytes a record adds to its plaintext at most (header, content type,
-/// AEAD tag), used to size the first try of an encryption.
-const RECORD_OVERHEAD: usize = 5 + 1 + 16;
-
-/// A fatal `handshake_failure` alert, sent as a plain record to a client
-/// whose ClientHello the server cannot answer (no certificate set up).
-pub const ALERT_HANDSHAKE_FAILURE: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
-/// A fatal `decode_error` alert, for bytes that cannot be a ClientHello
-/// when rustls left no alert of its own to send.
-pub const ALERT_DECODE_ERROR: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+/// A fatal `handshake_failure` alert as an unprotected record, for a
+/// client whose ClientHello the server cannot answer (no certificate set
+/// up) or whose handshake failed with no alert from rustls.
+pub const PLAIN_ALERT_HANDSHAKE_FAILURE: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+/// A fatal `decode_error` alert as an unprotected record, for bytes that
+/// cannot be a ClientHello when rustls left no alert of its own.
+pub const PLAIN_ALERT_DECODE_ERROR: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
 
 /// Why a TLS connection cannot go on.
 #[derive(Debug)]
@@ -137,6 +134,7 @@ impl TlsLayer {
     }
 
     /// Our own TLS 1.3 record layer, once the handshake has moved to it.
+    #[cfg(test)]
     pub fn records(&mut self) -> Option<&mut Records> {
         match &mut self.engine {
             Engine::Records(records) => Some(records),
@@ -204,7 +202,7 @@ impl TlsLayer {
                 let (more, outcome) = self.run(&mut buf[used..], plain, got);
                 (used + more, outcome)
             }
-            Engine::Records(records) => match records.open(buf, &mut self.outgoing, plain) {
+            Engine::Records(records) => match records.open(buf, plain) {
                 Ok(opened) => {
                     got.peer_closed |= opened.peer_closed;
                     (opened.used, Ok(()))
@@ -241,14 +239,19 @@ impl TlsLayer {
                 if self.outgoing.len() == before && conn.is_handshaking() {
                     // Before the handshake ends an alert is a plain record.
                     let alert = match &e {
-                        TlsError::Protocol(rustls::Error::InvalidMessage(_)) => ALERT_DECODE_ERROR,
-                        _ => ALERT_HANDSHAKE_FAILURE,
+                        TlsError::Protocol(rustls::Error::InvalidMessage(_)) => {
+                            PLAIN_ALERT_DECODE_ERROR
+                        }
+                        _ => PLAIN_ALERT_HANDSHAKE_FAILURE,
                     };
                     self.outgoing.extend_from_slice(alert);
                 }
             }
             Engine::Records(records) => {
-                if let TlsError::Record(RecordError { alert, .. }) = &e {
+                if let TlsError::Record(RecordError {
+                    alert: Some(alert), ..
+                }) = &e
+                {
                     let _ = records.seal_alert(*alert, &mut self.outgoing);
                 }
             }
@@ -286,36 +289,17 @@ impl TlsLayer {
         plain: &[u8],
         into: &mut Vec<u8>,
     ) -> Result<(), TlsError> {
-        loop {
-            let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
-            let done = match state? {
-                ConnectionState::WriteTraffic(mut w) => {
-                    let first_guess =
-                        plain.len() + RECORD_OVERHEAD * (plain.len() / MAX_RECORD + 1);
-                    Some(encrypt_into(into, first_guess, |b| w.encrypt(plain, b)))
-                }
-                // A key update may wait to go first.
-                ConnectionState::EncodeTlsData(mut e) => {
-                    encode(into, |b| e.encode(b));
-                    None
-                }
-                ConnectionState::TransmitTlsData(t) => {
-                    t.done();
-                    None
-                }
-                _ => Some(Err(TlsError::NotReady)),
-            };
-            incoming.drain(..discard);
-            if let Some(result) = done {
-                return result;
-            }
-        }
+        let guess = plain.len() + RECORD_OVERHEAD * (plain.len() / MAX_PLAIN + 1);
+        write_rustls(conn, incoming, into, |w, into| {
+            encrypt_into(into, guess, |b| w.encrypt(plain, b))
+        })
     }
 
     /// Encrypts what the connection owes (`parts`, in order) and writes
     /// all ciphertext owed in one write. `scratch` is the loop's buffer:
     /// when nothing is held from before, records are built there and only
-    /// what the socket does not take is copied into the layer.
+    /// what the socket does not take is copied into the layer. Once a
+    /// close_notify or a fatal alert is queued, nothing more is sealed.
     pub fn flush(
         &mut self,
         parts: [&[u8]; 2],
@@ -324,7 +308,7 @@ impl TlsLayer {
     ) -> Result<io::Result<usize>, TlsError> {
         let held = self.pending() > 0 || self.close_queued;
         if held || parts.iter().all(|p| p.is_empty()) {
-            if parts.iter().any(|p| !p.is_empty()) {
+            if !self.close_queued && parts.iter().any(|p| !p.is_empty()) {
                 self.compact();
                 Self::encrypt(
                     &mut self.engine,
@@ -355,12 +339,9 @@ impl TlsLayer {
                 let _ = records.seal_alert(records::ALERT_CLOSE_NOTIFY, &mut self.outgoing);
             }
             Engine::Rustls(conn) => {
-                let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut self.incoming);
-                if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
-                    let _ = encrypt_into(&mut self.outgoing, RECORD_OVERHEAD + 2, |b| {
-                        w.queue_close_notify(b)
-                    });
-                }
+                let _ = write_rustls(conn, &mut self.incoming, &mut self.outgoing, |w, into| {
+                    encrypt_into(into, RECORD_OVERHEAD + 2, |b| w.queue_close_notify(b))
+                });
             }
             Engine::Gone => {}
         }
@@ -395,8 +376,43 @@ impl TlsLayer {
     }
 
     /// Bytes held by this layer's buffers, for tests.
+    #[cfg(test)]
     pub fn buffered_capacity(&self) -> usize {
         self.incoming.capacity() + self.outgoing.capacity()
+    }
+}
+
+/// TLS 1.2 through rustls: runs `f` once rustls is ready for application
+/// records, after queuing into `into` whatever must go before them. Like
+/// every call into rustls, it is handed the bytes it has not discarded.
+fn write_rustls(
+    conn: &mut UnbufferedServerConnection,
+    incoming: &mut Vec<u8>,
+    into: &mut Vec<u8>,
+    f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> Result<(), TlsError>,
+) -> Result<(), TlsError> {
+    let mut f = Some(f);
+    loop {
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
+        let done = match state? {
+            ConnectionState::WriteTraffic(mut w) => match f.take() {
+                Some(f) => Some(f(&mut w, into)),
+                None => Some(Ok(())),
+            },
+            ConnectionState::EncodeTlsData(mut e) => {
+                encode(into, |b| e.encode(b));
+                None
+            }
+            ConnectionState::TransmitTlsData(t) => {
+                t.done();
+                None
+            }
+            _ => Some(Err(TlsError::NotReady)),
+        };
+        incoming.drain(..discard);
+        if let Some(result) = done {
+            return result;
+        }
     }
 }
 

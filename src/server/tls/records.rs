@@ -20,6 +20,8 @@ use rustls::{ConnectionTrafficSecrets, ExtractedSecrets};
 pub const HEADER: usize = 5;
 /// The AEAD tag every protected record ends with.
 const TAG: usize = 16;
+/// Bytes a record adds to its plaintext (header, content type, tag).
+pub const RECORD_OVERHEAD: usize = HEADER + 1 + TAG;
 /// The largest plaintext a record carries.
 pub const MAX_PLAIN: usize = 1 << 14;
 /// The largest protected record body the peer may send (plaintext, its
@@ -43,15 +45,16 @@ const ALERT_INTERNAL_ERROR: u8 = 80;
 /// Records sealed under one key before we move to the next (a KeyUpdate),
 /// well inside every suite's confidentiality limit.
 const REKEY_MARGIN: u64 = 1 << 16;
-/// KeyUpdates the peer may send in a row without application data
-/// between them; each costs us a key derivation (and, if it asks, one of
-/// ours back), so a flood of them is refused.
-pub const MAX_KEY_UPDATES: u32 = 32;
+/// KeyUpdates, or empty application-data records, the peer may send in a
+/// row without data between them: each costs us work (a key derivation,
+/// a decryption) and yields nothing, so a flood of them is refused.
+pub const MAX_IDLE_RECORDS: u32 = 32;
 
-/// Why the records cannot go on; the alert to send says the same.
+/// Why the records cannot go on; the alert to send says the same (none
+/// when the peer ended it with an alert of its own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordError {
-    pub alert: u8,
+    pub alert: Option<u8>,
     pub what: &'static str,
 }
 
@@ -62,7 +65,10 @@ impl fmt::Display for RecordError {
 }
 
 fn error(alert: u8, what: &'static str) -> RecordError {
-    RecordError { alert, what }
+    RecordError {
+        alert: Some(alert),
+        what,
+    }
 }
 
 /// One direction's key, the IV its nonces come from, and its sequence.
@@ -121,9 +127,10 @@ impl Direction {
                 .map_err(|_| error(ALERT_INTERNAL_ERROR, "unusable traffic key"))?;
             self.key = Some(LessSafeKey::new(key));
         }
-        self.key
-            .as_ref()
-            .ok_or(error(ALERT_INTERNAL_ERROR, "no traffic key"))
+        match &self.key {
+            Some(key) => Ok(key),
+            None => Err(error(ALERT_INTERNAL_ERROR, "no traffic key")),
+        }
     }
 
     /// The per-record nonce: the IV with the sequence number XORed into
@@ -158,8 +165,10 @@ pub struct Records {
     /// Sealed records after which we change keys.
     rekey_at: u64,
     peer_closed: bool,
-    /// KeyUpdates from the peer since its last application data.
-    key_updates: u32,
+    /// KeyUpdates and empty records from the peer since its last data.
+    idle_records: u32,
+    /// The peer asked for a KeyUpdate: ours goes before our next record.
+    owe_key_update: bool,
 }
 
 impl fmt::Debug for Records {
@@ -186,7 +195,8 @@ impl Records {
             rx: Direction::new(rx_seq, rx)?,
             rekey_at: limit.saturating_sub(REKEY_MARGIN).max(1),
             peer_closed: false,
-            key_updates: 0,
+            idle_records: 0,
+            owe_key_update: false,
         })
     }
 
@@ -196,11 +206,11 @@ impl Records {
     /// as one record, not one per part.
     pub fn seal(&mut self, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<(), RecordError> {
         let mut left: usize = parts.iter().map(|p| p.len()).sum();
-        out.reserve(left + (left / MAX_PLAIN + 1) * (HEADER + 1 + TAG));
+        out.reserve(left + (left / MAX_PLAIN + 1) * RECORD_OVERHEAD);
         let mut parts = parts.iter().copied();
         let mut current: &[u8] = &[];
         while left > 0 {
-            if self.tx.seq >= self.rekey_at {
+            if self.owe_key_update || self.tx.seq >= self.rekey_at {
                 self.update_tx(out)?;
             }
             let len = left.min(MAX_PLAIN);
@@ -208,8 +218,13 @@ impl Records {
                 let mut need = len;
                 while need > 0 {
                     while current.is_empty() {
-                        // The lengths were summed from these parts.
-                        current = parts.next().unwrap_or(&[0; 0]);
+                        // `left` was summed from these parts, so one is
+                        // there; if not, stop (the length check refuses the
+                        // record) rather than spin.
+                        match parts.next() {
+                            Some(part) => current = part,
+                            None => return,
+                        }
                     }
                     let take = need.min(current.len());
                     out.extend_from_slice(&current[..take]);
@@ -250,7 +265,10 @@ impl Records {
         let start = out.len();
         out.extend_from_slice(&header);
         fill(out);
-        debug_assert_eq!(out.len(), start + HEADER + len);
+        if out.len() != start + HEADER + len {
+            out.truncate(start);
+            return Err(error(ALERT_INTERNAL_ERROR, "a record's length changed"));
+        }
         out.push(kind);
         let nonce = self.tx.next_nonce();
         let tag = self
@@ -264,6 +282,7 @@ impl Records {
 
     /// Sends a KeyUpdate under the current key, then moves to the next.
     fn update_tx(&mut self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        self.owe_key_update = false;
         // KeyUpdate, 1 byte long: update_not_requested.
         self.seal_record(HANDSHAKE, 5, out, |out| {
             out.extend_from_slice(&[KEY_UPDATE, 0, 0, 1, 0])
@@ -277,17 +296,16 @@ impl Records {
     }
 
     /// Opens the whole records at the front of `buf` in place; plaintext
-    /// goes to `plain`, anything we must send in reply (a KeyUpdate) to
-    /// `out`. Stops at a partial record. The receiving key is expanded
-    /// for the batch and let go after it: a client sends far less often
-    /// than it is sent to.
+    /// goes to `plain`. Stops at a partial record. The receiving key is
+    /// expanded for the batch and let go after it: a client sends far less
+    /// often than it is sent to. Nothing is sent from here: a KeyUpdate
+    /// the peer asks for goes before our next record.
     pub fn open(
         &mut self,
         buf: &mut [u8],
-        out: &mut Vec<u8>,
         plain: &mut impl FnMut(&[u8]),
     ) -> Result<Opened, RecordError> {
-        let opened = self.open_records(buf, out, plain);
+        let opened = self.open_records(buf, plain);
         self.rx.key = None;
         opened
     }
@@ -295,7 +313,6 @@ impl Records {
     fn open_records(
         &mut self,
         buf: &mut [u8],
-        out: &mut Vec<u8>,
         plain: &mut impl FnMut(&[u8]),
     ) -> Result<Opened, RecordError> {
         let mut opened = Opened::default();
@@ -330,6 +347,11 @@ impl Records {
                 .key()?
                 .open_in_place(nonce, Aad::from(header), body)
                 .map_err(|_| error(ALERT_BAD_RECORD_MAC, "a record that does not decrypt"))?;
+            // Content, type and padding together stay within a record's
+            // plaintext limit (RFC 8446 section 5.4).
+            if inner.len() > MAX_PLAIN + 1 {
+                return Err(error(ALERT_RECORD_OVERFLOW, "a record over the size limit"));
+            }
             // The content type is the last non-zero byte; zeros after it
             // are padding.
             let Some(end) = inner.iter().rposition(|&b| b != 0) else {
@@ -339,15 +361,13 @@ impl Records {
                 ));
             };
             let (data, kind) = (&inner[..end], inner[end]);
-            if data.len() > MAX_PLAIN {
-                return Err(error(ALERT_RECORD_OVERFLOW, "a record over the size limit"));
-            }
             match kind {
                 APPLICATION_DATA if self.peer_closed => {
                     return Err(error(ALERT_UNEXPECTED_MESSAGE, "data after close_notify"));
                 }
+                APPLICATION_DATA if data.is_empty() => self.idle_record()?,
                 APPLICATION_DATA => {
-                    self.key_updates = 0;
+                    self.idle_records = 0;
                     plain(data)
                 }
                 ALERT => match data {
@@ -355,10 +375,17 @@ impl Records {
                         self.peer_closed = true;
                         opened.peer_closed = true;
                     }
-                    [_, _] => return Err(error(ALERT_CLOSE_NOTIFY, "the peer sent an alert")),
+                    // A fatal alert ends the connection at once, with
+                    // nothing sent back (RFC 8446 section 6.2).
+                    [_, _] => {
+                        return Err(RecordError {
+                            alert: None,
+                            what: "the peer sent an alert",
+                        });
+                    }
                     _ => return Err(error(ALERT_DECODE_ERROR, "a malformed alert")),
                 },
-                HANDSHAKE => self.handshake(data, out)?,
+                HANDSHAKE => self.handshake(data)?,
                 _ => return Err(error(ALERT_UNEXPECTED_MESSAGE, "an unexpected record type")),
             }
             opened.used += HEADER + len;
@@ -368,24 +395,19 @@ impl Records {
     /// Handshake messages after the handshake: a client may only send
     /// KeyUpdate. Each must fill its record exactly (a key change may not
     /// fall inside a record).
-    fn handshake(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+    fn handshake(&mut self, data: &[u8]) -> Result<(), RecordError> {
         match data {
             [KEY_UPDATE, 0, 0, 1, request @ (0 | 1)] => {
-                self.key_updates += 1;
-                if self.key_updates > MAX_KEY_UPDATES {
-                    return Err(error(
-                        ALERT_UNEXPECTED_MESSAGE,
-                        "too many KeyUpdates in a row",
-                    ));
-                }
+                self.idle_record()?;
                 let (seq, secrets) = self
                     .kernel
                     .update_rx_secret()
                     .map_err(|_| error(ALERT_INTERNAL_ERROR, "no next receiving key"))?;
                 self.rx = Direction::new(seq, secrets)?;
-                if *request == 1 {
-                    self.update_tx(out)?;
-                }
+                // Answered before our next record, once however often it
+                // was asked (RFC 8446 section 4.6.3 allows that): a peer
+                // that asks and never reads makes nothing pile up.
+                self.owe_key_update |= *request == 1;
                 Ok(())
             }
             [KEY_UPDATE, ..] => Err(error(ALERT_DECODE_ERROR, "a malformed KeyUpdate")),
@@ -396,13 +418,27 @@ impl Records {
         }
     }
 
+    /// One more record that carried no data.
+    fn idle_record(&mut self) -> Result<(), RecordError> {
+        self.idle_records += 1;
+        if self.idle_records > MAX_IDLE_RECORDS {
+            return Err(error(
+                ALERT_UNEXPECTED_MESSAGE,
+                "too many records without data in a row",
+            ));
+        }
+        Ok(())
+    }
+
     /// Records sealed under the current sending key, for tests.
+    #[cfg(test)]
     pub fn sealed(&self) -> u64 {
         self.tx.seq
     }
 
     /// Changes keys after `n` more records instead of near the suite's
     /// limit, so tests can see it happen.
+    #[cfg(test)]
     pub fn rekey_after(&mut self, n: u64) {
         self.rekey_at = self.tx.seq + n;
     }
