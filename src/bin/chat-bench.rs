@@ -71,7 +71,7 @@ struct Args {
     idle: Option<u32>,
 
     /// Run a soak instead: ROUNDS rounds of --cycles short connections,
-    /// each choosing a name, saying one line and quitting, printing the
+    /// each choosing a name, joining #soak, saying one line and quitting, printing the
     /// server's RSS after every round (needs --server-pid for that).
     #[arg(long, value_name = "ROUNDS", conflicts_with_all = ["idle", "subs", "messages", "send_rate", "tls"],
           value_parser = clap::value_parser!(u32).range(1..=10_000))]

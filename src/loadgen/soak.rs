@@ -1,5 +1,5 @@
-//! The soak: many short connections, each of which chooses a name, says
-//! one line in the lobby and quits, for rounds of a fixed number of
+//! The soak: many short connections, each of which chooses a name, joins
+//! the room `soak`, says one line there and quits, for rounds of a fixed number of
 //! cycles, with the server's resident memory read after every round. A
 //! server that creeps shows it round by round; one that holds a bounded
 //! working set levels off. Loopback only; bounded in time.
@@ -18,6 +18,8 @@ use super::{BenchError, io_err};
 /// Connections in flight at once: enough to keep the server busy, few
 /// enough not to overflow its listen backlog.
 pub const DEFAULT_IN_FLIGHT: usize = 64;
+/// The room the soak's connections talk in.
+pub const SOAK_ROOM: &str = "soak";
 /// A cycle that has not ended after this long counts as failed.
 const CYCLE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -133,9 +135,11 @@ fn start(poll: &Poll, live: &mut Slab<Cycle>, addr: SocketAddr, serial: u64) -> 
         Token(entry.key()),
         Interest::READABLE | Interest::WRITABLE,
     )?;
-    // A name of its own (base 36 keeps it short), one line, and a quit.
+    // A name of its own (base 36 keeps it short), a room of the soak's
+    // own (so a load in the lobby beside it sees none of this), one line,
+    // and a quit.
     let name = format!("k{}", radix36(serial));
-    let script = format!("{name}\nsoak line from {name}\n/quit\n").into_bytes();
+    let script = format!("{name}\n/join {SOAK_ROOM}\nsoak line from {name}\n/quit\n").into_bytes();
     entry.insert(Cycle {
         socket,
         started: Instant::now(),
