@@ -25,6 +25,8 @@
 //!   detection of what the client speaks ([`server::detect`]), TLS
 //!   ([`server::tls`]), then line framing and a codec; timers, the log.
 //!   Encodes each broadcast once per mode, flushes once per turn, reaps.
+//!   Counts for operators ([`server::metrics`]) and serves the counts and
+//!   a health check over HTTP from its own threads ([`server::exporter`]).
 //!   No chat rules.
 //! - [`store`]: SQLite, the storage and password threads, and what they
 //!   run. Never touches the loop's state; answers come back through the

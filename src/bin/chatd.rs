@@ -145,6 +145,12 @@ struct Args {
     /// Less log detail (-q warnings only, -qq errors only).
     #[arg(short, long, action = clap::ArgAction::Count)]
     quiet: u8,
+
+    /// Serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on
+    /// this address; keep it private (e.g. 127.0.0.1:9100). Off unless
+    /// given.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
 }
 
 /// Operator commands on the database; safe while a server runs on it.
@@ -230,6 +236,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let addr = resolve(&args.listen)?;
     let listener = server::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let metrics_listener = bind_metrics(args)?;
     let source = tls_source(args);
     let cfg = Config {
         max_line: args.max_line,
@@ -272,9 +279,43 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
     spawn_signal_thread(server.shutdown_handle(), server.tls_handle(), source)?;
+    if let Some(metrics_listener) = metrics_listener {
+        start_metrics(&mut server, metrics_listener)?;
+    }
     // Logged whatever the level: scripts read the port from it.
     chatd::server::logger::always(&format!("listening on {local}"));
     server.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// Binds `--metrics-listen` before anything starts, so a bad address stops
+/// chatd at once.
+fn bind_metrics(args: &Args) -> Result<Option<std::net::TcpListener>, String> {
+    let Some(listen) = &args.metrics_listen else {
+        return Ok(None);
+    };
+    let addr = listen
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot use --metrics-listen {listen}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--metrics-listen {listen} resolves to no address"))?;
+    let listener = server::bind(addr)
+        .map_err(|e| format!("cannot listen on {addr} (--metrics-listen): {e}"))?;
+    Ok(Some(listener))
+}
+
+/// Serves /metrics and /healthz from their own threads.
+fn start_metrics(server: &mut Server, listener: std::net::TcpListener) -> Result<(), String> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("--metrics-listen: {e}"))?;
+    server::exporter::spawn(listener, server.metrics_handle())
+        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    if !local.ip().is_loopback() {
+        warn!("metrics on {local} are reachable from the network: keep that address private");
+    }
+    // Logged whatever the level: scripts read the port from it.
+    chatd::server::logger::always(&format!("metrics on {local}"));
+    Ok(())
 }
 
 fn tls_source(args: &Args) -> Option<TlsSource> {

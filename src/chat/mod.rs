@@ -32,6 +32,26 @@ const CHUNK_HINT_MAX: usize = 1 << 20;
 pub const DEADLINES_SETTLE_AT: usize = 1024;
 pub const MAX_PASSWORD_FAILURES: u8 = 3;
 
+/// What the chat has done, for operators (`server::metrics` renders it).
+/// Plain integers: the chat runs on the loop and is read only there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Room messages accepted (said to a room, whoever was in it).
+    pub room_messages: u64,
+    /// Direct messages accepted (to a user who was there).
+    pub direct_messages: u64,
+    /// Passwords checked and found right at a login.
+    pub logins_succeeded: u64,
+    /// Passwords found wrong at a login.
+    pub logins_failed: u64,
+    /// Logins held back by the wrong-password throttle before their check
+    /// (counted once each; the check then counts as success or failure).
+    pub logins_throttled: u64,
+    /// Logins answered `server_busy` (too many checks waiting, or storage
+    /// failing).
+    pub logins_busy: u64,
+}
+
 /// Identifies a connection; the server's slab key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub usize);
@@ -354,6 +374,7 @@ pub struct Chat {
     /// Counts `take_records` calls: a room's `chunk` is valid only in the
     /// batch it was made in.
     batch: u64,
+    counts: Counts,
 }
 
 /// Orders names as listings show them, ignoring ASCII case, without
@@ -393,6 +414,7 @@ impl Chat {
             record_rooms: Vec::new(),
             record_bytes: 0,
             batch: 0,
+            counts: Counts::default(),
             cfg,
             users: Vec::new(),
             names: HashMap::new(),
@@ -594,6 +616,7 @@ impl Chat {
             (Wait::Login { name, room, .. }, Outcome::Done) => {
                 let key = name.to_ascii_lowercase();
                 self.throttle.succeeded(&key);
+                self.counts.logins_succeeded += 1;
                 self.logged_in(conn, name, room, key.into(), out);
             }
             (Wait::Login { name, room, .. }, Outcome::NoAccount) => {
@@ -604,6 +627,7 @@ impl Chat {
                 self.defer_wrong(conn, addr, name, true, prompted)
             }
             (Wait::Login { name, prompted, .. }, _) => {
+                self.counts.logins_busy += 1;
                 out.send(conn, error(ProtoError::ServerBusy));
                 if prompted {
                     self.ask_password(conn, name, out);
@@ -667,6 +691,9 @@ impl Chat {
 
     /// A wrong password is answered once its delay is over.
     fn defer_wrong(&mut self, conn: ConnId, addr: IpAddr, name: Name, login: bool, prompted: bool) {
+        if login {
+            self.counts.logins_failed += 1;
+        }
         let delay = self
             .throttle
             .failed(&name.to_ascii_lowercase(), addr, self.now);
@@ -710,8 +737,9 @@ impl Chat {
                     prompted,
                     password,
                 }) => {
-                    // Its turn has come: check it now.
-                    self.login(conn, name, room, &password, prompted, out);
+                    // Its turn has come: check it now (or wait again,
+                    // already counted as throttled).
+                    self.check_login(conn, name, room, &password, prompted, out);
                     return Some(conn);
                 }
                 other => {
@@ -831,6 +859,16 @@ impl Chat {
         self.names.len()
     }
 
+    /// Rooms that exist: the lobby and every room with members.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// What the chat has done so far.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
     pub fn name_of(&self, conn: ConnId) -> Option<&Name> {
         self.user(conn)?.name.as_ref()
     }
@@ -914,8 +952,7 @@ impl Chat {
         out.send(conn, Event::PasswordPrompt { name });
     }
 
-    /// Checks `password` for the registered `name` off the loop; a
-    /// password of impossible length is wrong without being hashed.
+    /// A login attempt with `password` for the registered `name`.
     fn login(
         &mut self,
         conn: ConnId,
@@ -925,9 +962,27 @@ impl Chat {
         prompted: bool,
         out: &mut Outbox,
     ) {
+        if self.check_login(conn, name, room, password, prompted, out) {
+            self.counts.logins_throttled += 1;
+        }
+    }
+
+    /// Checks `password` for the registered `name` off the loop; a
+    /// password of impossible length is wrong without being hashed.
+    /// Returns true if the throttle made it wait instead.
+    fn check_login(
+        &mut self,
+        conn: ConnId,
+        name: Name,
+        room: Option<Name>,
+        password: &str,
+        prompted: bool,
+        out: &mut Outbox,
+    ) -> bool {
         let addr = self.user_mut(conn).addr;
         if check_password(password).is_err() {
-            return self.defer_wrong(conn, addr, name, true, prompted);
+            self.defer_wrong(conn, addr, name, true, prompted);
+            return false;
         }
         if let Some(at) = self
             .throttle
@@ -942,7 +997,7 @@ impl Chat {
             });
             let serial = user.serial;
             self.answers.push(Reverse((at, conn.0, serial)));
-            return;
+            return true;
         }
         let key: Box<str> = name.to_ascii_lowercase().into();
         self.throttle.began(&key, addr);
@@ -958,6 +1013,7 @@ impl Chat {
             name,
             password: password.to_string(),
         });
+        false
     }
 
     /// The password was right: an older connection holding the name is
@@ -1092,6 +1148,7 @@ impl Chat {
                 if self.cfg.history_keep > 0 {
                     self.record(room, &name, &text);
                 }
+                self.counts.room_messages += 1;
                 let r = &self.rooms[room];
                 let event = Event::Message {
                     from: name,
@@ -1162,14 +1219,17 @@ impl Chat {
                 });
             }
             Command::Msg { to, text } => match self.names.get(to.to_ascii_lowercase().as_str()) {
-                Some(&target) => out.send(
-                    target,
-                    Event::Direct {
-                        from: name,
-                        text: text.into(),
-                        ts: self.clock,
-                    },
-                ),
+                Some(&target) => {
+                    self.counts.direct_messages += 1;
+                    out.send(
+                        target,
+                        Event::Direct {
+                            from: name,
+                            text: text.into(),
+                            ts: self.clock,
+                        },
+                    )
+                }
                 None => out.send(conn, Event::Error(ProtoError::NoSuchUser(clip(to)))),
             },
             Command::Nick(new) => self.rename(conn, &name, strip_hash(new), out),
@@ -1918,6 +1978,41 @@ mod tests {
         s.now += Duration::from_secs(60);
         while s.chat.due_answer(s.now, &mut s.out).is_some() {}
         s.take()
+    }
+
+    #[test]
+    fn counts_follow_messages_and_logins() {
+        let mut s = with_alice();
+        let (b, c) = (s.user("b"), s.user("c"));
+        s.say(b, "hi");
+        s.say(b, "/msg c yo");
+        s.say(b, "/msg nobody there");
+        s.say(c, "/join empty");
+        s.answer(Outcome::History(Vec::new()));
+        s.say(c, "to nobody");
+        // A wrong password, then a right one during its delay: held back
+        // first, then checked.
+        let (x, y) = (s.open(), s.open());
+        s.say(x, "alice");
+        s.say(x, "wrong-password");
+        s.answer(Outcome::WrongPassword);
+        s.say(y, "alice");
+        s.say(y, "right-password");
+        assert!(s.jobs.is_empty(), "the right password waits its turn");
+        due(&mut s);
+        s.answer(Outcome::Done);
+        assert_eq!(
+            *s.chat.counts(),
+            Counts {
+                room_messages: 2,
+                direct_messages: 1,
+                logins_succeeded: 1,
+                logins_failed: 1,
+                logins_throttled: 1,
+                logins_busy: 0,
+            }
+        );
+        assert_eq!(s.chat.room_count(), 2);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! while the turn still holds events for its old connection.
 
 pub mod conn;
+pub mod exporter;
 pub mod logger;
+pub mod metrics;
 pub mod stack;
 pub mod tls;
 
@@ -93,6 +95,10 @@ pub const REQUIRE_TLS_LINE: &[u8] = b"! this server requires TLS\n";
 /// While clients wait for storage to catch up, the loop looks again at
 /// least this often (the storage thread also wakes it).
 pub const BACKLOG_RECHECK: Duration = Duration::from_millis(50);
+
+/// While `--metrics-listen` is on, the loop turns at least this often
+/// even with nothing to do, so its heartbeat shows it alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -227,6 +233,10 @@ struct Conns {
     timers: BinaryHeap<Timer>,
     max_outbuf: usize,
     now: Instant,
+    /// Events not queued because the connection was gone or went over
+    /// its output limit: subtracted from a broadcast's recipients to count
+    /// deliveries with one addition per broadcast.
+    skipped: u64,
 }
 
 impl Conns {
@@ -259,11 +269,13 @@ impl Conns {
     /// Nobody else is affected either way.
     fn queue(&mut self, key: usize, event: &Event, id: Option<&json::RawValue>) {
         let Some(mode) = self.live_mode(key) else {
+            self.skipped += 1;
             return;
         };
         self.reply.clear();
         encode(mode, event, id, &mut self.reply);
         if self.over_limit(key, self.reply.len()) {
+            self.skipped += 1;
             return;
         }
         let c = &mut self.slab[key];
@@ -281,6 +293,7 @@ impl Conns {
         ranges: &mut [Option<(usize, usize)>; 2],
     ) {
         let Some(mode) = self.live_mode(key) else {
+            self.skipped += 1;
             return;
         };
         let (start, end) = *ranges[mode as usize].get_or_insert_with(|| {
@@ -290,6 +303,7 @@ impl Conns {
             (start, log.len())
         });
         if self.over_limit(key, end - start) {
+            self.skipped += 1;
             return;
         }
         let c = &mut self.slab[key];
@@ -496,6 +510,10 @@ pub struct Server {
     tls_slot: Arc<Mutex<Option<TlsConfig>>>,
     /// Handshake time this turn has used (`HANDSHAKE_TIME_PER_TURN`).
     handshake_time: Duration,
+    /// Counters for `/metrics`.
+    metrics: metrics::Metrics,
+    /// The heartbeat and scrape requests, once `metrics_handle` was taken.
+    exposed: Option<metrics::Exposed>,
 }
 
 impl Server {
@@ -544,6 +562,7 @@ impl Server {
                 timers: BinaryHeap::new(),
                 max_outbuf: cfg.max_outbuf,
                 now: Instant::now(),
+                skipped: 0,
             },
             chat,
             out: Outbox::default(),
@@ -560,6 +579,8 @@ impl Server {
             tls: cfg.tls.clone(),
             tls_slot: Arc::new(Mutex::new(None)),
             handshake_time: Duration::ZERO,
+            metrics: metrics::Metrics::default(),
+            exposed: None,
         })
     }
 
@@ -597,10 +618,16 @@ impl Server {
             let now = Instant::now();
             self.conns.now = now;
             self.handshake_time = Duration::ZERO;
+            if let Some(exposed) = &self.exposed {
+                exposed.heartbeat.beat(now);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
-                    WAKER => self.take_new_certificate(),
+                    WAKER => {
+                        self.take_new_certificate();
+                        self.answer_scrapes();
+                    }
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             if let Some(c) = self.conns.slab.get_mut(key) {
@@ -645,10 +672,19 @@ impl Server {
                     self.finish_turn();
                 }
             }
+            self.metrics.turns.observe(now.elapsed());
         }
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
+        let timeout = self.work_timeout();
+        if self.exposed.is_none() {
+            return timeout;
+        }
+        Some(timeout.map_or(HEARTBEAT_EVERY, |t| t.min(HEARTBEAT_EVERY)))
+    }
+
+    fn work_timeout(&self) -> Option<Duration> {
         if !self.conns.held.is_empty() {
             return Some(BACKLOG_RECHECK);
         }
@@ -986,6 +1022,7 @@ impl Server {
                     // Inside TLS the client gets the same short silence
                     // before a welcome as on a plain connection.
                     debug!("conn #{}: TLS handshake done", self.conns.slab[key].serial);
+                    self.metrics.tls_handshakes += 1;
                     let at = self.conns.now + WELCOME_DELAY;
                     self.conns.set_timer(key, at);
                 }
@@ -1181,10 +1218,12 @@ impl Server {
                 conns,
                 chat,
                 backend,
+                metrics,
                 ..
             } = self;
             out.drain(|o| match o {
                 Output::Send { event, to } => {
+                    let skipped = conns.skipped;
                     if let [one] = to {
                         conns.queue(one.0, event, id.filter(|_| *one == asker));
                     } else {
@@ -1192,6 +1231,9 @@ impl Server {
                         for conn in to {
                             conns.queue_shared(conn.0, event, &mut ranges);
                         }
+                    }
+                    if let Event::Message { .. } | Event::Direct { .. } = event {
+                        metrics.deliveries += to.len() as u64 - (conns.skipped - skipped);
                     }
                 }
                 Output::Close { conn, reason } => conns.close(conn.0, reason),
@@ -1245,6 +1287,7 @@ impl Server {
         let mut c = self.conns.slab.remove(key);
         let _ = self.poll.registry().deregister(&mut c.socket);
         let reason = c.reason.unwrap_or(CloseReason::PeerClosed);
+        self.metrics.closed(reason, c.bytes_in, c.bytes_out);
         let name = self.chat.disconnect(ConnId(key), reason, &mut self.out);
         self.dispatch();
         let name = name

@@ -89,6 +89,25 @@ struct Backlog {
     stalled: AtomicBool,
 }
 
+/// A read-only view of the storage backlog, for threads other than the
+/// loop (the health check must answer even when the loop is stuck).
+#[derive(Clone)]
+pub struct BacklogProbe(Arc<Backlog>);
+
+impl BacklogProbe {
+    /// Bytes of recorded messages waiting to be stored.
+    pub fn bytes(&self) -> usize {
+        self.0.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether storage is past `MAX_BACKLOG`: then the loop reads no
+    /// client that has a line for it (`Backend::behind`) until storage
+    /// catches up.
+    pub fn is_behind(&self) -> bool {
+        self.bytes() > MAX_BACKLOG
+    }
+}
+
 /// How replies reach the loop: a channel, and a wake-up.
 #[derive(Clone)]
 struct ToLoop {
@@ -234,6 +253,16 @@ impl Backend {
         self.backlog.stalled.store(true, Ordering::SeqCst);
         // Caught up between the two reads: no wake-up would come.
         self.backlog.bytes.load(Ordering::SeqCst) + more > MAX_BACKLOG
+    }
+
+    /// The backlog, as other threads may watch it.
+    pub fn backlog_probe(&self) -> BacklogProbe {
+        BacklogProbe(self.backlog.clone())
+    }
+
+    /// Jobs handed out and not answered yet (at most `max_jobs`).
+    pub fn jobs(&self) -> usize {
+        self.jobs
     }
 
     /// The next answer, if one is ready.
