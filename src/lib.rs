@@ -34,6 +34,10 @@
 //! - [`client`]: the terminal client, `chat-client`: one loop over the
 //!   socket (plain or TLS) and stdin around socket-free parts (what server
 //!   lines mean, the line editor, the screen, the transcript).
+//! - [`config`]: the `--config` file of `chatd`: TOML read into the
+//!   flags it stands for (checked by the flags' own parsers), and what
+//!   changed between two readings. Text in, arguments out; depends on
+//!   nothing of the server.
 //! - [`loadgen`]: the load generator behind `chat-bench` and the benches:
 //!   subscribers and a publisher on one `mio` loop, against chatd or
 //!   Redis. Uses none of the server's modules.
@@ -46,6 +50,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod config;
 pub mod crypto;
 pub mod loadgen;
 pub mod server;

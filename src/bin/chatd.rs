@@ -8,17 +8,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chatd::chat::ChatConfig;
+use chatd::config::{self as file, whole};
+use chatd::server::ConfigHandle;
+use chatd::server::logger::LogFormat;
 use chatd::server::tls::{TlsConfig, TlsSource};
 use chatd::server::{self, Config, Server, ShutdownHandle, TlsHandle};
 use chatd::store::Store;
 use chatd::store::password::{self, Cost};
 use chatd::wire::cidr::Cidr;
 use chatd::wire::proto::{MAX_HISTORY, check_password};
-use clap::builder::TypedValueParser;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use log::{LevelFilter, error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 
 /// A chat server: rooms, nicknames, direct messages and statuses, for many
 /// users at once over plain TCP (talk to it with nc, telnet or chat-client).
@@ -36,13 +40,13 @@ struct Args {
 
     /// Recorded messages a user receives on entering a room (0 sends none).
     #[arg(long, default_value_t = 20, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(0..=MAX_HISTORY as i64).map(|v| v as usize))]
+          value_parser = whole::<usize, 0, { MAX_HISTORY as u64 }>)]
     history: usize,
 
     /// Messages recorded per room; older ones are deleted. 0 records
     /// nothing.
     #[arg(long, default_value_t = 10_000, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(0..=1_000_000_000).map(|v| v as usize))]
+          value_parser = whole::<usize, 0, 1_000_000_000>)]
     history_keep: usize,
 
     /// Seconds before a first wrong password is answered; the delay
@@ -53,17 +57,19 @@ struct Args {
     login_delay: f64,
 
     /// Memory of each new password hash (Argon2id), in KiB.
-    #[arg(long, default_value_t = Cost::default().memory_kib, value_name = "KIB", global = true)]
+    #[arg(long, default_value_t = Cost::default().memory_kib, value_name = "KIB", global = true,
+          value_parser = whole::<u32, 0, 4_294_967_295>)]
     argon2_memory: u32,
 
     /// Passes of each new password hash (Argon2id).
-    #[arg(long, default_value_t = Cost::default().passes, value_name = "N", global = true)]
+    #[arg(long, default_value_t = Cost::default().passes, value_name = "N", global = true,
+          value_parser = whole::<u32, 0, 4_294_967_295>)]
     argon2_passes: u32,
 
     /// Most password checks waiting at once; more are answered
     /// "server busy".
     #[arg(long, default_value_t = server::DEFAULT_AUTH_QUEUE, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+          value_parser = whole::<usize, 1, 4_294_967_295>)]
     auth_queue: usize,
 
     /// Address to listen on. Port 0 picks a free port; 0.0.0.0 opens the
@@ -74,36 +80,38 @@ struct Args {
     /// Longest line a client may send, in bytes (line terminator excluded).
     /// A longer one is answered with an error and discarded as it arrives.
     #[arg(long, default_value_t = server::DEFAULT_MAX_LINE, value_name = "BYTES",
-          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+          value_parser = whole::<usize, 1, 4_294_967_295>)]
     max_line: usize,
 
     /// Most connections at once, named or not. A newcomer past this gets
     /// "! server full" and is closed.
     #[arg(long, default_value_t = server::DEFAULT_MAX_CLIENTS, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+          value_parser = whole::<usize, 1, 4_294_967_295>)]
     max_clients: usize,
 
     /// Seconds a new connection has to choose a name before it is closed.
     #[arg(long, default_value_t = 30, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = whole::<u64, 1, 86_400>)]
     handshake_timeout: u64,
 
     /// Lines per second one client may send, with bursts of twice that; 0
     /// means unlimited. A client over it is not read from until its budget
     /// refills (TCP back-pressure): nothing is dropped. Replies to the
     /// client itself cost one more line per 4 KiB.
-    #[arg(long, default_value_t = server::DEFAULT_RATE, value_name = "LINES")]
+    #[arg(long, default_value_t = server::DEFAULT_RATE, value_name = "LINES",
+          value_parser = whole::<u32, 0, 4_294_967_295>)]
     rate: u32,
 
     /// Most unsent output one client may have queued, in bytes. A client that
     /// reads too slowly to stay under it is disconnected; nobody else waits.
     #[arg(long, default_value_t = server::DEFAULT_MAX_OUTBUF, value_name = "BYTES",
-          value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
+          value_parser = whole::<usize, 1, { u64::MAX }>)]
     max_outbuf: usize,
 
     /// Joins, leaves and status changes are announced only in rooms of at
     /// most this many members; messages always go to everyone.
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = 100, value_name = "N",
+          value_parser = whole::<usize, 0, 4_294_967_295>)]
     announce_limit: usize,
 
     /// TLS certificate chain (PEM, end-entity first). TLS clients are
@@ -151,6 +159,30 @@ struct Args {
     /// given.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
+    /// Settings from a TOML file whose keys are these flags' long names
+    /// (`max-line = 4096`); flags given here win. SIGHUP reads it again
+    /// and applies what can change while running.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log detail by name, as a config key would say it (-v and -q win).
+    #[arg(long, value_enum, value_name = "LEVEL", conflicts_with_all = ["verbose", "quiet"])]
+    log_level: Option<LogLevel>,
+
+    /// How log lines are written: text, or one JSON object per line
+    /// (`ts`, `level`, `msg`) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
+}
+
+/// `--log-level` and the `log-level` key.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
 }
 
 /// Operator commands on the database; safe while a server runs on it.
@@ -180,6 +212,15 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 }
 
 fn level(args: &Args) -> LevelFilter {
+    if let (Some(level), 0, 0) = (args.log_level, args.verbose, args.quiet) {
+        return match level {
+            LogLevel::Error => LevelFilter::Error,
+            LogLevel::Warn => LevelFilter::Warn,
+            LogLevel::Info => LevelFilter::Info,
+            LogLevel::Debug => LevelFilter::Debug,
+            LogLevel::Trace => LevelFilter::Trace,
+        };
+    }
     match (args.verbose, args.quiet) {
         (0, 0) => LevelFilter::Info,
         (1, _) => LevelFilter::Debug,
@@ -197,8 +238,73 @@ fn resolve(listen: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("--listen {listen} resolves to no address"))
 }
 
+/// The command line with its config file (if `--config`) under it: the
+/// arguments, and what every key is set to (for SIGHUP's comparison).
+/// `argv` is the command line as given, program name first.
+fn load(argv: &[OsString]) -> Result<(Args, BTreeMap<String, String>), String> {
+    let cmd = Args::command();
+    let cli = cmd
+        .clone()
+        .try_get_matches_from(argv)
+        .map_err(|e| clap_message(&e))?;
+    let matches = match cli.get_one::<PathBuf>("config") {
+        None => cli,
+        Some(path) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("config {shown}: cannot read it: {e}"))?;
+            let extra = file::file_args(&shown, &text, &cmd, |id| file::given(&cli, id))
+                .map_err(|e| e.to_string())?;
+            let full: Vec<OsString> = argv
+                .iter()
+                .take(1)
+                .chain(&extra)
+                .chain(argv.iter().skip(1))
+                .cloned()
+                .collect();
+            cmd.clone()
+                .try_get_matches_from(full)
+                .map_err(|e| format!("config {shown}: {}", clap_message(&e)))?
+        }
+    };
+    settled(&cmd, &matches)
+}
+
+/// The arguments in `matches`, and what every key is set to.
+fn settled(
+    cmd: &clap::Command,
+    matches: &clap::ArgMatches,
+) -> Result<(Args, BTreeMap<String, String>), String> {
+    let args = Args::from_arg_matches(matches).map_err(|e| clap_message(&e))?;
+    let mut settings = file::settings(cmd, matches);
+    // The level in force, however it was said (-v, -q, or by name).
+    settings.insert("log-level".into(), level(&args).as_str().to_lowercase());
+    Ok((args, settings))
+}
+
+/// A clap error on one line, without its `error: ` and its advice.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let said: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let said = said.join(" ");
+    said.strip_prefix("error: ").unwrap_or(&said).to_string()
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    // Help, version and command-line mistakes: clap's own output and exit.
+    Args::command().get_matches_from(&argv);
+    let (args, settings) = match load(&argv) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("chatd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(Cmd::Accounts(cmd)) = &args.command {
         return match accounts(&args, cmd) {
             Ok(()) => ExitCode::SUCCESS,
@@ -208,11 +314,16 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(e) = chatd::server::logger::init(level(&args)) {
+    if let Err(e) = chatd::server::logger::init(level(&args), args.log_format) {
         eprintln!("chatd: cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
-    let code = match run(&args) {
+    let reload = Reload {
+        argv,
+        settings,
+        source: tls_source(&args),
+    };
+    let code = match run(&args, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -223,7 +334,7 @@ fn main() -> ExitCode {
     code
 }
 
-fn run(args: &Args) -> Result<(), String> {
+fn run(args: &Args, reload: Reload) -> Result<(), String> {
     match server::raise_fd_limit() {
         Ok(limit) if limit < args.max_clients as u64 + server::RESERVED_FDS => warn!(
             "open-files limit is {limit}, below --max-clients {} plus {} spare: \
@@ -239,31 +350,12 @@ fn run(args: &Args) -> Result<(), String> {
     let metrics_listener = bind_metrics(args)?;
     let source = tls_source(args);
     let cfg = Config {
-        max_line: args.max_line,
-        max_clients: args.max_clients,
-        rate: args.rate,
-        max_outbuf: args.max_outbuf,
-        chat: ChatConfig {
-            announce_limit: args.announce_limit,
-            handshake_timeout: Duration::from_secs(args.handshake_timeout),
-            history: args.history,
-            history_keep: args.history_keep,
-            login_delay: Duration::from_secs_f64(args.login_delay),
-            ..ChatConfig::default()
-        },
-        db: args.db.clone(),
         hash_cost: cost(args)?,
-        auth_queue: args.auth_queue,
         tls: match &source {
             Some(source) => Some(load_tls(source, true)?),
             None => None,
         },
-        require_tls: args.require_tls,
-        allow_plain: if args.allow_plain.is_empty() {
-            server::default_allow_plain()
-        } else {
-            args.allow_plain.clone()
-        },
+        ..server_config(args)
     };
     let mut server = Server::new(listener, cfg).map_err(|e| format!("cannot start: {e}"))?;
     let local = server.local_addr();
@@ -278,7 +370,8 @@ fn run(args: &Args) -> Result<(), String> {
             (Some(_), true) => {}
         }
     }
-    spawn_signal_thread(server.shutdown_handle(), server.tls_handle(), source)?;
+    let handles = (server.tls_handle(), server.config_handle());
+    spawn_signal_thread(server.shutdown_handle(), handles, reload)?;
     if let Some(metrics_listener) = metrics_listener {
         start_metrics(&mut server, metrics_listener)?;
     }
@@ -318,6 +411,35 @@ fn start_metrics(server: &mut Server, listener: std::net::TcpListener) -> Result
     Ok(())
 }
 
+/// The server's settings from the flags, but for the hashing cost (checked
+/// apart) and the certificate (read apart): at start, and at each SIGHUP
+/// for the settings a running server takes.
+fn server_config(args: &Args) -> Config {
+    Config {
+        max_line: args.max_line,
+        max_clients: args.max_clients,
+        rate: args.rate,
+        max_outbuf: args.max_outbuf,
+        chat: ChatConfig {
+            announce_limit: args.announce_limit,
+            handshake_timeout: Duration::from_secs(args.handshake_timeout),
+            history: args.history,
+            history_keep: args.history_keep,
+            login_delay: Duration::from_secs_f64(args.login_delay),
+            ..ChatConfig::default()
+        },
+        db: args.db.clone(),
+        auth_queue: args.auth_queue,
+        require_tls: args.require_tls,
+        allow_plain: if args.allow_plain.is_empty() {
+            server::default_allow_plain()
+        } else {
+            args.allow_plain.clone()
+        },
+        ..Config::default()
+    }
+}
+
 fn tls_source(args: &Args) -> Option<TlsSource> {
     if args.tls_self_signed {
         return Some(TlsSource::self_signed_beside(&args.db));
@@ -345,13 +467,111 @@ fn load_tls(source: &TlsSource, may_create: bool) -> Result<TlsConfig, String> {
     Ok(loaded.config)
 }
 
+/// What SIGHUP needs to read the settings again and tell what changed.
+struct Reload {
+    /// The command line as given: its flags keep winning over the file.
+    argv: Vec<OsString>,
+    /// What each key is set to in the running server (a key that needs a
+    /// restart keeps its running value here, so it is reported again).
+    settings: BTreeMap<String, String>,
+    /// Where the certificate in use comes from.
+    source: Option<TlsSource>,
+}
+
+impl Reload {
+    /// Reads the config file and the certificate again (without
+    /// `--config`, the certificate only), hands the running server what it
+    /// can take, and logs one line per changed key. A file that cannot be
+    /// used changes nothing; the certificate is still read again, so a
+    /// renewal is not held up by a mistake in the file.
+    fn reread(&mut self, tls: &TlsHandle, handle: &ConfigHandle) {
+        let config = self.settings_path();
+        let (args, settings) = match config.as_ref().map(|_| load(&self.argv)) {
+            None => {
+                if self.source.is_none() {
+                    info!("SIGHUP: no config file or TLS certificate to read again");
+                }
+                self.reread_certificate(tls);
+                return;
+            }
+            Some(Err(e)) => {
+                warn!("SIGHUP: {e}; keeping the current settings");
+                self.reread_certificate(tls);
+                return;
+            }
+            Some(Ok(loaded)) => loaded,
+        };
+        if let Err(e) = cost(&args) {
+            warn!("SIGHUP: config: {e}; keeping the current settings");
+            self.reread_certificate(tls);
+            return;
+        }
+        let mut changes = file::diff(&self.settings, &settings, file::LIVE_KEYS);
+        let source = tls_source(&args);
+        match &source {
+            // TLS cannot be taken away from a running server.
+            None if self.source.is_some() => {
+                for c in changes.iter_mut().filter(|c| c.key.starts_with("tls-")) {
+                    c.live = false;
+                }
+                self.reread_certificate(tls);
+            }
+            None => {}
+            Some(new) => match load_tls(new, false) {
+                Ok(cfg) => {
+                    tls.replace(cfg);
+                    self.source = source.clone();
+                }
+                Err(e) => {
+                    warn!("SIGHUP: {e}; keeping the current certificate");
+                    // Not applied: tried again (and reported) next time.
+                    changes.retain(|c| !c.key.starts_with("tls-"));
+                }
+            },
+        }
+        for c in changes.iter().filter(|c| !c.live) {
+            warn!("{c}");
+        }
+        let applied: Vec<String> = (changes.iter().filter(|c| c.live))
+            .map(ToString::to_string)
+            .collect();
+        for c in changes.iter().filter(|c| c.live) {
+            self.settings.insert(c.key.clone(), c.new.clone());
+        }
+        if changes.is_empty() {
+            let path = config.unwrap_or_default();
+            info!("SIGHUP: config {path} read again: nothing changed");
+        }
+        chatd::server::logger::set_level(level(&args));
+        // Handed over even if nothing changed: the loop logs the lines
+        // once the new values are in force.
+        handle.replace(server_config(&args), applied);
+    }
+
+    /// The config file named on the command line, if any.
+    fn settings_path(&self) -> Option<String> {
+        let cli = Args::command().try_get_matches_from(&self.argv).ok()?;
+        let path = cli.get_one::<PathBuf>("config")?;
+        Some(path.display().to_string())
+    }
+
+    fn reread_certificate(&self, tls: &TlsHandle) {
+        if let Some(source) = &self.source {
+            match load_tls(source, false) {
+                Ok(cfg) => tls.replace(cfg),
+                Err(e) => warn!("SIGHUP: {e}; keeping the current certificate"),
+            }
+        }
+    }
+}
+
 /// SIGINT and SIGTERM shut down (a second one at once); SIGHUP reads the
-/// certificate again, keeping the old one if the new cannot be used. The
-/// files are read on this thread, never on the event loop.
+/// config file and the certificate again (see `Reload`). Files are read
+/// on this thread, never on the event loop.
 fn spawn_signal_thread(
     shutdown: ShutdownHandle,
-    tls: TlsHandle,
-    source: Option<TlsSource>,
+    (tls, config): (TlsHandle, ConfigHandle),
+    mut reload: Reload,
 ) -> Result<(), String> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot catch signals: {e}"))?;
@@ -361,13 +581,7 @@ fn spawn_signal_thread(
             let mut stopping = false;
             for sig in signals.forever() {
                 if sig == SIGHUP {
-                    match &source {
-                        None => info!("SIGHUP: no TLS certificate to read again"),
-                        Some(source) => match load_tls(source, false) {
-                            Ok(cfg) => tls.replace(cfg),
-                            Err(e) => warn!("SIGHUP: {e}; keeping the current certificate"),
-                        },
-                    }
+                    reload.reread(&tls, &config);
                 } else if !stopping {
                     stopping = true;
                     info!("signal {sig} received, shutting down (again to stop at once)");
@@ -436,4 +650,69 @@ fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../dist/chatd.toml");
+
+    /// What every key is set to by `text` as a config file alone.
+    fn settings_of(text: &str) -> BTreeMap<String, String> {
+        let cmd = Args::command();
+        let extra = file::file_args("dist/chatd.toml", text, &cmd, |_| false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let argv = std::iter::once(OsString::from("chatd")).chain(extra);
+        let matches = cmd
+            .clone()
+            .try_get_matches_from(argv)
+            .unwrap_or_else(|e| panic!("{}", clap_message(&e)));
+        settled(&cmd, &matches).expect("settled").1
+    }
+
+    #[test]
+    fn the_example_file_shows_the_defaults() {
+        assert_eq!(settings_of(EXAMPLE), settings_of(""));
+    }
+
+    #[test]
+    fn the_example_file_has_every_key_and_its_examples_are_valid() {
+        let cmd = Args::command();
+        let mut keys: Vec<&str> = file::file_keys(&cmd)
+            .iter()
+            .filter_map(|a| a.get_long())
+            .collect();
+        keys.sort();
+        for key in keys {
+            let set = EXAMPLE.lines().any(|l| l.starts_with(&format!("{key} = ")));
+            let shown = EXAMPLE
+                .lines()
+                .any(|l| l.starts_with(&format!("# {key} = ")));
+            assert!(set || shown, "dist/chatd.toml does not show {key}");
+        }
+        for line in EXAMPLE.lines() {
+            if let Some(example) = line.strip_prefix("# ")
+                && example.contains(" = ")
+            {
+                file::file_args("dist/chatd.toml", example, &cmd, |_| false)
+                    .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn flags_and_keys_share_their_checks() {
+        let cmd = Args::command();
+        let e = file::file_args("f", "max-clients = 0\n", &cmd, |_| false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config f:1: key \"max-clients\": expected a whole number from 1 to 4294967295"
+        );
+        let e = Args::try_parse_from(["chatd", "--max-clients", "0"]).unwrap_err();
+        assert!(
+            clap_message(&e).ends_with("expected a whole number from 1 to 4294967295"),
+            "{e}"
+        );
+    }
 }

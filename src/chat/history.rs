@@ -308,6 +308,21 @@ impl History {
         self.cap
     }
 
+    /// Keeps up to `cap` messages per room from now on (SIGHUP). Tails
+    /// over a lower cap are cut at once; under a higher one they grow as
+    /// messages arrive (and `recent` sends to the database what memory
+    /// does not hold yet).
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap;
+        for (_, tail) in &mut self.tails {
+            if tail.messages.len() > cap {
+                let cut = tail.messages.len() - cap;
+                tail.messages.drain(..cut);
+                tail.truncated = true;
+            }
+        }
+    }
+
     pub fn record(&mut self, slot: usize, message: Recorded) {
         if self.cap == 0 {
             return;
@@ -327,8 +342,15 @@ impl History {
         if n > tail.messages.len() && tail.truncated {
             return None;
         }
+        Some(self.newest(slot, n))
+    }
+
+    /// The newest `n` messages memory holds of the room at `slot`, oldest
+    /// first: fewer if it holds fewer, whatever the database has.
+    pub fn newest(&self, slot: usize, n: usize) -> Vec<Recorded> {
+        let tail = &self.tails[slot];
         let skip = tail.messages.len().saturating_sub(n);
-        Some(tail.messages.iter().skip(skip).cloned().collect())
+        tail.messages.iter().skip(skip).cloned().collect()
     }
 
     /// Rooms with a tail; for tests and stats.
@@ -385,6 +407,27 @@ mod tests {
         assert_eq!(texts(h.recent(s, 1)), Some(vec!["4".into()]));
         // "1" was dropped: only the database can answer 4.
         assert_eq!(texts(h.recent(s, 4)), None);
+    }
+
+    #[test]
+    fn a_new_cap_cuts_at_once_and_grows_with_new_messages() {
+        let mut h = History::new(3, 100);
+        let s = h.slot("Rust");
+        for t in ["1", "2", "3"] {
+            h.record(s, msg("Rust", t));
+        }
+        h.set_cap(2);
+        assert_eq!(texts(h.recent(s, 2)), Some(vec!["2".into(), "3".into()]));
+        assert_eq!(texts(h.recent(s, 3)), None, "\"1\" is only in the database");
+        h.record(s, msg("Rust", "4"));
+        assert_eq!(texts(h.recent(s, 2)), Some(vec!["3".into(), "4".into()]));
+        h.set_cap(4);
+        h.record(s, msg("Rust", "5"));
+        assert_eq!(texts(h.recent(s, 4)), None, "memory holds three");
+        let held: Vec<String> = h.newest(s, 4).iter().map(|m| m.text.to_string()).collect();
+        assert_eq!(held, ["3", "4", "5"]);
+        h.record(s, msg("Rust", "6"));
+        assert_eq!(texts(h.recent(s, 4)).map(|v| v.len()), Some(4));
     }
 
     #[test]

@@ -429,6 +429,20 @@ impl Chat {
         }
     }
 
+    /// Takes new rules while running (SIGHUP): announce limit, name
+    /// deadline (for connections from now on), history sent on entering a
+    /// room, and the wrong-password delay. `history_keep` and `idle_rooms`
+    /// stay as they were: the store prunes to the first.
+    pub fn set_config(&mut self, cfg: ChatConfig) {
+        self.cfg = ChatConfig {
+            history_keep: self.cfg.history_keep,
+            idle_rooms: self.cfg.idle_rooms,
+            ..cfg
+        };
+        self.throttle.set_base(self.cfg.login_delay);
+        self.history.set_cap(self.cfg.history_cap());
+    }
+
     /// The registered names, replacing what was known (at start-up, and
     /// when an operator changed the accounts).
     pub fn set_accounts(&mut self, names: impl IntoIterator<Item = Name>) {
@@ -1105,9 +1119,10 @@ impl Chat {
         let id = self.user(conn).expect("present user").room;
         self.fold(id);
         let room = &self.rooms[id];
-        // Never more than are kept, so memory always holds them.
+        // Never more than are kept, so memory holds them all (but after a
+        // SIGHUP raised --history, until the room has that many again).
         let n = self.cfg.history.min(self.cfg.history_keep);
-        let messages = self.history.recent(room.history, n).unwrap_or_default();
+        let messages = self.history.newest(room.history, n);
         out.send(
             conn,
             Event::History {
@@ -1834,6 +1849,22 @@ mod tests {
         );
         assert_eq!(s.chat.user_count(), 1);
         assert_eq!(s.say(b, "/who")[&b.0][0], "* users in #lobby: 1");
+    }
+
+    #[test]
+    fn a_new_announce_limit_applies_at_once() {
+        let mut s = Script::with(ChatConfig {
+            announce_limit: 2,
+            ..ChatConfig::default()
+        });
+        let (a, b, c) = (s.user("a"), s.user("b"), s.user("c"));
+        s.take();
+        assert!(!s.say(c, "/away").contains_key(&a.0), "3 members: quiet");
+        s.chat.set_config(ChatConfig {
+            announce_limit: 100,
+            ..ChatConfig::default()
+        });
+        assert_eq!(s.say(c, "/back")[&b.0], got(&["* c is now online"]));
     }
 
     #[test]

@@ -73,6 +73,12 @@ impl Throttle {
         }
     }
 
+    /// Changes the delay of a first failure from now on (SIGHUP); the
+    /// failures counted so far stay counted.
+    pub fn set_base(&mut self, base: Duration) {
+        self.base = base;
+    }
+
     /// Records a wrong password for `account` (lower-cased) from `addr` and
     /// returns how long to wait before saying so.
     pub fn failed(&mut self, account: &str, addr: IpAddr, now: Instant) -> Duration {

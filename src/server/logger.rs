@@ -5,6 +5,11 @@
 //!
 //! simple_logger would be the usual choice, but it writes with `eprintln!`,
 //! which panics when stderr is a closed pipe.
+//!
+//! Lines are text (`2026-12-06T04:11:21.304Z INFO  listening on ...`) or,
+//! for log collectors, one JSON object each (`{"ts":..,"level":..,"msg":..}`).
+//! The level can change while running (SIGHUP); the format cannot, so a
+//! collector never sees it switch mid-stream.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -24,19 +29,38 @@ enum Msg {
     Flush(SyncSender<()>),
 }
 
+/// How each log line is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `TIMESTAMP LEVEL message`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line: `ts`, `level`, `msg`.
+    Json,
+}
+
+/// One line in the JSON format; the fields in the order people read them.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    ts: &'a str,
+    level: &'a str,
+    msg: &'a str,
+}
+
 struct StderrLogger {
-    level: LevelFilter,
+    format: LogFormat,
     tx: SyncSender<Msg>,
     dropped: AtomicU64,
 }
 
 static LOGGER: OnceLock<StderrLogger> = OnceLock::new();
 
-/// Installs the logger at `level`. Errors if a logger is already set.
-pub fn init(level: LevelFilter) -> Result<(), log::SetLoggerError> {
+/// Installs the logger at `level`, writing `format`. Errors if a logger
+/// is already set.
+pub fn init(level: LevelFilter, format: LogFormat) -> Result<(), log::SetLoggerError> {
     let (tx, rx) = sync_channel(LOG_QUEUE);
     let logger = LOGGER.get_or_init(|| StderrLogger {
-        level,
+        format,
         tx,
         dropped: AtomicU64::new(0),
     });
@@ -48,6 +72,11 @@ pub fn init(level: LevelFilter) -> Result<(), log::SetLoggerError> {
         .map(drop)
         .unwrap_or_else(|e| eprintln!("chatd: cannot start the log thread: {e}"));
     Ok(())
+}
+
+/// Changes the level from now on (from any thread).
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
 }
 
 /// Logs `message` at info level whatever the level set: for the few lines a
@@ -88,10 +117,16 @@ impl StderrLogger {
         let stamp = utc_timestamp(SystemTime::now());
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            let note = format!("{stamp} WARN  {dropped} log lines dropped: stderr is slow\n");
-            self.send(Msg::Line(note));
+            let note = format!("{dropped} log lines dropped: stderr is slow");
+            self.send(Msg::Line(format_line(
+                self.format,
+                &stamp,
+                log::Level::Warn,
+                &note,
+            )));
         }
-        self.send(Msg::Line(format!("{stamp} {level:<5} {args}\n")));
+        let line = format_line(self.format, &stamp, level, &args.to_string());
+        self.send(Msg::Line(line));
     }
 
     fn send(&self, msg: Msg) -> bool {
@@ -108,7 +143,7 @@ impl StderrLogger {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level
+        metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -118,6 +153,25 @@ impl Log for StderrLogger {
     }
 
     fn flush(&self) {}
+}
+
+/// One log line in `format`, with its line end.
+pub fn format_line(format: LogFormat, stamp: &str, level: log::Level, msg: &str) -> String {
+    match format {
+        LogFormat::Text => format!("{stamp} {level:<5} {msg}\n"),
+        LogFormat::Json => {
+            let line = JsonLine {
+                ts: stamp,
+                level: level.as_str(),
+                msg,
+            };
+            // Serializing three strings cannot fail; an empty object is
+            // still one line if it somehow did.
+            let mut json = serde_json::to_string(&line).unwrap_or_else(|_| "{}".into());
+            json.push('\n');
+            json
+        }
+    }
 }
 
 /// `2026-11-21T14:02:07.123Z`.
@@ -131,6 +185,30 @@ pub fn utc_timestamp(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_in_either_format() {
+        let stamp = "2026-12-06T04:11:21.304Z";
+        assert_eq!(
+            format_line(
+                LogFormat::Text,
+                stamp,
+                log::Level::Info,
+                "listening on 127.0.0.1:5000"
+            ),
+            "2026-12-06T04:11:21.304Z INFO  listening on 127.0.0.1:5000\n"
+        );
+        assert_eq!(
+            format_line(
+                LogFormat::Json,
+                stamp,
+                log::Level::Warn,
+                "a \"quote\"\nand\tmore"
+            ),
+            "{\"ts\":\"2026-12-06T04:11:21.304Z\",\"level\":\"WARN\",\
+             \"msg\":\"a \\\"quote\\\"\\nand\\tmore\"}\n"
+        );
+    }
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {

@@ -207,6 +207,31 @@ impl TlsHandle {
     }
 }
 
+/// Hands new settings to a running server (after SIGHUP re-read the
+/// config file); usable from any thread. The loop takes the ones that can
+/// change while running (see `Server::set_limits`) at its next turn, then
+/// logs the lines given with them, so a line such as `config: rate 1 -> 0`
+/// means the new value is in force.
+/// New settings with the log lines that say what changed.
+type ConfigSlot = Arc<Mutex<Option<(Config, Vec<String>)>>>;
+
+#[derive(Clone)]
+pub struct ConfigHandle {
+    slot: ConfigSlot,
+    waker: Arc<Waker>,
+}
+
+impl ConfigHandle {
+    pub fn replace(&self, cfg: Config, log_lines: Vec<String>) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some((cfg, log_lines));
+        }
+        if let Err(e) = self.waker.wake() {
+            warn!("could not wake the event loop for new settings: {e}");
+        }
+    }
+}
+
 /// A deferred wake-up of one connection.
 type Timer = Reverse<(Instant, usize, u64)>;
 
@@ -514,6 +539,8 @@ pub struct Server {
     metrics: metrics::Metrics,
     /// The heartbeat and scrape requests, once `metrics_handle` was taken.
     exposed: Option<metrics::Exposed>,
+    /// New settings from `ConfigHandle`, taken when woken.
+    config_slot: ConfigSlot,
 }
 
 impl Server {
@@ -581,6 +608,7 @@ impl Server {
             handshake_time: Duration::ZERO,
             metrics: metrics::Metrics::default(),
             exposed: None,
+            config_slot: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -627,6 +655,7 @@ impl Server {
                     WAKER => {
                         self.take_new_certificate();
                         self.answer_scrapes();
+                        self.take_new_config();
                     }
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -1324,6 +1353,62 @@ impl Server {
         let keys: Vec<usize> = self.conns.slab.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.conns.close(key, CloseReason::Shutdown);
+        }
+    }
+
+    /// For new settings while running (SIGHUP).
+    pub fn config_handle(&self) -> ConfigHandle {
+        ConfigHandle {
+            slot: self.config_slot.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Takes settings handed over by `ConfigHandle`, then logs what changed.
+    fn take_new_config(&mut self) {
+        let new = self.config_slot.try_lock().ok().and_then(|mut s| s.take());
+        if let Some((cfg, lines)) = new {
+            self.set_limits(&cfg);
+            for line in lines {
+                info!("{line}");
+            }
+        }
+    }
+
+    /// Takes from `new` what can change while running: line, client,
+    /// rate and output limits, the password-check queue, the plain-text
+    /// rules, and the chat's rules (see `Chat::set_config`). The database,
+    /// hashing cost, certificate (see `TlsHandle`) and history kept are
+    /// left as they are. Connections waiting out the old rate are read
+    /// again at once, under the new one.
+    pub fn set_limits(&mut self, new: &Config) {
+        let rate_changed = new.rate != self.cfg.rate;
+        self.cfg.max_line = new.max_line;
+        self.cfg.max_clients = new.max_clients;
+        self.cfg.rate = new.rate;
+        self.cfg.max_outbuf = new.max_outbuf;
+        self.conns.max_outbuf = new.max_outbuf;
+        self.cfg.auth_queue = new.auth_queue;
+        self.backend.set_max_jobs(new.auth_queue);
+        self.cfg.require_tls = new.require_tls;
+        self.cfg.allow_plain = new.allow_plain.clone();
+        self.cfg.chat = ChatConfig {
+            history_keep: self.cfg.chat.history_keep,
+            idle_rooms: self.cfg.chat.idle_rooms,
+            ..new.chat.clone()
+        };
+        self.chat.set_config(self.cfg.chat.clone());
+        if rate_changed {
+            let paused: Vec<usize> = (self.conns.slab.iter())
+                .filter(|(_, c)| c.paused && c.state == State::Open)
+                .map(|(k, _)| k)
+                .collect();
+            for key in paused {
+                let c = &mut self.conns.slab[key];
+                c.paused = false;
+                c.timer = None;
+                self.conns.mark_ready(key);
+            }
         }
     }
 

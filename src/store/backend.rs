@@ -204,6 +204,12 @@ impl Backend {
         })
     }
 
+    /// Changes how many jobs may wait at once (SIGHUP); jobs already
+    /// waiting past a lower bound still run.
+    pub fn set_max_jobs(&mut self, max_jobs: usize) {
+        self.max_jobs = max_jobs;
+    }
+
     /// Hands `job` to the threads. False if too many jobs wait (or a
     /// thread has stopped): the caller answers busy.
     pub fn submit(&mut self, job: Job) -> bool {

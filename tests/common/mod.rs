@@ -90,9 +90,14 @@ impl Server {
                     Ok(_) => {}
                 }
                 let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-                let addr = line
-                    .split_once("listening on ")
-                    .map(|(_, a)| a.trim().to_string());
+                // The address ends the text line, or the JSON line's
+                // `msg` string (`--log-format json`).
+                let addr = line.split_once("listening on ").map(|(_, a)| {
+                    a.split(|c: char| c == '"' || c.is_whitespace())
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                });
                 sink.lines
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
