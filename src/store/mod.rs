@@ -16,6 +16,7 @@
 //! the process being killed; a power cut may lose the last ones.
 
 pub mod backend;
+pub mod backup;
 pub mod check;
 pub mod password;
 
