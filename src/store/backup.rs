@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rusqlite::Connection;
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags};
 
-use super::{BUSY_TIMEOUT, Error, SCHEMA_VERSION};
+use super::{BUSY_TIMEOUT, Error, SCHEMA_VERSION, open_reader};
 
 /// Pages copied per step: 1.6 MB at chatd's 16 KiB pages. Between steps
 /// the source's lock is released and the copier pauses, so that the
@@ -63,13 +63,9 @@ fn exists(dest: &Path) -> Error {
     format!("{} exists; choose a new path", dest.display())
 }
 
-/// Opens `src` read-only and checks that it is a chatd database.
+/// Opens `src` for reading and checks that it is a chatd database.
 fn open_source(src: &Path) -> Result<Connection, Error> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let db = Connection::open_with_flags(src, flags)
-        .map_err(|e| format!("cannot open {}: {e}", src.display()))?;
-    db.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|e| format!("cannot configure the connection: {e}"))?;
+    let db = open_reader(src).map_err(|e| format!("cannot open {}: {e}", src.display()))?;
     // Reading the header is where a file that is not a database fails.
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))

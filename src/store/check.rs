@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
+use rusqlite::Connection;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
 
-use super::{BUSY_TIMEOUT, SCHEMA_VERSION, password};
+use super::{SCHEMA_VERSION, open_reader, password};
 
 /// Most problems `integrity_check` reports (its own default is 100).
 const MAX_INTEGRITY_ERRORS: u32 = 100;
@@ -56,18 +56,13 @@ pub fn check(path: &Path) -> Result<Summary, Problems> {
         problems.add(format!("no database at {}", path.display()));
         return Err(problems);
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let db = match Connection::open_with_flags(path, flags) {
+    let db = match open_reader(path) {
         Ok(db) => db,
         Err(e) => {
             problems.add(format!("cannot open it: {e}"));
             return Err(problems);
         }
     };
-    if let Err(e) = db.busy_timeout(BUSY_TIMEOUT) {
-        problems.add(format!("cannot configure the connection: {e}"));
-        return Err(problems);
-    }
     // One read transaction: every count and check sees the same commit,
     // whatever a running server writes meanwhile (WAL lets it go on).
     if let Err(e) = db.execute_batch("BEGIN") {
@@ -115,8 +110,12 @@ fn integrity(db: &Connection, problems: &mut Problems) {
     match rows {
         Ok(rows) if rows.len() == 1 && rows[0] == "ok" => {}
         Ok(rows) => {
-            for row in rows {
-                problems.add(format!("integrity: {row}"));
+            // A row may hold several lines, under a heading naming the
+            // database ("*** in database main ***"): one problem a line.
+            for line in rows.iter().flat_map(|r| r.lines()) {
+                if !line.starts_with("***") && !line.trim().is_empty() {
+                    problems.add(format!("integrity: {line}"));
+                }
             }
         }
         Err(e) => problems.add(format!("integrity: cannot run the check: {e}")),
