@@ -1,5 +1,5 @@
-//! `chatd`: flags, logging, binding, signals, and the operator's account
-//! commands; everything else is the library.
+//! `chatd`: flags, logging, binding, signals, and the operator's commands
+//! (accounts, backup, check); everything else is the library.
 
 use std::io::BufRead;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -153,6 +153,12 @@ enum Cmd {
     /// Manage accounts: list, delete, set a password.
     #[command(subcommand)]
     Accounts(AccountsCmd),
+    /// Copy the database to DEST, consistently, while a server may be
+    /// writing to it. DEST must not exist yet.
+    Backup { dest: PathBuf },
+    /// Verify the database: SQLite's integrity check and what chatd's
+    /// schema promises. Exits 1 and names each problem if any.
+    Check,
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,8 +199,13 @@ fn resolve(listen: &str) -> Result<SocketAddr, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Cmd::Accounts(cmd)) = &args.command {
-        return match accounts(&args, cmd) {
+    if let Some(cmd) = &args.command {
+        let done = match cmd {
+            Cmd::Accounts(cmd) => accounts(&args, cmd),
+            Cmd::Backup { dest } => backup(&args, dest),
+            Cmd::Check => check(&args),
+        };
+        return match done {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("chatd: {e}");
@@ -395,4 +406,65 @@ fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `chatd backup DEST`: a consistent copy, beside a running server or not.
+fn backup(args: &Args, dest: &std::path::Path) -> Result<(), String> {
+    if args.db == ":memory:" {
+        return Err("an in-memory database cannot be backed up (use --db PATH)".into());
+    }
+    let copied = chatd::store::backup::backup(std::path::Path::new(&args.db), dest)?;
+    println!(
+        "backed up {} to {}: {}, {} accounts, {} rooms, {} messages",
+        args.db,
+        dest.display(),
+        size(copied.bytes),
+        copied.accounts,
+        copied.rooms,
+        copied.messages
+    );
+    Ok(())
+}
+
+/// `bytes` for people: 5.2 MiB.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// `chatd check`: a summary and exit 0, or each problem on a line of its
+/// own (on stdout, the report) and exit 1.
+fn check(args: &Args) -> Result<(), String> {
+    if args.db == ":memory:" {
+        return Err("an in-memory database has nothing to check (use --db PATH)".into());
+    }
+    match chatd::store::check::check(std::path::Path::new(&args.db)) {
+        Ok(s) => {
+            println!(
+                "ok: {} accounts, {} rooms, {} messages",
+                s.accounts, s.rooms, s.messages
+            );
+            Ok(())
+        }
+        Err(problems) => {
+            for p in &problems.list {
+                println!("{p}");
+            }
+            if problems.more > 0 {
+                println!("... and {} more problems", problems.more);
+            }
+            let n = problems.list.len() + problems.more;
+            let s = if n == 1 { "" } else { "s" };
+            Err(format!("{}: {n} problem{s} found", args.db))
+        }
+    }
 }
