@@ -1,5 +1,6 @@
-//! `chatd`: flags, logging, binding, signals, and the operator's commands
-//! (accounts, backup, check); everything else is the library.
+//! `chatd`: flags, logging, binding, signals, readiness for systemd, and
+//! the operator's commands (accounts, backup, check); everything else is
+//! the library.
 
 use std::io::BufRead;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -285,6 +286,7 @@ fn run(args: &Args) -> Result<(), String> {
     spawn_signal_thread(server.shutdown_handle(), server.tls_handle(), source)?;
     // Logged whatever the level: scripts read the port from it.
     chatd::server::logger::always(&format!("listening on {local}"));
+    notify(Notify::Ready);
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
 
@@ -317,7 +319,8 @@ fn load_tls(source: &TlsSource) -> Result<TlsConfig, String> {
 
 /// SIGINT and SIGTERM shut down (a second one at once); SIGHUP reads the
 /// certificate again, keeping the old one if the new cannot be used. The
-/// files are read on this thread, never on the event loop.
+/// files are read on this thread, never on the event loop. systemd hears
+/// of each reload and of the shutdown (`notify`).
 fn spawn_signal_thread(
     shutdown: ShutdownHandle,
     tls: TlsHandle,
@@ -331,6 +334,7 @@ fn spawn_signal_thread(
             let mut stopping = false;
             for sig in signals.forever() {
                 if sig == SIGHUP {
+                    notify(Notify::Reloading);
                     match &source {
                         None => info!("SIGHUP: no TLS certificate to read again"),
                         Some(source) => match load_tls(source) {
@@ -338,9 +342,11 @@ fn spawn_signal_thread(
                             Err(e) => warn!("SIGHUP: {e}; keeping the current certificate"),
                         },
                     }
+                    notify(Notify::Ready);
                 } else if !stopping {
                     stopping = true;
                     info!("signal {sig} received, shutting down (again to stop at once)");
+                    notify(Notify::Stopping);
                     shutdown.shutdown();
                 } else {
                     warn!("signal {sig} received again, stopping without waiting");
@@ -466,5 +472,33 @@ fn check(args: &Args) -> Result<(), String> {
             let s = if n == 1 { "" } else { "s" };
             Err(format!("{}: {n} problem{s} found", args.db))
         }
+    }
+}
+
+/// What chatd tells systemd (`Type=notify`) about itself.
+#[derive(Clone, Copy, Debug)]
+enum Notify {
+    /// Listening, or done reloading.
+    Ready,
+    /// SIGHUP is being handled.
+    Reloading,
+    /// Shutting down.
+    Stopping,
+}
+
+/// Tells the service manager `state`; nothing happens unless it set
+/// NOTIFY_SOCKET. A failure is logged, never fatal: chatd serves anyway.
+fn notify(state: Notify) {
+    use sd_notify::NotifyState;
+    let sent = match state {
+        Notify::Ready => sd_notify::notify(&[NotifyState::Ready]),
+        Notify::Stopping => sd_notify::notify(&[NotifyState::Stopping]),
+        // systemd wants the time the reload began, to match it with the
+        // reload it asked for.
+        Notify::Reloading => NotifyState::monotonic_usec_now()
+            .and_then(|now| sd_notify::notify(&[NotifyState::Reloading, now])),
+    };
+    if let Err(e) = sent {
+        warn!("cannot tell systemd {state:?}: {e}");
     }
 }
