@@ -1,5 +1,6 @@
-//! `chatd`: flags, logging, binding, signals, and the operator's account
-//! commands; everything else is the library.
+//! `chatd`: flags, logging, binding, signals, readiness for systemd, and
+//! the operator's commands (accounts, backup, check); everything else is
+//! the library.
 
 use std::io::BufRead;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -191,6 +192,12 @@ enum Cmd {
     /// Manage accounts: list, delete, set a password.
     #[command(subcommand)]
     Accounts(AccountsCmd),
+    /// Copy the database to DEST, consistently, while a server may be
+    /// writing to it. DEST must not exist yet.
+    Backup { dest: PathBuf },
+    /// Verify the database: SQLite's integrity check and what chatd's
+    /// schema promises. Exits 1 and names each problem if any.
+    Check,
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,8 +312,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Cmd::Accounts(cmd)) = &args.command {
-        return match accounts(&args, cmd) {
+    if let Some(cmd) = &args.command {
+        let done = match cmd {
+            Cmd::Accounts(cmd) => accounts(&args, cmd),
+            Cmd::Backup { dest } => backup(&args, dest),
+            Cmd::Check => check(&args),
+        };
+        return match done {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("chatd: {e}");
@@ -377,6 +389,7 @@ fn run(args: &Args, reload: Reload) -> Result<(), String> {
     }
     // Logged whatever the level: scripts read the port from it.
     chatd::server::logger::always(&format!("listening on {local}"));
+    notify(Notify::Ready);
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
 
@@ -567,7 +580,8 @@ impl Reload {
 
 /// SIGINT and SIGTERM shut down (a second one at once); SIGHUP reads the
 /// config file and the certificate again (see `Reload`). Files are read
-/// on this thread, never on the event loop.
+/// on this thread, never on the event loop. systemd hears of each reload
+/// and of the shutdown (`notify`).
 fn spawn_signal_thread(
     shutdown: ShutdownHandle,
     (tls, config): (TlsHandle, ConfigHandle),
@@ -581,10 +595,13 @@ fn spawn_signal_thread(
             let mut stopping = false;
             for sig in signals.forever() {
                 if sig == SIGHUP {
+                    notify(Notify::Reloading);
                     reload.reread(&tls, &config);
+                    notify(Notify::Ready);
                 } else if !stopping {
                     stopping = true;
                     info!("signal {sig} received, shutting down (again to stop at once)");
+                    notify(Notify::Stopping);
                     shutdown.shutdown();
                 } else {
                     warn!("signal {sig} received again, stopping without waiting");
@@ -650,6 +667,95 @@ fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `chatd backup DEST`: a consistent copy, beside a running server or not.
+fn backup(args: &Args, dest: &std::path::Path) -> Result<(), String> {
+    if args.db == ":memory:" {
+        return Err("an in-memory database cannot be backed up (use --db PATH)".into());
+    }
+    let copied = chatd::store::backup::backup(std::path::Path::new(&args.db), dest)?;
+    println!(
+        "backed up {} to {}: {}, {} accounts, {} rooms, {} messages",
+        args.db,
+        dest.display(),
+        size(copied.bytes),
+        copied.accounts,
+        copied.rooms,
+        copied.messages
+    );
+    Ok(())
+}
+
+/// `bytes` for people: 5.2 MiB.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// `chatd check`: a summary and exit 0, or each problem on a line of its
+/// own (on stdout, the report) and exit 1.
+fn check(args: &Args) -> Result<(), String> {
+    if args.db == ":memory:" {
+        return Err("an in-memory database has nothing to check (use --db PATH)".into());
+    }
+    match chatd::store::check::check(std::path::Path::new(&args.db)) {
+        Ok(s) => {
+            println!(
+                "ok: {} accounts, {} rooms, {} messages",
+                s.accounts, s.rooms, s.messages
+            );
+            Ok(())
+        }
+        Err(problems) => {
+            for p in &problems.list {
+                println!("{p}");
+            }
+            if problems.more > 0 {
+                println!("... and {} more problems", problems.more);
+            }
+            let n = problems.list.len() + problems.more;
+            let s = if n == 1 { "" } else { "s" };
+            Err(format!("{}: {n} problem{s} found", args.db))
+        }
+    }
+}
+
+/// What chatd tells systemd (`Type=notify`) about itself.
+#[derive(Clone, Copy, Debug)]
+enum Notify {
+    /// Listening, or done reloading.
+    Ready,
+    /// SIGHUP is being handled.
+    Reloading,
+    /// Shutting down.
+    Stopping,
+}
+
+/// Tells the service manager `state`; nothing happens unless it set
+/// NOTIFY_SOCKET. A failure is logged, never fatal: chatd serves anyway.
+fn notify(state: Notify) {
+    use sd_notify::NotifyState;
+    let sent = match state {
+        Notify::Ready => sd_notify::notify(&[NotifyState::Ready]),
+        Notify::Stopping => sd_notify::notify(&[NotifyState::Stopping]),
+        // systemd wants the time the reload began, to match it with the
+        // reload it asked for.
+        Notify::Reloading => NotifyState::monotonic_usec_now()
+            .and_then(|now| sd_notify::notify(&[NotifyState::Reloading, now])),
+    };
+    if let Err(e) = sent {
+        warn!("cannot tell systemd {state:?}: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 //! the process being killed; a power cut may lose the last ones.
 
 pub mod backend;
+pub mod backup;
+pub mod check;
 pub mod password;
 
 use std::collections::HashMap;
@@ -385,6 +387,26 @@ fn prune(
         .map_err(ctx("cannot prune history"))?;
     c.stored = stored.max(0) as usize;
     Ok(())
+}
+
+/// A connection to the existing database at `path` that only reads, for
+/// the operator's `check` and `backup`. Read-write underneath when
+/// allowed, with writes refused (`query_only`): a read-only connection
+/// cannot remove the WAL files it creates beside a database no server has
+/// open, and they would be left owned by whoever ran the command.
+pub fn open_reader(path: &std::path::Path) -> Result<Connection, rusqlite::Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = match Connection::open_with_flags(path, flags) {
+        Ok(db) => db,
+        // Permission to read only: that is all that is needed.
+        Err(_) => Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?,
+    };
+    db.busy_timeout(BUSY_TIMEOUT)?;
+    db.pragma_update(None, "query_only", true)?;
+    Ok(db)
 }
 
 /// The id of `room`, creating its row the first time.

@@ -3,7 +3,7 @@
 //! parameters travel with each hash and can be raised later without
 //! breaking old accounts. Slow on purpose: only ever called off the loop.
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 
 /// The cost of new hashes. Verifying uses the parameters stored in the
 /// hash.
@@ -60,6 +60,28 @@ pub fn verify(phc: &str, password: &str) -> Result<bool, String> {
     }
 }
 
+/// Whether `phc` is a usable Argon2id PHC string: the algorithm, a known
+/// version, parameters argon2 accepts, a salt and a hash. Says what is
+/// wrong otherwise. For `chatd check`: an account whose hash fails this
+/// can never log in.
+pub fn check_phc(phc: &str) -> Result<(), String> {
+    let parsed = PasswordHash::new(phc).map_err(|e| format!("not a PHC string ({e})"))?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Err(format!("algorithm {} is not argon2id", parsed.algorithm));
+    }
+    if let Some(v) = parsed.version {
+        Version::try_from(v).map_err(|_| format!("unknown Argon2 version {v}"))?;
+    }
+    Params::try_from(&parsed).map_err(|e| format!("bad parameters ({e})"))?;
+    if parsed.salt.is_none() {
+        return Err("no salt".into());
+    }
+    if parsed.hash.is_none() {
+        return Err("no hash".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +106,23 @@ mod tests {
     #[test]
     fn a_damaged_hash_is_an_error() {
         assert!(verify("not a hash", "whatever1").is_err());
+    }
+
+    #[test]
+    fn phc_strings_are_checked_for_what_verify_needs() {
+        let good = hash("password1", CHEAP).unwrap();
+        assert_eq!(check_phc(&good), Ok(()));
+        let bad = |phc: &str| check_phc(phc).err().unwrap();
+        assert!(bad("").contains("not a PHC string"));
+        assert!(bad("plain text").contains("not a PHC string"));
+        let argon2i = good.replacen("argon2id", "argon2i", 1);
+        assert!(bad(&argon2i).contains("not argon2id"), "{}", bad(&argon2i));
+        let future = good.replacen("v=19", "v=99", 1);
+        assert!(bad(&future).contains("version 99"), "{}", bad(&future));
+        let tiny = good.replacen("m=64", "m=1", 1);
+        assert!(bad(&tiny).contains("bad parameters"), "{}", bad(&tiny));
+        let cut = &good[..good.rfind('$').unwrap()];
+        assert!(bad(cut).contains("no hash"), "{}", bad(cut));
     }
 
     #[test]
