@@ -76,9 +76,11 @@ fn quit(c: &mut Client) {
 /// asked for its password (shown as `shown`).
 #[track_caller]
 fn prompted(server: &Server, name: &str, shown: &str) -> Client {
+    // Speaking first: the welcome then comes at once, not after the
+    // server's 250 ms wait for a silent client.
     let mut c = server.connect();
-    c.expect(WELCOME);
     c.send(name);
+    c.expect(WELCOME);
     c.expect(&format!("* password for {shown}:"));
     c
 }
@@ -514,11 +516,11 @@ fn a_slow_password_check_does_not_hold_up_the_chat_and_a_full_queue_is_busy() {
     // Another login while the one check is under way: busy, in JSON and
     // in text (asked again).
     let mut j = server.connect();
-    j.expect(WELCOME);
     send(
         &mut j,
         &json!({"type": "connect", "payload": {"name": "carol", "password": "carols password"}}),
     );
+    j.expect(WELCOME);
     expect_error(&mut j, "server_busy", None);
     let mut t = prompted(&server, "carol", "carol");
     t.send("carols password");

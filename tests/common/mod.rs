@@ -148,9 +148,11 @@ impl Server {
     /// A new connection named `name`, in the lobby.
     #[track_caller]
     pub fn login(&self, name: &str) -> Client {
+        // Speaking first, as a client may: the welcome then comes at once
+        // instead of after the server's wait for a silent client.
         let mut c = self.connect();
-        c.expect(WELCOME);
         c.send(name);
+        c.expect(WELCOME);
         c.expect_prefix(&format!("* you joined #lobby as {name} ("));
         c
     }
