@@ -231,6 +231,8 @@ pub struct Conn {
     /// Chosen by the first non-blank line; until then replies are text.
     pub mode: Option<Mode>,
     pub in_ready: bool,
+    /// On the list of connections not read while storage catches up.
+    pub in_held: bool,
     /// Its timer is the TLS handshake's deadline (not the welcome's).
     pub handshake_deadline: bool,
     pub in_dirty: bool,
@@ -271,6 +273,7 @@ impl Conn {
             timer: None,
             mode: None,
             in_ready: false,
+            in_held: false,
             handshake_deadline: false,
             in_dirty: false,
             reply_id: None,

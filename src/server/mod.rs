@@ -1092,8 +1092,12 @@ impl Server {
             }
             if self.backend.behind(self.chat.record_bytes()) {
                 // Storage is far behind: nobody is read until it catches
-                // up, so what waits to be stored stays bounded.
-                self.conns.held.push(key);
+                // up, so what waits to be stored stays bounded. Noted once
+                // however often it is served meanwhile.
+                if !c.in_held {
+                    c.in_held = true;
+                    self.conns.held.push(key);
+                }
                 return false;
             }
             if rate > 0 && !c.budget.has_token(rate, now) {
@@ -1197,6 +1201,9 @@ impl Server {
             return;
         }
         for key in std::mem::take(&mut self.conns.held) {
+            if let Some(c) = self.conns.slab.get_mut(key) {
+                c.in_held = false;
+            }
             self.conns.mark_ready(key);
         }
     }
