@@ -38,7 +38,7 @@ echo "filling the history: $messages messages of about $SIZE bytes"
 "$BENCH" --addr "$ADDR" --subs 1 --messages "$messages" --size "$SIZE" --timeout 600 --kv >/dev/null
 # Until everything is stored: the backlog drains.
 for _ in $(seq 600); do
-    backlog=$(curl -s "http://$METRICS/metrics" | awk '/^chatd_storage_backlog_bytes /{print $2}')
+    backlog=$(curl -s "http://$METRICS/metrics" | awk '/^chatd_storage_backlog_bytes /{print $2}' || true)
     [ "${backlog:-1}" = "0" ] && break
     sleep 0.5
 done

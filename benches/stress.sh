@@ -40,15 +40,8 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "stress: FAILED: $*" >&2; tail -n 20 "$WORK/chatd.log" >&2 || true; exit 1; }
 
-# A spare loopback port below the ephemeral range.
-PORT=""
-for _ in $(seq 20); do
-    p=$((20000 + RANDOM % 10000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then PORT=$p; break; fi
-done
-[ -n "$PORT" ] || fail "no free port"
-
-"$CHATD" --listen "127.0.0.1:$PORT" --db "$WORK/stress.db" --rate 0 --max-clients 20000 \
+# Port 0: the kernel picks a free one, read back from the log.
+"$CHATD" --listen 127.0.0.1:0 --db "$WORK/stress.db" --rate 0 --max-clients 20000 \
     --max-outbuf "$MAX_OUTBUF" --tls-self-signed -q >"$WORK/chatd.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do
@@ -56,14 +49,15 @@ for _ in $(seq 100); do
     kill -0 "$PID" 2>/dev/null || fail "chatd did not start"
     sleep 0.1
 done
-grep -q "listening on" "$WORK/chatd.log" || fail "chatd did not listen within 10 s"
-ADDR=127.0.0.1:$PORT
+ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$WORK/chatd.log" | head -1)
+[ -n "$ADDR" ] || fail "chatd did not listen within 10 s"
+PORT=${ADDR##*:}
 STARTED=$(date +%s)
 
 # Slow readers: in #slow, never reading, while a sender there says more
 # than their buffers hold, so chatd must drop them, and nobody else waits.
 for i in $(seq "$SLOW"); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT"; printf 'slow%s\n/join slow\n' "$i" >&3; sleep "$RUN_TIMEOUT") &
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT"; printf 'slow%s\n/join slow\n' "$i" >&3; exec sleep "$RUN_TIMEOUT") &
 done
 slow_sender() {
     exec 3<>"/dev/tcp/127.0.0.1/$PORT"

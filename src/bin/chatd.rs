@@ -126,7 +126,12 @@ struct Args {
     tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        conflicts_with = "tls_self_signed"
+    )]
     tls_key: Option<PathBuf>,
 
     /// Serve TLS with a self-signed certificate, made on first start and

@@ -26,10 +26,10 @@ use crate::wire::proto::{
 /// The most a room's next chunk is made ready for in advance.
 const CHUNK_HINT_MAX: usize = 1 << 20;
 
-/// Wrong passwords in a row after which a connection is closed.
 /// Handshake deadlines queued before the settled ones (users already
 /// named or gone) are dropped; see `Chat::forget_settled_deadlines`.
 pub const DEADLINES_SETTLE_AT: usize = 1024;
+/// Wrong passwords in a row after which a connection is closed.
 pub const MAX_PASSWORD_FAILURES: u8 = 3;
 
 /// What the chat has done, for operators (`server::metrics` renders it).
@@ -524,12 +524,19 @@ impl Chat {
             wait: None,
             failures: 0,
         });
-        self.deadlines
-            .push_back((now + self.cfg.handshake_timeout, conn, serial));
+        self.add_deadline(now + self.cfg.handshake_timeout, conn, serial);
         if self.deadlines.len() > DEADLINES_SETTLE_AT.max(2 * self.deadlines_kept) {
             self.forget_settled_deadlines();
         }
         out.send(conn, Event::Welcome);
+    }
+
+    /// Queues a handshake deadline in deadline order: at the back while
+    /// the timeout stays the same, before later ones after it was made
+    /// shorter (SIGHUP).
+    fn add_deadline(&mut self, at: Instant, conn: ConnId, serial: u64) {
+        let i = self.deadlines.partition_point(|d| d.0 <= at);
+        self.deadlines.insert(i, (at, conn, serial));
     }
 
     /// Drops the deadlines of connections that are named or gone, and the
@@ -841,7 +848,7 @@ impl Chat {
                     // password check may wait its turn). The question
                     // comes again with a new deadline.
                     let again = now + self.cfg.handshake_timeout;
-                    self.deadlines.push_back((again, conn, serial));
+                    self.add_deadline(again, conn, serial);
                     continue;
                 }
                 user.gone = true;
@@ -1943,6 +1950,24 @@ mod tests {
         s.chat.tick(s.now + Duration::from_secs(30), &mut s.out);
         s.take();
         assert_eq!(s.closed, [(silent, CloseReason::HandshakeTimeout)]);
+    }
+
+    #[test]
+    fn a_shorter_handshake_timeout_applies_to_newcomers_at_once() {
+        let mut s = Script::new();
+        let early = s.open();
+        s.chat.set_config(ChatConfig {
+            handshake_timeout: Duration::from_secs(5),
+            ..ChatConfig::default()
+        });
+        let late = s.open();
+        // The newcomer's 5 s run out first, though it came second.
+        s.chat.tick(s.now + Duration::from_secs(5), &mut s.out);
+        s.take();
+        assert_eq!(s.closed, [(late, CloseReason::HandshakeTimeout)]);
+        s.chat.tick(s.now + Duration::from_secs(30), &mut s.out);
+        s.take();
+        assert_eq!(s.closed[1], (early, CloseReason::HandshakeTimeout));
     }
 
     #[test]

@@ -52,6 +52,11 @@ struct Cycle {
     /// The script not yet written.
     script: Vec<u8>,
     written: usize,
+    /// The server said it joined `SOAK_ROOM`: only then does a close
+    /// count as a cycle done (not a refusal such as `! server full`).
+    joined: bool,
+    /// The end of what was read, in case the marker spans two reads.
+    tail: Vec<u8>,
 }
 
 /// Runs the soak, calling `report` after each round.
@@ -145,6 +150,8 @@ fn start(poll: &Poll, live: &mut Slab<Cycle>, addr: SocketAddr, serial: u64) -> 
         started: Instant::now(),
         script,
         written: 0,
+        joined: false,
+        tail: Vec::new(),
     });
     Ok(())
 }
@@ -161,10 +168,21 @@ fn step(c: &mut Cycle, buf: &mut [u8]) -> io::Result<bool> {
             Err(e) => return Err(e),
         }
     }
+    let marker = format!("* you joined #{SOAK_ROOM}");
     loop {
         match c.socket.read(buf) {
-            Ok(0) => return Ok(true),
-            Ok(_) => {}
+            Ok(0) if c.joined => return Ok(true),
+            Ok(0) => {
+                return Err(io::Error::other("closed before it joined the soak's room"));
+            }
+            Ok(n) => {
+                if !c.joined {
+                    c.tail.extend_from_slice(&buf[..n]);
+                    c.joined = memchr::memmem::find(&c.tail, marker.as_bytes()).is_some();
+                    let keep = c.tail.len().saturating_sub(marker.len());
+                    c.tail.drain(..keep);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
             Err(e) => return Err(e),

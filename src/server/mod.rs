@@ -920,7 +920,7 @@ impl Server {
             // of them the heap's size should follow what is pending.
             let timers = &mut self.conns.timers;
             if timers.capacity() > TIMERS_KEEP && timers.len() < timers.capacity() / 4 {
-                timers.shrink_to(timers.len() * 2);
+                timers.shrink_to((timers.len() * 2).max(TIMERS_KEEP));
             }
             let Some(c) = self.conns.slab.get_mut(key) else {
                 continue;
@@ -1045,13 +1045,15 @@ impl Server {
                 if c.stack.tls_pending() > 0 {
                     self.conns.mark_dirty(key);
                 }
+                if handshake_done {
+                    debug!("conn #{}: TLS handshake done", self.conns.slab[key].serial);
+                    self.metrics.tls_handshakes += 1;
+                }
                 if arrival.greet {
                     self.greet(key);
                 } else if handshake_done {
                     // Inside TLS the client gets the same short silence
                     // before a welcome as on a plain connection.
-                    debug!("conn #{}: TLS handshake done", self.conns.slab[key].serial);
-                    self.metrics.tls_handshakes += 1;
                     let at = self.conns.now + WELCOME_DELAY;
                     self.conns.set_timer(key, at);
                 }
@@ -1397,7 +1399,12 @@ impl Server {
         self.conns.max_outbuf = new.max_outbuf;
         self.cfg.auth_queue = new.auth_queue;
         self.backend.set_max_jobs(new.auth_queue);
-        self.cfg.require_tls = new.require_tls;
+        // Requiring TLS with no certificate in force would turn every
+        // client away (a reload whose certificate failed to load).
+        if new.require_tls && self.tls.is_none() {
+            warn!("config: require-tls stays off: no TLS certificate is in force");
+        }
+        self.cfg.require_tls = new.require_tls && self.tls.is_some();
         self.cfg.allow_plain = new.allow_plain.clone();
         self.cfg.chat = ChatConfig {
             history_keep: self.cfg.chat.history_keep,

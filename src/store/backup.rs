@@ -189,10 +189,12 @@ impl Drop for Partial {
     fn drop(&mut self) {
         if !self.published {
             let _ = fs::remove_file(&self.path);
-            // A journal SQLite may have left beside it.
-            let mut journal = self.path.clone().into_os_string();
-            journal.push("-journal");
-            let _ = fs::remove_file(journal);
+            // Files SQLite may have left beside it.
+            for suffix in ["-journal", "-wal", "-shm"] {
+                let mut beside = self.path.clone().into_os_string();
+                beside.push(suffix);
+                let _ = fs::remove_file(beside);
+            }
         }
     }
 }
