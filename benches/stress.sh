@@ -38,11 +38,17 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-fail() { echo "stress: FAILED: $*" >&2; tail -n 20 "$WORK/chatd.log" >&2 || true; exit 1; }
+# On failure the server's log is kept where STRESS_LOG says, if set.
+fail() {
+    echo "stress: FAILED: $*" >&2
+    tail -n 20 "$WORK/chatd.log" >&2 || true
+    [ -n "${STRESS_LOG:-}" ] && cp "$WORK/chatd.log" "$STRESS_LOG"
+    exit 1
+}
 
 # Port 0: the kernel picks a free one, read back from the log.
 "$CHATD" --listen 127.0.0.1:0 --db "$WORK/stress.db" --rate 0 --max-clients 20000 \
-    --max-outbuf "$MAX_OUTBUF" --tls-self-signed -q >"$WORK/chatd.log" 2>&1 &
+    --auth-queue 1024 --max-outbuf "$MAX_OUTBUF" --tls-self-signed ${LOG_FLAG:--q} >"$WORK/chatd.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do
     grep -q "listening on" "$WORK/chatd.log" 2>/dev/null && break

@@ -71,7 +71,7 @@ struct Args {
     idle: Option<u32>,
 
     /// Run a soak instead: ROUNDS rounds of --cycles short connections,
-    /// each choosing a name, joining #soak, saying one line and quitting, printing the
+    /// each connecting (JSON) into #soak, saying one line and quitting, printing the
     /// server's RSS after every round (needs --server-pid for that).
     #[arg(long, value_name = "ROUNDS", conflicts_with_all = ["idle", "subs", "messages", "send_rate", "tls"],
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -216,6 +216,9 @@ fn soak(args: &Args, addr: SocketAddr, rounds: u32) -> Result<bool, String> {
             r.elapsed.as_secs_f64(),
             r.cycles as f64 / r.elapsed.as_secs_f64()
         );
+        if let Some(why) = &r.first_failure {
+            println!("  the first failed cycle: {why}");
+        }
     })
     .map_err(|e| e.to_string())?;
     match results.iter().map(|r| r.failed).sum::<u64>() {

@@ -1,5 +1,5 @@
-//! The soak: many short connections, each of which chooses a name, joins
-//! the room `soak`, says one line there and quits, for rounds of a fixed number of
+//! The soak: many short connections, each of which connects (in JSON
+//! mode) straight into the room `soak`, says one line there and quits, for rounds of a fixed number of
 //! cycles, with the server's resident memory read after every round. A
 //! server that creeps shows it round by round; one that holds a bounded
 //! working set levels off. Loopback only; bounded in time.
@@ -18,6 +18,8 @@ use super::{BenchError, io_err};
 /// Connections in flight at once: enough to keep the server busy, few
 /// enough not to overflow its listen backlog.
 pub const DEFAULT_IN_FLIGHT: usize = 64;
+/// How the server's JSON error replies begin.
+const REFUSAL: &str = r#"{"type":"error""#;
 /// The room the soak's connections talk in.
 pub const SOAK_ROOM: &str = "soak";
 /// A cycle that has not ended after this long counts as failed.
@@ -43,6 +45,8 @@ pub struct Round {
     pub elapsed: Duration,
     /// The server's RSS after the round, KiB.
     pub server_rss_kib: Option<u64>,
+    /// Why the first failed cycle failed.
+    pub first_failure: Option<String>,
 }
 
 /// One connection's cycle.
@@ -52,7 +56,7 @@ struct Cycle {
     /// The script not yet written.
     script: Vec<u8>,
     written: usize,
-    /// The server said it joined `SOAK_ROOM`: only then does a close
+    /// The server acknowledged its connect: only then does a close
     /// count as a cycle done (not a refusal such as `! server full`).
     joined: bool,
     /// The end of what was read, in case the marker spans two reads.
@@ -71,6 +75,7 @@ pub fn soak(s: &Soak, mut report: impl FnMut(u32, &Round)) -> Result<Vec<Round>,
     for round in 0..s.rounds {
         let started = Instant::now();
         let (mut begun, mut done, mut failed) = (0u64, 0u64, 0u64);
+        let mut first_failure: Option<String> = None;
         while done < s.cycles_per_round {
             if Instant::now() > deadline {
                 return Err(BenchError::BadSetup(format!(
@@ -81,12 +86,10 @@ pub fn soak(s: &Soak, mut report: impl FnMut(u32, &Round)) -> Result<Vec<Round>,
             while live.len() < s.in_flight && begun < s.cycles_per_round {
                 begun += 1;
                 serial += 1;
-                match start(&poll, &mut live, s.addr, serial) {
-                    Ok(()) => {}
-                    Err(_) => {
-                        failed += 1;
-                        done += 1;
-                    }
+                if let Err(e) = start(&poll, &mut live, s.addr, serial) {
+                    failed += 1;
+                    done += 1;
+                    first_failure.get_or_insert_with(|| format!("connect: {e}"));
                 }
             }
             poll.poll(&mut events, Some(Duration::from_millis(100)))
@@ -97,7 +100,10 @@ pub fn soak(s: &Soak, mut report: impl FnMut(u32, &Round)) -> Result<Vec<Round>,
                 match step(c, &mut buf) {
                     Ok(false) => {}
                     outcome => {
-                        failed += outcome.is_err() as u64;
+                        if let Err(e) = outcome {
+                            failed += 1;
+                            first_failure.get_or_insert_with(|| e.to_string());
+                        }
                         done += 1;
                         let mut c = live.remove(key);
                         let _ = poll.registry().deregister(&mut c.socket);
@@ -116,6 +122,8 @@ pub fn soak(s: &Soak, mut report: impl FnMut(u32, &Round)) -> Result<Vec<Round>,
                 let _ = poll.registry().deregister(&mut c.socket);
                 failed += 1;
                 done += 1;
+                first_failure
+                    .get_or_insert_with(|| format!("not done after {} s", CYCLE_TIMEOUT.as_secs()));
             }
         }
         let r = Round {
@@ -125,6 +133,7 @@ pub fn soak(s: &Soak, mut report: impl FnMut(u32, &Round)) -> Result<Vec<Round>,
             server_rss_kib: s
                 .server_pid
                 .and_then(|pid| sys::status_kib(pid, "VmRSS").ok()),
+            first_failure,
         };
         report(round, &r);
         rounds.push(r);
@@ -140,11 +149,24 @@ fn start(poll: &Poll, live: &mut Slab<Cycle>, addr: SocketAddr, serial: u64) -> 
         Token(entry.key()),
         Interest::READABLE | Interest::WRITABLE,
     )?;
-    // A name of its own (base 36 keeps it short), a room of the soak's
-    // own (so a load in the lobby beside it sees none of this), one line,
-    // and a quit.
+    // A name of its own (base 36 keeps it short), straight into a room of
+    // the soak's own (JSON's connect names the room, so the connection
+    // never passes through the lobby, where a load beside it may be
+    // flooding), one line, and a quit.
     let name = format!("k{}", radix36(serial));
-    let script = format!("{name}\n/join {SOAK_ROOM}\nsoak line from {name}\n/quit\n").into_bytes();
+    let script = format!(
+        concat!(
+            r#"{{"type":"connect","payload":{{"name":"{name}","room":"{room}"}}}}"#,
+            "\n",
+            r#"{{"type":"message","payload":{{"text":"soak line from {name}"}}}}"#,
+            "\n",
+            r#"{{"type":"quit"}}"#,
+            "\n"
+        ),
+        name = name,
+        room = SOAK_ROOM
+    )
+    .into_bytes();
     entry.insert(Cycle {
         socket,
         started: Instant::now(),
@@ -168,18 +190,29 @@ fn step(c: &mut Cycle, buf: &mut [u8]) -> io::Result<bool> {
             Err(e) => return Err(e),
         }
     }
-    let marker = format!("* you joined #{SOAK_ROOM}");
+    let marker = r#"{"type":"connect_ack""#;
     loop {
         match c.socket.read(buf) {
             Ok(0) if c.joined => return Ok(true),
             Ok(0) => {
-                return Err(io::Error::other("closed before it joined the soak's room"));
+                return Err(io::Error::other(
+                    "closed before its connect was acknowledged",
+                ));
             }
             Ok(n) => {
                 if !c.joined {
                     c.tail.extend_from_slice(&buf[..n]);
                     c.joined = memchr::memmem::find(&c.tail, marker.as_bytes()).is_some();
-                    let keep = c.tail.len().saturating_sub(marker.len());
+                    // Refused (busy, say): the server keeps the connection
+                    // open for another try, so the cycle ends here.
+                    if !c.joined
+                        && let Some(at) = memchr::memmem::find(&c.tail, REFUSAL.as_bytes())
+                    {
+                        let end = (at + 120).min(c.tail.len());
+                        let said = String::from_utf8_lossy(&c.tail[at..end]).into_owned();
+                        return Err(io::Error::other(format!("refused: {said}")));
+                    }
+                    let keep = c.tail.len().saturating_sub(REFUSAL.len().max(marker.len()));
                     c.tail.drain(..keep);
                 }
             }
