@@ -19,8 +19,8 @@ use crate::chat::history::{Chunk, History};
 use crate::chat::throttle::Throttle;
 use crate::wire::proto::{
     CloseReason, Command, DEFAULT_HISTORY, Event, Info, LOBBY, MAX_NOTE_CHARS, Name, Notice,
-    NoticeKind, ProtoError, Recorded, RoomInfo, Status, Timestamp, UserInfo, check_password, clip,
-    parse_secret, parse_text, strip_controls, valid_name,
+    NoticeKind, ProtoError, Recorded, RoomInfo, Status, Timestamp, USAGE_NICK, UserInfo,
+    check_password, clip, parse_secret, parse_text, strip_controls, valid_name,
 };
 
 /// The most a room's next chunk is made ready for in advance.
@@ -595,7 +595,18 @@ impl Chat {
         };
         match parsed {
             Ok(cmd) => self.handle(conn, cmd, out),
-            Err(e) => out.send(conn, Event::Error(e)),
+            Err(e) => {
+                // Before a name is chosen, `/nick` without a usable name
+                // is a bad name like any other: the question comes again.
+                let choosing = self
+                    .user(conn)
+                    .is_some_and(|u| u.name.is_none() && u.wait.is_none());
+                let bad_name = e == ProtoError::Usage(USAGE_NICK);
+                out.send(conn, Event::Error(e));
+                if choosing && bad_name {
+                    out.send(conn, Event::AskName);
+                }
+            }
         }
     }
 
@@ -1627,6 +1638,25 @@ mod tests {
         assert_eq!(seen.get(&b.0), Some(&got(&["<a> hi"])));
         assert_eq!(seen.get(&c.0), Some(&got(&["<a> hi"])));
         assert_eq!(seen.get(&a.0), None);
+    }
+
+    #[test]
+    fn nick_without_a_usable_name_before_naming_asks_again() {
+        let mut s = Script::new();
+        let a = s.open();
+        s.take();
+        for line in ["/nick", "/nick a b"] {
+            let seen = s.say(a, line);
+            assert_eq!(
+                seen[&a.0],
+                got(&["! usage: /nick NAME", "* choose a name:"]),
+                "{line}"
+            );
+        }
+        // Once named, a usage error is just that.
+        s.say(a, "alice");
+        let seen = s.say(a, "/nick");
+        assert_eq!(seen[&a.0], got(&["! usage: /nick NAME"]));
     }
 
     #[test]

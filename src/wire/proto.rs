@@ -386,7 +386,7 @@ impl fmt::Display for ProtoError {
 impl std::error::Error for ProtoError {}
 
 /// Usage strings, shared by the parser and `/help`.
-const USAGE_NICK: &str = "/nick NAME";
+pub const USAGE_NICK: &str = "/nick NAME";
 const USAGE_MSG: &str = "/msg NAME TEXT (or @NAME TEXT)";
 const USAGE_JOIN: &str = "/join ROOM";
 const USAGE_STATUS: &str = "/status online|away|busy [NOTE]";
