@@ -1,0 +1,363 @@
+//! Rooms and routing: what a named user's commands do, entering and
+//! leaving rooms (reading a room's history first if memory lacks it),
+//! announcements within the announce limit, listings. Part of `Chat`.
+
+use super::*;
+
+impl Chat {
+    /// Whether entering `room` needs its recent history from the database
+    /// first: it has no members and memory holds no history for it.
+    pub(super) fn needs_load(&self, room: &str) -> bool {
+        self.cfg.history_keep > 0
+            && !self
+                .room_ids
+                .contains_key(room.to_ascii_lowercase().as_str())
+            && !self.history.has(room)
+    }
+
+    pub(super) fn load_then_enter(&mut self, conn: ConnId, wait: Wait, out: &mut Outbox) {
+        let Wait::Entering { room, .. } = &wait else {
+            unreachable!("only entering waits for a room's history")
+        };
+        let (room, count) = (room.clone(), self.history.cap());
+        self.hand_out(conn, wait, out, |ticket| Job::History {
+            ticket,
+            room,
+            count,
+        });
+    }
+
+    /// Sends `conn` the recent history of its room (JSON users always get
+    /// the object, possibly empty).
+    pub(super) fn replay(&mut self, conn: ConnId, out: &mut Outbox) {
+        let id = self.user(conn).expect("present user").room;
+        self.fold(id);
+        let room = &self.rooms[id];
+        // Never more than are kept, so memory holds them all (but after a
+        // SIGHUP raised --history, until the room has that many again).
+        let n = self.cfg.history.min(self.cfg.history_keep);
+        let messages = self.history.newest(room.history, n);
+        out.send(
+            conn,
+            Event::History {
+                room: room.name.clone(),
+                messages,
+                listing: false,
+            },
+        );
+    }
+
+    pub(super) fn command(&mut self, conn: ConnId, cmd: Command<'_>, out: &mut Outbox) {
+        let user = self.user(conn).expect("handle_line checked the user");
+        let name = user.name.clone().expect("named users only");
+        let room = user.room;
+        match cmd {
+            Command::Say(text) => {
+                let text: std::sync::Arc<str> = text.into();
+                if self.cfg.history_keep > 0 {
+                    self.record(room, &name, &text);
+                }
+                self.counts.room_messages += 1;
+                let r = &self.rooms[room];
+                let event = Event::Message {
+                    from: name,
+                    room: r.name.clone(),
+                    text,
+                    ts: self.clock,
+                };
+                out.send_all(r.members.iter().copied().filter(|&m| m != conn), event);
+            }
+            Command::History(n) => {
+                self.fold(room);
+                let n = n.min(self.cfg.history_keep);
+                let r = &self.rooms[room];
+                match self.history.recent(r.history, n) {
+                    Some(messages) => out.send(
+                        conn,
+                        Event::History {
+                            room: r.name.clone(),
+                            messages,
+                            listing: true,
+                        },
+                    ),
+                    None => {
+                        let room = r.name.clone();
+                        let wait = Wait::History { room: room.clone() };
+                        self.hand_out(conn, wait, out, |ticket| Job::History {
+                            ticket,
+                            room,
+                            count: n,
+                        });
+                    }
+                }
+            }
+            Command::Register(password) => {
+                if self
+                    .accounts
+                    .contains_key(name.to_ascii_lowercase().as_str())
+                {
+                    let e = ProtoError::AlreadyRegistered(name.to_string());
+                    return out.send(conn, Event::Error(e));
+                }
+                if let Err(e) = check_password(password) {
+                    return out.send(conn, Event::Error(e));
+                }
+                let wait = Wait::Register { name: name.clone() };
+                self.hand_out(conn, wait, out, |ticket| Job::Register {
+                    ticket,
+                    name,
+                    password: password.to_string(),
+                });
+            }
+            Command::Passwd { old, new } => {
+                let key = name.to_ascii_lowercase();
+                let own = self.user(conn).and_then(|u| u.account.as_deref()) == Some(&*key);
+                if !own || !self.accounts.contains_key(key.as_str()) {
+                    let e = ProtoError::NotRegistered(name.to_string());
+                    return out.send(conn, Event::Error(e));
+                }
+                if let Err(e) = check_password(new) {
+                    return out.send(conn, Event::Error(e));
+                }
+                let wait = Wait::Passwd { name: name.clone() };
+                self.hand_out(conn, wait, out, |ticket| Job::Passwd {
+                    ticket,
+                    name,
+                    old: old.to_string(),
+                    new: new.to_string(),
+                });
+            }
+            Command::Msg { to, text } => match self.names.get(to.to_ascii_lowercase().as_str()) {
+                Some(&target) => {
+                    self.counts.direct_messages += 1;
+                    out.send(
+                        target,
+                        Event::Direct {
+                            from: name,
+                            text: text.into(),
+                            ts: self.clock,
+                        },
+                    )
+                }
+                None => out.send(conn, Event::Error(ProtoError::NoSuchUser(clip(to)))),
+            },
+            Command::Nick(new) => self.rename(conn, &name, strip_hash(new), out),
+            Command::Join(target) => self.join(conn, strip_hash(target), out),
+            Command::Rooms => {
+                let mut rooms: Vec<RoomInfo> = self
+                    .rooms
+                    .iter()
+                    .map(|(_, r)| RoomInfo {
+                        name: r.name.clone(),
+                        users: r.members.len(),
+                    })
+                    .collect();
+                rooms.sort_unstable_by(|a, b| cmp_ignore_case(&a.name, &b.name));
+                out.send(conn, Event::Rooms { rooms });
+            }
+            Command::Who => {
+                let r = &self.rooms[room];
+                let users = self.user_infos(r.members.iter().copied());
+                out.send(
+                    conn,
+                    Event::Who {
+                        room: r.name.clone(),
+                        users,
+                    },
+                );
+            }
+            Command::Users => {
+                let mut users = self.user_infos(self.names.values().copied());
+                users.extend(
+                    self.accounts
+                        .iter()
+                        .filter(|(key, _)| !self.names.contains_key(*key))
+                        .map(|(_, name)| UserInfo {
+                            name: name.clone(),
+                            status: Status::Offline,
+                            note: None,
+                        }),
+                );
+                users.sort_unstable_by(|a, b| cmp_ignore_case(&a.name, &b.name));
+                out.send(conn, Event::Users { users });
+            }
+            Command::Help => out.send(conn, Event::Help { named: true }),
+            Command::Connect { .. } => out.send(conn, Event::Error(ProtoError::AlreadyConnected)),
+            Command::Status { status, note } => {
+                if note.is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
+                    out.send(conn, Event::Error(ProtoError::NoteTooLong));
+                    return;
+                }
+                let note: Option<Name> = note.map(Into::into);
+                let user = self.user_mut(conn);
+                user.status = status;
+                user.note = note.clone();
+                self.announce(conn, NoticeKind::Status { status, note }, true, out);
+            }
+            Command::Quit(reason) => {
+                let reason = reason.map(Into::into);
+                self.announce(conn, NoticeKind::Quit { reason }, true, out);
+                self.remove(conn);
+                self.user_mut(conn).gone = true;
+                out.close(conn, CloseReason::Quit);
+            }
+        }
+    }
+
+    pub(super) fn rename(&mut self, conn: ConnId, old: &Name, new: &str, out: &mut Outbox) {
+        if let Err(e) = self.check_name_free(conn, new) {
+            out.send(conn, Event::Error(e));
+            return;
+        }
+        if **old == *new {
+            let name = old.clone();
+            out.send(conn, Event::Info(Info::AlreadyNamed { name }));
+            return;
+        }
+        self.names.remove(old.to_ascii_lowercase().as_str());
+        self.names.insert(new.to_ascii_lowercase().into(), conn);
+        self.user_mut(conn).name = Some(new.into());
+        self.announce(conn, NoticeKind::Nick { old: old.clone() }, true, out);
+    }
+
+    pub(super) fn join(&mut self, conn: ConnId, target: &str, out: &mut Outbox) {
+        if !valid_name(target) {
+            out.send(conn, Event::Error(ProtoError::RoomInvalid(clip(target))));
+            return;
+        }
+        let key = target.to_ascii_lowercase();
+        let current = self.user(conn).expect("named user").room;
+        if self.room_ids.get(key.as_str()) == Some(&current) {
+            let info = Info::AlreadyInRoom {
+                name: self
+                    .user(conn)
+                    .and_then(|u| u.name.clone())
+                    .expect("named user"),
+                room: self.rooms[current].name.clone(),
+            };
+            out.send(conn, Event::Info(info));
+            return;
+        }
+        if self.needs_load(target) {
+            let wait = Wait::Entering {
+                room: target.into(),
+                name: None,
+            };
+            return self.load_then_enter(conn, wait, out);
+        }
+        self.move_to(conn, target, out);
+    }
+
+    /// `join` once the room's history is in memory.
+    pub(super) fn move_to(&mut self, conn: ConnId, target: &str, out: &mut Outbox) {
+        self.announce(conn, NoticeKind::Leave, false, out);
+        // The new room first: leaving the old one may drop the history of
+        // rooms nobody is in, which the new one may just have had read.
+        let id = self.room_id(target);
+        self.leave_room(conn);
+        self.enter(conn, id);
+        self.announce(conn, NoticeKind::Join, true, out);
+        self.replay(conn, out);
+    }
+
+    /// The room named `name` (valid), created if it does not exist.
+    pub(super) fn room_id(&mut self, name: &str) -> usize {
+        let key = name.to_ascii_lowercase();
+        if let Some(&id) = self.room_ids.get(key.as_str()) {
+            return id;
+        }
+        let id = self.rooms.insert(Room {
+            name: name.into(),
+            members: Vec::new(),
+            history: self.history.slot(name),
+            chunk: None,
+            chunk_hint: 0,
+        });
+        self.room_ids.insert(key.into(), id);
+        id
+    }
+
+    /// Tells `conn`'s room what happened to it (if the room is small enough)
+    /// and, if `tell_actor`, the user too, who is always told.
+    pub(super) fn announce(
+        &self,
+        conn: ConnId,
+        kind: NoticeKind,
+        tell_actor: bool,
+        out: &mut Outbox,
+    ) {
+        let user = self.user(conn).expect("announce of a present user");
+        let room = &self.rooms[user.room];
+        let notice = Notice {
+            kind,
+            name: user.name.clone().expect("announce of a named user"),
+            room: room.name.clone(),
+            you: false,
+        };
+        if room.members.len() <= self.cfg.announce_limit {
+            let others = room.members.iter().copied().filter(|&m| m != conn);
+            out.send_all(others, Event::Notice(notice.clone()));
+        }
+        if tell_actor {
+            out.send(
+                conn,
+                Event::Notice(Notice {
+                    you: true,
+                    ..notice
+                }),
+            );
+        }
+    }
+
+    pub(super) fn user_infos(&self, conns: impl Iterator<Item = ConnId>) -> Vec<UserInfo> {
+        let mut users: Vec<UserInfo> = conns
+            .filter_map(|c| self.user(c))
+            .filter_map(|u| {
+                Some(UserInfo {
+                    name: u.name.clone()?,
+                    status: u.status,
+                    note: u.note.clone(),
+                })
+            })
+            .collect();
+        users.sort_unstable_by(|a, b| cmp_ignore_case(&a.name, &b.name));
+        users
+    }
+
+    pub(super) fn enter(&mut self, conn: ConnId, room: usize) {
+        let members = &mut self.rooms[room].members;
+        let pos = members.len();
+        members.push(conn);
+        let user = self.user_mut(conn);
+        user.room = room;
+        user.pos = pos;
+    }
+
+    /// Takes a named user out of its room and out of the name index.
+    pub(super) fn remove(&mut self, conn: ConnId) {
+        if let Some(name) = &self.user(conn).expect("present user").name {
+            self.names.remove(name.to_ascii_lowercase().as_str());
+        }
+        self.leave_room(conn);
+    }
+
+    /// Takes `conn` out of its room, dropping the room if it empties and is
+    /// not the lobby.
+    pub(super) fn leave_room(&mut self, conn: ConnId) {
+        let user = self.user(conn).expect("present user");
+        let (room, pos) = (user.room, user.pos);
+        let members = &mut self.rooms[room].members;
+        members.swap_remove(pos);
+        if let Some(&moved) = members.get(pos) {
+            self.user_mut(moved).pos = pos;
+        }
+        if self.rooms[room].members.is_empty() && room != self.lobby {
+            // Its recent messages reach its history before the slot can go.
+            self.fold(room);
+            let gone = self.rooms.remove(room);
+            self.room_ids
+                .remove(gone.name.to_ascii_lowercase().as_str());
+            self.history.release(gone.history);
+        }
+    }
+}
