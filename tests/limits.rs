@@ -288,56 +288,20 @@ fn a_client_that_never_reads_is_dropped_and_nobody_else_suffers() {
     // From here on s reads nothing.
 
     let notice = "* s has disconnected (too slow, output limit exceeded)";
-    let received = Arc::new(AtomicUsize::new(0));
-    let dropped = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (received, dropped) = (received.clone(), dropped.clone());
-        thread::spawn(move || {
-            let mut next = 0;
-            let mut notices = 0;
-            loop {
-                let l = r.line();
-                if l == notice {
-                    notices += 1;
-                    dropped.store(true, Ordering::SeqCst);
-                    continue;
-                }
-                if l == "<t> done" {
-                    return (r, next, notices);
-                }
-                let want = message(next, MSG_LEN);
-                assert!(l == want, "r: message {next} wrong or missing; got {l:?}");
-                next += 1;
-                received.store(next, Ordering::SeqCst);
-            }
-        })
-    };
-
     // t writes as fast as r keeps up, until s is dropped. r may lag at most
     // LAG messages plus a batch, less than --max-outbuf, so whatever the
     // kernel buffers, r itself never nears the limit.
-    let mut sent = 0;
-    while !dropped.load(Ordering::SeqCst) {
-        assert!(
-            sent * MSG_LEN < MAX_BYTES,
-            "s was not dropped after {sent} messages"
-        );
-        let mut batch = Vec::new();
-        for k in sent..sent + BATCH {
-            batch.extend_from_slice(&message(k, MSG_LEN).as_bytes()[4..]);
-            batch.push(b'\n');
-        }
-        t.send_raw(&batch);
-        sent += BATCH;
-        let deadline = Instant::now() + TIMEOUT;
-        while received.load(Ordering::SeqCst) + LAG < sent && !dropped.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "r stopped receiving");
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-    t.send("done");
-    let (_r, got, notices) = reader.join().unwrap();
-    assert_eq!(got, sent, "r received every message");
+    let common::flood::Flood {
+        sent,
+        notices,
+        reader: _r,
+    } = common::flood::until_dropped(
+        &mut t,
+        r,
+        notice,
+        |k| message(k, MSG_LEN)[4..].to_string(),
+        (BATCH, LAG, MAX_BYTES / MSG_LEN),
+    );
     assert_eq!(notices, 1);
     server.wait_log("over --max-outbuf");
     eprintln!("s was dropped after t sent {} KiB", sent * MSG_LEN / 1024);

@@ -7,8 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -176,47 +174,17 @@ fn metrics_count_what_the_conversation_did() {
     r.expect("* s has joined #flood");
 
     let notice = "* s has disconnected (too slow, output limit exceeded)";
-    let received = Arc::new(AtomicUsize::new(0));
-    let dropped = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (received, dropped) = (received.clone(), dropped.clone());
-        thread::spawn(move || {
-            let mut next = 0;
-            loop {
-                let l = r.line();
-                if l == notice {
-                    dropped.store(true, Ordering::SeqCst);
-                } else if l == "<t> done" {
-                    return (r, next);
-                } else {
-                    assert_eq!(l, format!("<t> {}", flood_line(next, LINE)));
-                    next += 1;
-                    received.store(next, Ordering::SeqCst);
-                }
-            }
-        })
-    };
-    let mut sent = 0;
-    while !dropped.load(Ordering::SeqCst) {
-        assert!(sent < 40_000, "s was not dropped after {sent} messages");
-        let mut batch = String::new();
-        for k in sent..sent + BATCH {
-            batch.push_str(&flood_line(k, LINE));
-            batch.push('\n');
-        }
-        t.send_raw(batch.as_bytes());
-        sent += BATCH;
-        // r stays close behind, far under its own output limit.
-        let deadline = Instant::now() + TIMEOUT;
-        while received.load(Ordering::SeqCst) + 2 * BATCH < sent && !dropped.load(Ordering::SeqCst)
-        {
-            assert!(Instant::now() < deadline, "r stopped receiving");
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-    t.send("done");
-    let (_r, got) = reader.join().unwrap();
-    assert_eq!(got, sent);
+    // r stays close behind, far under its own output limit.
+    // r stays connected: the counts below include it.
+    let common::flood::Flood {
+        sent, reader: _r, ..
+    } = common::flood::until_dropped(
+        &mut t,
+        r,
+        notice,
+        |k| flood_line(k, LINE),
+        (BATCH, 2 * BATCH, 40_000),
+    );
     t.expect(notice);
 
     // What s was queued: what reached its socket, plus what was still

@@ -6,6 +6,7 @@
 //! JSON-mode helpers, `time` the checks of the server's time stamps.
 #![allow(dead_code)]
 
+pub mod flood;
 pub mod json;
 pub mod proc;
 pub mod time;
