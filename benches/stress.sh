@@ -10,7 +10,7 @@
 # a crash, a slow reader not dropped, a server peak RSS over
 # MAX_RSS_MIB, or a shutdown that does not end cleanly.
 #
-#   benches/stress.sh                      # about 30 s on two cores
+#   benches/stress.sh                      # 3 to 10 s on two cores
 #   SUBS=200 MESSAGES=20000 benches/stress.sh
 #
 # Everything stays on 127.0.0.1; every step is bounded in time; the server
