@@ -5,3 +5,4 @@ pub mod cidr;
 pub mod json;
 pub mod lines;
 pub mod proto;
+pub mod text;
