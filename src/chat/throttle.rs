@@ -1,10 +1,14 @@
 //! Slows password guessing: each wrong password is answered after a delay
-//! that doubles with the recent failures of the account and of the source
-//! address, whichever has more. Once either has failed lately, its checks
-//! also run one at a time, each after that delay, so that guesses sent on
-//! many connections at once gain nothing; a right password waits its turn
-//! too. With no recent failure, checks run at once. Plain data and
-//! arithmetic; the chat passes the time in.
+//! that doubles with the recent failures of the account. An address is
+//! slowed too, but only past `ADDRESS_GRACE` recent failures: a few typos
+//! behind one shared address (a classroom) slow nobody else, while
+//! guessing many accounts from one address soon does. Once an account (or
+//! an address past its grace) has failed lately, its checks also run one
+//! at a time, each after that delay, so that guesses sent on many
+//! connections at once gain nothing; a right password for that account
+//! waits its turn too, but never for another account's failures. With no
+//! recent failure, checks run at once. Plain data and arithmetic; the
+//! chat passes the time in.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -15,6 +19,8 @@ use std::time::{Duration, Instant};
 pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// The longest delay, however many failures.
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
+/// Recent failures an address may have before it is slowed itself.
+pub const ADDRESS_GRACE: u32 = 10;
 /// Entries kept per table before old ones are dropped, so that a flood of
 /// addresses cannot grow memory without bound.
 pub const MAX_ENTRIES: usize = 100_000;
@@ -84,7 +90,7 @@ impl Throttle {
     pub fn failed(&mut self, account: &str, addr: IpAddr, now: Instant) -> Duration {
         let by_account = self.accounts.add(account.into(), now);
         let by_addr = self.addresses.add(addr, now);
-        self.delay(by_account.max(by_addr))
+        self.delay(by_account.max(by_addr.saturating_sub(ADDRESS_GRACE)))
     }
 
     fn delay(&self, failures: u32) -> Duration {
@@ -115,20 +121,22 @@ impl Throttle {
     }
 
     /// When a password for `account` from `addr` may next be checked: not
-    /// before the delay of the latest failure of either is over, and, if
-    /// either failed lately, not while another check for either is under
-    /// way (asked again a little later). So guesses sent in parallel are
-    /// checked one at a time, each after its delay. `None` if at once.
+    /// before the delay of the account's latest failure is over (or the
+    /// address's, past its grace), and, while either is slowed, not while
+    /// another check for it is under way (asked again a little later). So
+    /// guesses sent in parallel are checked one at a time, each after its
+    /// delay. `None` if at once.
     pub fn ready_at(&self, account: &str, addr: IpAddr, now: Instant) -> Option<Instant> {
-        let due = |entry: Option<&(u32, Instant)>| {
+        let recent = |entry: Option<&(u32, Instant)>, grace: u32| {
             entry
-                .filter(|(_, last)| now.duration_since(*last) < FORGET_AFTER)
-                .map(|&(n, last)| last + self.delay(n))
+                .filter(|&&(n, last)| n > grace && now.duration_since(last) < FORGET_AFTER)
+                .map(|&(n, last)| last + self.delay(n - grace))
         };
-        let at =
-            due(self.accounts.by_key.get(account)).max(due(self.addresses.by_key.get(&addr)))?;
-        let busy = self.checking_accounts.contains_key(account)
-            || self.checking_addresses.contains_key(&addr);
+        let by_account = recent(self.accounts.by_key.get(account), 0);
+        let by_addr = recent(self.addresses.by_key.get(&addr), ADDRESS_GRACE);
+        let at = by_account.max(by_addr)?;
+        let busy = (by_account.is_some() && self.checking_accounts.contains_key(account))
+            || (by_addr.is_some() && self.checking_addresses.contains_key(&addr));
         if busy {
             return Some(at.max(now + self.base.max(Duration::from_millis(20))));
         }
@@ -151,7 +159,7 @@ mod tests {
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     #[test]
-    fn delays_double_per_account_and_per_address() {
+    fn delays_double_per_account() {
         let mut t = Throttle::new(Duration::from_millis(100));
         let now = Instant::now();
         let ms = |d: Duration| d.as_millis();
@@ -159,8 +167,8 @@ mod tests {
         assert_eq!(ms(t.failed("alice", A, now)), 200);
         // Another address guessing the same account is slowed as much.
         assert_eq!(ms(t.failed("alice", B, now)), 400);
-        // The same address guessing another account is slowed too.
-        assert_eq!(ms(t.failed("bob", A, now)), 400);
+        // The same address guessing another account is not, within grace.
+        assert_eq!(ms(t.failed("bob", A, now)), 100);
         // Capped.
         for _ in 0..20 {
             t.failed("alice", A, now);
@@ -169,15 +177,35 @@ mod tests {
     }
 
     #[test]
+    fn an_address_is_slowed_only_past_its_grace() {
+        let mut t = Throttle::new(Duration::from_millis(100));
+        let now = Instant::now();
+        // Ten accounts guessed once each from A: each answer waits only
+        // for its own account's first failure.
+        for i in 0..ADDRESS_GRACE {
+            assert_eq!(t.failed(&format!("user{i}"), A, now).as_millis(), 100);
+        }
+        assert_eq!(t.ready_at("carol", A, now), None, "within grace");
+        // The eleventh failure from A counts for the address.
+        assert_eq!(t.failed("dave", A, now).as_millis(), 100);
+        assert_eq!(t.failed("erin", A, now).as_millis(), 200);
+        let ms = |at: Option<Instant>| at.map(|at| (at - now).as_millis());
+        assert_eq!(ms(t.ready_at("carol", A, now)), Some(200));
+        // Other addresses are not slowed by A's guessing.
+        assert_eq!(t.ready_at("carol", B, now), None);
+    }
+
+    #[test]
     fn success_resets_the_account_not_the_address() {
         let mut t = Throttle::new(Duration::from_millis(100));
         let now = Instant::now();
-        t.failed("alice", A, now);
-        t.failed("alice", A, now);
+        for _ in 0..ADDRESS_GRACE + 2 {
+            t.failed("alice", A, now);
+        }
         t.succeeded("alice");
         // B is fresh and alice's count was reset.
         assert_eq!(t.failed("alice", B, now).as_millis(), 100);
-        // A still has its two failures.
+        // A is still past its grace by two, now three.
         assert_eq!(t.failed("carol", A, now).as_millis(), 400);
     }
 
@@ -189,7 +217,7 @@ mod tests {
         t.failed("alice", A, now);
         let ms = |at: Option<Instant>| at.map(|at| (at - now).as_millis());
         assert_eq!(ms(t.ready_at("alice", B, now)), Some(100), "same account");
-        assert_eq!(ms(t.ready_at("bob", A, now)), Some(100), "same address");
+        assert_eq!(t.ready_at("bob", A, now), None, "same address, in grace");
         assert_eq!(t.ready_at("bob", B, now), None);
         t.failed("alice", B, now);
         assert_eq!(ms(t.ready_at("alice", B, now)), Some(200));
@@ -197,6 +225,16 @@ mod tests {
             t.ready_at("alice", B, now + Duration::from_millis(200)),
             None
         );
+    }
+
+    #[test]
+    fn a_right_password_does_not_wait_for_other_accounts_checks() {
+        let mut t = Throttle::new(Duration::from_millis(100));
+        let now = Instant::now();
+        t.failed("alice", A, now);
+        t.began("alice", A);
+        // bob shares the address but not the account: checked at once.
+        assert_eq!(t.ready_at("bob", A, now), None);
     }
 
     #[test]
