@@ -1,8 +1,8 @@
-//! `chatd`: flags, logging, binding, signals, readiness for systemd, and
-//! the operator's commands (accounts, backup, check); everything else is
-//! the library.
+//! `chatd`: flags, logging, binding, signals and readiness for systemd;
+//! the operator's commands are in `ops`; everything else is the library.
 
-use std::io::BufRead;
+mod ops;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,12 +14,12 @@ use chatd::server::ConfigHandle;
 use chatd::server::logger::LogFormat;
 use chatd::server::tls::{TlsConfig, TlsSource};
 use chatd::server::{self, Config, Server, ShutdownHandle, TlsHandle};
-use chatd::store::Store;
-use chatd::store::password::{self, Cost};
+use chatd::store::password::Cost;
 use chatd::wire::cidr::Cidr;
-use chatd::wire::proto::{MAX_HISTORY, check_password};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use chatd::wire::proto::MAX_HISTORY;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use log::{LevelFilter, error, info, warn};
+use ops::Cmd;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::collections::BTreeMap;
@@ -191,31 +191,6 @@ enum LogLevel {
     Trace,
 }
 
-/// Operator commands on the database; safe while a server runs on it.
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Manage accounts: list, delete, set a password.
-    #[command(subcommand)]
-    Accounts(AccountsCmd),
-    /// Copy the database to DEST, consistently, while a server may be
-    /// writing to it. DEST must not exist yet.
-    Backup { dest: PathBuf },
-    /// Verify the database: SQLite's integrity check and what chatd's
-    /// schema promises. Exits 1 and names each problem if any.
-    Check,
-}
-
-#[derive(Subcommand, Debug)]
-enum AccountsCmd {
-    /// Registered names, with when they were registered.
-    List,
-    /// Delete an account; the name is free from the next login on.
-    Delete { name: String },
-    /// Set a password, read as the first line of stdin (exactly as typed,
-    /// without its line end); it takes effect at the next login.
-    Passwd { name: String },
-}
-
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=60.0).contains(&v) => Ok(v),
@@ -319,9 +294,9 @@ fn main() -> ExitCode {
     };
     if let Some(cmd) = &args.command {
         let done = match cmd {
-            Cmd::Accounts(cmd) => accounts(&args, cmd),
-            Cmd::Backup { dest } => backup(&args, dest),
-            Cmd::Check => check(&args),
+            Cmd::Accounts(cmd) => ops::accounts(&args, cmd),
+            Cmd::Backup { dest } => ops::backup(&args, dest),
+            Cmd::Check => ops::check(&args),
         };
         return match done {
             Ok(()) => ExitCode::SUCCESS,
@@ -626,113 +601,6 @@ fn cost(args: &Args) -> Result<Cost, String> {
     };
     cost.check()?;
     Ok(cost)
-}
-
-/// `chatd accounts ...`: one short transaction on the database, beside a
-/// running server if there is one (it notices within a second).
-fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
-    if args.db != ":memory:" && !std::path::Path::new(&args.db).exists() {
-        return Err(format!("no database at {} (use --db PATH)", args.db));
-    }
-    let store =
-        Store::open(&args.db, 0).map_err(|e| format!("cannot use database {}: {e}", args.db))?;
-    match cmd {
-        AccountsCmd::List => {
-            let accounts = store.accounts()?;
-            for (name, created) in &accounts {
-                println!("{name}\tregistered {created}");
-            }
-            eprintln!("{} accounts", accounts.len());
-        }
-        AccountsCmd::Delete { name } => {
-            if !store.delete_account(name)? {
-                return Err(format!("no account named {name}"));
-            }
-            eprintln!("deleted {name}");
-        }
-        AccountsCmd::Passwd { name } => {
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
-            let password = line
-                .strip_suffix('\n')
-                .map(|l| l.strip_suffix('\r').unwrap_or(l))
-                .unwrap_or(&line);
-            check_password(password).map_err(|e| e.to_string())?;
-            if store.password_hash(name)?.is_none() {
-                return Err(format!("no account named {name}"));
-            }
-            let hash = password::hash(password, cost(args)?)?;
-            if !store.set_password_hash(name, &hash)? {
-                return Err(format!("no account named {name}"));
-            }
-            eprintln!("password changed for {name}");
-        }
-    }
-    Ok(())
-}
-
-/// `chatd backup DEST`: a consistent copy, beside a running server or not.
-fn backup(args: &Args, dest: &std::path::Path) -> Result<(), String> {
-    if args.db == ":memory:" {
-        return Err("an in-memory database cannot be backed up (use --db PATH)".into());
-    }
-    let copied = chatd::store::backup::backup(std::path::Path::new(&args.db), dest)?;
-    println!(
-        "backed up {} to {}: {}, {} accounts, {} rooms, {} messages",
-        args.db,
-        dest.display(),
-        size(copied.bytes),
-        copied.accounts,
-        copied.rooms,
-        copied.messages
-    );
-    Ok(())
-}
-
-/// `bytes` for people: 5.2 MiB.
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
-/// `chatd check`: a summary and exit 0, or each problem on a line of its
-/// own (on stdout, the report) and exit 1.
-fn check(args: &Args) -> Result<(), String> {
-    if args.db == ":memory:" {
-        return Err("an in-memory database has nothing to check (use --db PATH)".into());
-    }
-    match chatd::store::check::check(std::path::Path::new(&args.db)) {
-        Ok(s) => {
-            println!(
-                "ok: {} accounts, {} rooms, {} messages",
-                s.accounts, s.rooms, s.messages
-            );
-            Ok(())
-        }
-        Err(problems) => {
-            for p in &problems.list {
-                println!("{p}");
-            }
-            if problems.more > 0 {
-                println!("... and {} more problems", problems.more);
-            }
-            let n = problems.list.len() + problems.more;
-            let s = if n == 1 { "" } else { "s" };
-            Err(format!("{}: {n} problem{s} found", args.db))
-        }
-    }
 }
 
 /// What chatd tells systemd (`Type=notify`) about itself.
