@@ -44,3 +44,140 @@ impl Chat {
         self.accounts.insert(key, name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::script::*;
+    use super::*;
+
+    #[test]
+    fn accounts_hold_their_names_and_show_offline() {
+        let mut s = with_alice();
+        let bob = s.user("bob");
+        // Someone else's account is taken even while nobody holds it.
+        assert_eq!(
+            s.say(bob, "/nick alice")[&bob.0],
+            got(&["! name \"alice\" is taken, choose another"])
+        );
+        assert_eq!(
+            s.say(bob, "/users")[&bob.0],
+            got(&[
+                "* users: 2",
+                "*   Alice offline",
+                "*   bob online",
+                "* end of /users"
+            ])
+        );
+        // A password sent to a JSON connect for a free name is ignored;
+        // none for a registered one is refused.
+        let j = s.open();
+        s.take();
+        let connect = |name, password| Command::Connect {
+            name,
+            room: None,
+            password,
+        };
+        s.chat.handle(j, connect("alice", None), &mut s.out);
+        assert_eq!(
+            s.take()[&j.0],
+            got(&[
+                "! Alice is registered: a password is needed",
+                "* choose a name:"
+            ])
+        );
+        s.chat
+            .handle(j, connect("carol", Some("anything")), &mut s.out);
+        assert!(s.take()[&j.0][0].starts_with("* you joined #lobby as carol"));
+        assert!(s.jobs.is_empty());
+    }
+
+    #[test]
+    fn registering_then_leaving_and_coming_back_to_ones_name() {
+        let mut s = Script::new();
+        let c = s.user("dave");
+        assert_eq!(
+            s.say(c, "/register short")[&c.0],
+            got(&["! password too short: use 8-256 characters"])
+        );
+        s.say(c, "/register  two  spaces ");
+        match &s.jobs[0] {
+            Job::Register { password, .. } => assert_eq!(password, " two  spaces "),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.answer(Outcome::Done)[&c.0],
+            got(&["* dave is now registered: log in with this password from now on"])
+        );
+        assert_eq!(
+            s.say(c, "/register again123")[&c.0],
+            got(&["! dave is already registered"])
+        );
+        s.say(c, "/nick david");
+        // Back to one's own account without a password.
+        assert_eq!(
+            s.say(c, "/nick Dave")[&c.0],
+            got(&["* you are now known as Dave"])
+        );
+        // /passwd: the old one is checked off the loop.
+        // OLD is one word; NEW is the rest, spaces and all.
+        s.say(c, "/passwd oldpass1 new pass word ");
+        match &s.jobs[0] {
+            Job::Passwd { old, new, .. } => {
+                assert_eq!((&**old, &**new), ("oldpass1", "new pass word "))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.answer(Outcome::Done)[&c.0],
+            got(&["* password changed for Dave"])
+        );
+    }
+
+    #[test]
+    fn an_operator_deleting_an_account_frees_the_name_for_everyone() {
+        let mut s = Script::new();
+        let a = s.user("dave");
+        s.say(a, "/register password1");
+        s.answer(Outcome::Done);
+        s.say(a, "/nick zed");
+        s.chat.set_accounts([]);
+        let b = s.user("dave");
+        s.say(b, "/register newowner99");
+        s.answer(Outcome::Done);
+        s.say(b, "/nick bob");
+        // a proved the old account, not this one.
+        assert_eq!(
+            s.say(a, "/nick dave")[&a.0],
+            got(&["! name \"dave\" is taken, choose another"])
+        );
+    }
+
+    #[test]
+    fn a_name_freed_and_registered_again_before_any_poll_is_the_new_owners() {
+        let mut s = Script::new();
+        let a = s.user("dave");
+        s.say(a, "/register password1");
+        s.answer(Outcome::Done);
+        s.say(a, "/nick zed");
+        // The operator deletes dave; the first to learn of it is a login.
+        let c = s.open();
+        s.say(c, "dave");
+        s.say(c, "any password");
+        assert!(s.answer(Outcome::NoAccount)[&c.0][0].starts_with("* you joined"));
+        s.say(c, "/register newowner9");
+        s.chat.account_added(Name::from("dave"));
+        s.answer(Outcome::Done);
+        assert_eq!(
+            s.say(a, "/nick dave")[&a.0],
+            got(&["! name \"dave\" is taken, choose another"])
+        );
+        // And a registration finished for a connection gone by then is
+        // known all the same.
+        s.chat.account_added(Name::from("Erin"));
+        let e = s.user("x");
+        assert_eq!(
+            s.say(e, "/nick erin")[&e.0],
+            got(&["! name \"erin\" is taken, choose another"])
+        );
+    }
+}

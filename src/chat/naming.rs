@@ -441,3 +441,256 @@ impl Chat {
         out.job(make(ticket));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::script::*;
+    use super::*;
+
+    #[test]
+    fn nick_without_a_usable_name_before_naming_asks_again() {
+        let mut s = Script::new();
+        let a = s.open();
+        s.take();
+        for line in ["/nick", "/nick a b"] {
+            let seen = s.say(a, line);
+            assert_eq!(
+                seen[&a.0],
+                got(&["! usage: /nick NAME", "* choose a name:"]),
+                "{line}"
+            );
+        }
+        // Once named, a usage error is just that.
+        s.say(a, "alice");
+        let seen = s.say(a, "/nick");
+        assert_eq!(seen[&a.0], got(&["! usage: /nick NAME"]));
+    }
+
+    #[test]
+    fn naming_handshake() {
+        let mut s = Script::new();
+        let a = s.open();
+        assert!(s.take()[&a.0][0].starts_with("* welcome to chatd"));
+        let seen = s.say(a, "not valid!");
+        assert_eq!(
+            seen[&a.0],
+            got(&[
+                "! invalid name \"not valid!\": use 1-32 letters, digits, _ or -",
+                "* choose a name:"
+            ])
+        );
+        assert_eq!(
+            s.say(a, "/who")[&a.0],
+            got(&["! choose a name first (/help for help)"])
+        );
+        assert!(s.say(a, "/help")[&a.0][0].starts_with("* first choose a name"));
+        let seen = s.say(a, "#Alice");
+        assert_eq!(
+            seen[&a.0],
+            got(&["* you joined #lobby as Alice (1 user here); /help lists the commands"])
+        );
+        let b = s.open();
+        s.take();
+        let seen = s.say(b, "ALICE");
+        assert_eq!(seen[&b.0][0], "! name \"ALICE\" is taken, choose another");
+        let seen = s.say(b, "/nick bob");
+        assert_eq!(seen[&a.0], got(&["* bob has joined #lobby"]));
+        assert!(seen[&b.0][0].contains("(2 users here)"));
+    }
+
+    #[test]
+    fn connect_names_and_enters_a_room_in_one_step() {
+        let mut s = Script::new();
+        let a = s.user("alice");
+        s.say(a, "/join General");
+        let b = s.open();
+        s.take();
+        let connect = |name, room| Command::Connect {
+            name,
+            room,
+            password: None,
+        };
+        s.chat
+            .handle(b, connect("bob", Some("bad room")), &mut s.out);
+        let seen = s.take();
+        assert!(seen[&b.0][0].starts_with("! invalid room \"bad room\""));
+        assert!(!s.chat.is_named(b), "a refused connect takes no name");
+        s.chat
+            .handle(b, connect("bob", Some("#general")), &mut s.out);
+        let seen = s.take();
+        assert_eq!(
+            seen[&b.0],
+            got(&["* you joined #General as bob (2 users here); /help lists the commands"])
+        );
+        assert_eq!(seen[&a.0], got(&["* bob has joined #General"]));
+        assert!(s.chat.is_named(b));
+        s.chat.handle(b, connect("bob", None), &mut s.out);
+        assert_eq!(s.take()[&b.0], got(&["! already connected"]));
+        let c = s.open();
+        s.take();
+        s.chat.handle(c, connect("BOB", None), &mut s.out);
+        assert_eq!(s.take()[&c.0][0], "! name \"BOB\" is taken, choose another");
+    }
+
+    #[test]
+    fn quit_before_a_name_closes() {
+        let mut s = Script::new();
+        let a = s.open();
+        s.take();
+        assert_eq!(s.say(a, "/quit")[&a.0], got(&["* goodbye"]));
+        assert_eq!(s.closed, [(a, CloseReason::Quit)]);
+        assert!(
+            s.say(a, "alice").is_empty(),
+            "a departing connection is ignored"
+        );
+    }
+
+    #[test]
+    fn a_registered_name_asks_for_its_password_and_three_wrong_close() {
+        let mut s = with_alice();
+        let c = s.open();
+        s.take();
+        assert_eq!(s.say(c, "alice")[&c.0], got(&["* password for Alice:"]));
+        assert!(!s.chat.is_waiting(c), "waiting for a line, not a job");
+        // The password is taken as sent, spaces and all.
+        s.chat.handle_line(c, " wrong one ", &mut s.out);
+        s.take();
+        assert!(s.chat.is_waiting(c));
+        match &s.jobs[0] {
+            Job::Login { name, password, .. } => {
+                assert_eq!((&**name, password.as_str()), ("Alice", " wrong one "));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            s.answer(Outcome::WrongPassword).is_empty(),
+            "not before the delay"
+        );
+        assert!(s.chat.next_answer().is_some());
+        assert_eq!(
+            due(&mut s)[&c.0],
+            got(&["! wrong password for Alice", "* password for Alice:"])
+        );
+        // Too short to be anyone's password: wrong without a job.
+        s.say(c, "short");
+        assert!(s.jobs.is_empty());
+        assert_eq!(
+            due(&mut s)[&c.0],
+            got(&["! wrong password for Alice", "* password for Alice:"])
+        );
+        s.say(c, "still wrong");
+        s.answer(Outcome::WrongPassword);
+        assert_eq!(due(&mut s)[&c.0], got(&["! wrong password for Alice"]));
+        assert_eq!(s.closed, [(c, CloseReason::WrongPassword)]);
+    }
+
+    #[test]
+    fn wrong_answers_wait_longer_each_time() {
+        let mut s = with_alice();
+        let c = s.open();
+        s.say(c, "alice");
+        s.say(c, "wrongpass1");
+        s.answer(Outcome::WrongPassword);
+        let first = s.chat.next_answer().unwrap() - s.now;
+        due(&mut s);
+        s.say(c, "wrongpass2");
+        s.answer(Outcome::WrongPassword);
+        let second = s.chat.next_answer().unwrap() - s.now;
+        assert!(second >= first * 2, "{first:?} then {second:?}");
+    }
+
+    #[test]
+    fn the_right_password_replaces_an_older_connection() {
+        let mut s = with_alice();
+        let bob = s.user("bob");
+        let old = s.open();
+        s.say(old, "Alice");
+        s.say(old, "right password");
+        s.answer(Outcome::Done);
+        let new = s.open();
+        s.take();
+        s.say(new, "ALICE");
+        s.say(new, "right password");
+        let seen = s.answer(Outcome::Done);
+        assert_eq!(
+            seen[&old.0],
+            got(&["* you have disconnected (logged in from another connection)"])
+        );
+        assert_eq!(
+            seen[&bob.0],
+            got(&[
+                "* Alice has disconnected (logged in from another connection)",
+                "* Alice has joined #lobby"
+            ])
+        );
+        assert!(seen[&new.0][0].starts_with("* you joined #lobby as Alice"));
+        assert_eq!(s.closed, [(old, CloseReason::Replaced)]);
+        assert_eq!(s.chat.name_of(new).map(|n| &**n), Some("Alice"));
+    }
+
+    #[test]
+    fn guesses_sent_in_parallel_wait_their_turn() {
+        let mut s = with_alice();
+        let a = s.open();
+        let b = s.open();
+        s.say(a, "alice");
+        s.say(b, "alice");
+        s.say(a, "wrongpass1");
+        s.answer(Outcome::WrongPassword);
+        // b's guess is not even checked until a's failure's delay is over.
+        s.say(b, "wrongpass2");
+        assert!(s.jobs.is_empty());
+        assert!(s.chat.is_waiting(b));
+        let later = s.now + Duration::from_secs(60);
+        let mut answered = Vec::new();
+        while let Some(c) = s.chat.due_answer(later, &mut s.out) {
+            answered.push(c);
+        }
+        assert_eq!(answered, [a, b]);
+        s.take();
+        assert!(matches!(&s.jobs[..], [Job::Login { .. }]));
+        assert!(s.chat.is_waiting(b), "now its check is out");
+    }
+
+    #[test]
+    fn queued_guesses_are_checked_one_at_a_time() {
+        let mut s = with_alice();
+        let first = s.open();
+        s.say(first, "alice");
+        s.say(first, "wrongpass0");
+        s.answer(Outcome::WrongPassword);
+        let guessers: Vec<ConnId> = (0..3)
+            .map(|i| {
+                let c = s.open();
+                s.say(c, "alice");
+                s.say(c, &format!("wrongpass{}", i + 1));
+                c
+            })
+            .collect();
+        assert!(s.jobs.is_empty());
+        // Their turn comes: one check goes out, the others keep waiting.
+        s.now += Duration::from_secs(60);
+        while s.chat.due_answer(s.now, &mut s.out).is_some() {}
+        s.take();
+        assert_eq!(s.jobs.len(), 1, "{:?}", s.jobs);
+        assert!(guessers.iter().all(|&c| s.chat.is_waiting(c)));
+    }
+
+    #[test]
+    fn answers_for_a_connection_gone_since_are_dropped() {
+        let mut s = with_alice();
+        let c = s.open();
+        s.say(c, "alice");
+        s.say(c, "right password");
+        let job = s.jobs.remove(0);
+        s.chat.disconnect(c, CloseReason::PeerClosed, &mut s.out);
+        // The same slot, a new connection.
+        let again = c;
+        s.chat
+            .connect(again, IpAddr::from([127, 0, 0, 1]), s.now, &mut s.out);
+        s.take();
+        s.chat.job_done(job.ticket(), Outcome::Done, &mut s.out);
+        assert!(s.take().is_empty());
+        assert!(s.chat.name_of(again).is_none());
+    }
+}

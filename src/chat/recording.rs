@@ -68,3 +68,153 @@ impl Chat {
         self.record_bytes += chunk.weight() - before;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::script::*;
+    use super::*;
+
+    #[test]
+    fn history_is_replayed_on_entering_and_listed_on_request() {
+        let mut s = Script::with(ChatConfig {
+            history: 2,
+            ..ChatConfig::default()
+        });
+        s.chat.set_clock(Timestamp(1_763_733_720), s.now);
+        let a = s.user("alice");
+        for t in ["one", "two", "three"] {
+            s.say(a, t);
+        }
+        let records = s.chat.take_records();
+        assert_eq!(records.len(), 1, "one chunk for the room");
+        assert_eq!(records[0].count, 3);
+        let b = s.open();
+        let seen = s.say(b, "bob");
+        assert_eq!(
+            seen[&b.0][2..],
+            got(&[
+                "[2025-11-21 14:02] <alice> two",
+                "[2025-11-21 14:02] <alice> three"
+            ])
+        );
+        // 20 are kept in memory, the default /history.
+        assert_eq!(
+            s.say(b, "/history")[&b.0],
+            got(&[
+                "* history of #lobby: 3 messages",
+                "[2025-11-21 14:02] <alice> one",
+                "[2025-11-21 14:02] <alice> two",
+                "[2025-11-21 14:02] <alice> three",
+                "* end of /history"
+            ])
+        );
+        // A room new to memory is looked up in the database first; an
+        // empty history shows nothing in text.
+        assert!(s.say(b, "/join side").is_empty());
+        assert!(matches!(&s.jobs[..], [Job::History { count: 20, .. }]));
+        assert_eq!(
+            s.answer(Outcome::History(vec![]))[&b.0],
+            got(&["* you joined #side"])
+        );
+    }
+
+    #[test]
+    fn a_room_dropped_from_memory_is_read_back_before_it_is_entered() {
+        let mut s = Script::with(ChatConfig {
+            idle_rooms: 1,
+            ..ChatConfig::default()
+        });
+        let a = s.user("alice");
+        let b = s.user("bob");
+        for room in ["one", "two"] {
+            s.say(a, &format!("/join {room}"));
+            s.answer(Outcome::History(vec![]));
+            s.say(a, &format!("said in {room}"));
+        }
+        s.say(a, "/join lobby");
+        s.chat.take_records();
+        // #two is still in memory: entered at once, with its history.
+        let seen = s.say(b, "/join two");
+        assert!(
+            seen[&b.0].len() > 1 && seen[&b.0][1].ends_with("<alice> said in two"),
+            "{seen:?}"
+        );
+        assert!(s.jobs.is_empty());
+        // #one was dropped: b waits in #two until its history is read,
+        // and meanwhile hears #two, not #one.
+        assert!(s.say(b, "/join one").is_empty());
+        assert!(s.chat.is_waiting(b));
+        let record = Recorded {
+            sender: "alice".into(),
+            text: "said in one".into(),
+            ts: Timestamp(0),
+        };
+        let seen = s.answer(Outcome::History(vec![record]));
+        assert_eq!(seen[&b.0][0], "* you joined #one");
+        assert!(seen[&b.0][1].ends_with("<alice> said in one"), "{seen:?}");
+        assert!(!s.chat.is_waiting(b));
+    }
+
+    #[test]
+    fn history_beyond_memory_is_a_job() {
+        let mut s = Script::with(ChatConfig {
+            history: 1,
+            history_keep: 100,
+            ..ChatConfig::default()
+        });
+        let a = s.user("alice");
+        for i in 0..25 {
+            s.say(a, &format!("m{i}"));
+        }
+        let seen = s.say(a, "/history 5");
+        assert_eq!(seen[&a.0].len(), 7, "served from memory: {seen:?}");
+        assert!(s.say(a, "/history 30").is_empty());
+        assert!(s.chat.is_waiting(a));
+        match &s.jobs[0] {
+            Job::History { room, count, .. } => assert_eq!((&**room, *count), ("lobby", 30)),
+            other => panic!("{other:?}"),
+        }
+        let seen = s.answer(Outcome::History(Vec::new()));
+        assert_eq!(
+            seen[&a.0],
+            got(&["* history of #lobby: 0 messages", "* end of /history"])
+        );
+        assert!(!s.chat.is_waiting(a));
+    }
+
+    #[test]
+    fn entering_shows_what_is_kept_when_fewer_are_kept_than_shown() {
+        let mut s = Script::with(ChatConfig {
+            history: 20,
+            history_keep: 5,
+            ..ChatConfig::default()
+        });
+        let a = s.user("alice");
+        for i in 0..7 {
+            s.say(a, &format!("m{i}"));
+        }
+        s.chat.take_records();
+        let b = s.open();
+        let seen = s.say(b, "bob");
+        assert_eq!(seen[&b.0].len(), 2 + 5, "{seen:?}");
+        assert!(seen[&b.0][2].ends_with("<alice> m2"));
+        let seen = s.say(b, "/history 100");
+        assert_eq!(seen[&b.0].len(), 2 + 5, "{seen:?}");
+        assert!(s.jobs.is_empty(), "all kept ones are in memory");
+    }
+
+    #[test]
+    fn nothing_is_recorded_with_history_keep_zero() {
+        let mut s = Script::with(ChatConfig {
+            history_keep: 0,
+            ..ChatConfig::default()
+        });
+        let a = s.user("alice");
+        s.say(a, "not kept");
+        assert!(s.chat.take_records().is_empty());
+        assert_eq!(
+            s.say(a, "/history")[&a.0],
+            got(&["* history of #lobby: 0 messages", "* end of /history"])
+        );
+    }
+}

@@ -361,3 +361,221 @@ impl Chat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::script::*;
+    use super::*;
+
+    #[test]
+    fn a_message_reaches_every_other_member_and_not_the_sender() {
+        let mut s = Script::new();
+        let (a, b, c) = (s.user("a"), s.user("b"), s.user("c"));
+        let seen = s.say(a, "hi");
+        assert_eq!(seen.get(&b.0), Some(&got(&["<a> hi"])));
+        assert_eq!(seen.get(&c.0), Some(&got(&["<a> hi"])));
+        assert_eq!(seen.get(&a.0), None);
+    }
+
+    #[test]
+    fn direct_messages() {
+        let mut s = Script::new();
+        let (a, b, c) = (s.user("a"), s.user("Bob"), s.user("c"));
+        for line in ["/msg bob psst", "@BOB psst", "@bob:psst"] {
+            let seen = s.say(a, line);
+            assert_eq!(seen.len(), 1, "{line}: only bob hears it");
+            assert_eq!(seen[&b.0], got(&["*a* psst"]));
+        }
+        assert_eq!(
+            s.say(a, "@nobody hi")[&a.0],
+            got(&["! no such user: nobody"])
+        );
+        assert!(!s.say(c, "/msg a x").contains_key(&c.0));
+    }
+
+    #[test]
+    fn rename_is_announced_and_frees_the_old_name() {
+        let mut s = Script::new();
+        let (a, b) = (s.user("alice"), s.user("bob"));
+        let seen = s.say(a, "/nick Alicia");
+        assert_eq!(seen[&a.0], got(&["* you are now known as Alicia"]));
+        assert_eq!(seen[&b.0], got(&["* alice is now known as Alicia"]));
+        assert_eq!(
+            s.say(b, "/nick ALICIA")[&b.0],
+            got(&["! name \"ALICIA\" is taken, choose another"])
+        );
+        assert_eq!(
+            s.say(b, "/nick alice")[&b.0],
+            got(&["* you are now known as alice"])
+        );
+        // A different case of one's own name is allowed.
+        assert_eq!(
+            s.say(a, "/nick alicia")[&a.0],
+            got(&["* you are now known as alicia"])
+        );
+        assert_eq!(
+            s.say(a, "/nick alicia")[&a.0],
+            got(&["* you are already known as alicia"])
+        );
+        assert_eq!(s.say(b, "hi")[&a.0], got(&["<alice> hi"]));
+    }
+
+    #[test]
+    fn rooms_keep_messages_apart() {
+        let mut s = Script::new();
+        let (a, b, c) = (s.user("a"), s.user("b"), s.user("c"));
+        let seen = s.say(a, "/join #Rust");
+        assert_eq!(seen[&a.0], got(&["* you joined #Rust"]));
+        assert_eq!(seen[&b.0], got(&["* a has left #lobby"]));
+        let seen = s.say(b, "/join rust");
+        assert_eq!(
+            seen[&a.0],
+            got(&["* b has joined #Rust"]),
+            "shown in its creator's case"
+        );
+        assert_eq!(seen[&c.0], got(&["* b has left #lobby"]));
+        let seen = s.say(a, "in rust");
+        assert_eq!(seen.keys().collect::<Vec<_>>(), [&b.0]);
+        assert_eq!(s.say(c, "in lobby").len(), 0, "c is alone in the lobby");
+        assert_eq!(
+            s.say(a, "/join RUST")[&a.0],
+            got(&["* you are already in #Rust"])
+        );
+        assert!(s.say(a, "/join no way")[&a.0][0].starts_with("! usage: /join"));
+        assert!(s.say(a, "/join bad!")[&a.0][0].starts_with("! invalid room \"bad!\""));
+        let rooms = s.say(c, "/rooms");
+        assert_eq!(
+            rooms[&c.0],
+            got(&[
+                "* rooms: 2",
+                "*   #lobby 1",
+                "*   #Rust 2",
+                "* end of /rooms"
+            ])
+        );
+        // The last one out drops the room; the lobby stays.
+        s.say(a, "/join lobby");
+        s.say(b, "/join lobby");
+        assert_eq!(
+            s.say(c, "/rooms")[&c.0],
+            got(&["* rooms: 1", "*   #lobby 3", "* end of /rooms"])
+        );
+        s.say(a, "/join rust");
+        assert_eq!(
+            s.say(a, "/who")[&a.0],
+            got(&["* users in #rust: 1", "*   a online", "* end of /who"])
+        );
+    }
+
+    #[test]
+    fn statuses_show_in_listings() {
+        let mut s = Script::new();
+        let (a, b) = (s.user("a"), s.user("B"));
+        let seen = s.say(b, "/away lunch");
+        assert_eq!(seen[&b.0], got(&["* you are now away (lunch)"]));
+        assert_eq!(seen[&a.0], got(&["* B is now away (lunch)"]));
+        s.say(a, "/join other");
+        s.say(a, "/status BUSY");
+        assert_eq!(
+            s.say(b, "/users")[&b.0],
+            got(&[
+                "* users: 2",
+                "*   a busy",
+                "*   B away: lunch",
+                "* end of /users"
+            ])
+        );
+        assert_eq!(s.say(b, "/back")[&b.0], got(&["* you are now online"]));
+        let long = format!("/status away {}", "é".repeat(65));
+        assert_eq!(
+            s.say(b, &long)[&b.0],
+            got(&["! status note too long (over 64 characters)"])
+        );
+        let ok = format!("/status away {}", "é".repeat(64));
+        assert!(s.say(b, &ok)[&b.0][0].starts_with("* you are now away"));
+    }
+
+    #[test]
+    fn quit_tells_the_room_with_the_reason() {
+        let mut s = Script::new();
+        let (a, b) = (s.user("a"), s.user("b"));
+        let seen = s.say(a, "/quit gone fishing");
+        assert_eq!(seen[&a.0], got(&["* goodbye (gone fishing)"]));
+        assert_eq!(seen[&b.0], got(&["* a has quit (gone fishing)"]));
+        assert_eq!(s.closed, [(a, CloseReason::Quit)]);
+        // The name is free at once; the later disconnect is not announced.
+        let seen = {
+            let name = s.chat.disconnect(a, CloseReason::Quit, &mut s.out);
+            assert_eq!(name.as_deref(), Some("a"));
+            s.take()
+        };
+        assert!(seen.is_empty());
+        let c = s.user("a");
+        assert_eq!(s.say(b, "hi")[&c.0], got(&["<b> hi"]));
+    }
+
+    #[test]
+    fn a_new_announce_limit_applies_at_once() {
+        let mut s = Script::with(ChatConfig {
+            announce_limit: 2,
+            ..ChatConfig::default()
+        });
+        let (a, b, c) = (s.user("a"), s.user("b"), s.user("c"));
+        s.take();
+        assert!(!s.say(c, "/away").contains_key(&a.0), "3 members: quiet");
+        s.chat.set_config(ChatConfig {
+            announce_limit: 100,
+            ..ChatConfig::default()
+        });
+        assert_eq!(s.say(c, "/back")[&b.0], got(&["* c is now online"]));
+    }
+
+    #[test]
+    fn big_rooms_stay_quiet_about_comings_and_goings() {
+        let mut s = Script::with(ChatConfig {
+            announce_limit: 3,
+            ..ChatConfig::default()
+        });
+        let (a, b, c) = (s.user("a"), s.user("b"), s.user("c"));
+        let d = s.open();
+        s.take();
+        let seen = s.say(d, "d");
+        assert_eq!(seen.keys().collect::<Vec<_>>(), [&d.0], "4 members: quiet");
+        let seen = s.say(d, "/away");
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            [&d.0],
+            "the actor is always told"
+        );
+        assert_eq!(
+            s.say(d, "hello")[&a.0],
+            got(&["<d> hello"]),
+            "messages always go out"
+        );
+        let seen = s.say(a, "/quit");
+        assert_eq!(seen.keys().collect::<Vec<_>>(), [&a.0]);
+        // Three left: announcements again.
+        assert_eq!(s.say(b, "/busy")[&c.0], got(&["* b is now busy"]));
+    }
+
+    #[test]
+    fn room_membership_stays_consistent_under_churn() {
+        // Members are removed by swapping; check every index stays right.
+        let mut s = Script::new();
+        let users: Vec<ConnId> = (0..20).map(|i| s.user(&format!("u{i}"))).collect();
+        for (i, &u) in users.iter().enumerate() {
+            if i % 3 == 0 {
+                s.chat.disconnect(u, CloseReason::PeerClosed, &mut s.out);
+            } else if i % 3 == 1 {
+                s.say(u, "/join side");
+            }
+        }
+        s.take();
+        let seen = s.say(users[2], "x");
+        let expect: Vec<usize> = (0..20).filter(|i| i % 3 == 2 && *i != 2).collect();
+        assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expect);
+        let seen = s.say(users[1], "y");
+        let expect: Vec<usize> = (0..20).filter(|i| i % 3 == 1 && *i != 1).collect();
+        assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expect);
+    }
+}
