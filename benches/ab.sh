@@ -32,7 +32,7 @@ BENCH=target/release/chat-bench
 . benches/servers.sh
 
 proto_for() { echo chat; }
-FLAGS=(--rate 0 --max-clients 40000 --history-keep 0 --db :memory: -q)
+FLAGS=(--rate 0 --max-per-ip 0 --max-clients 40000 --history-keep 0 --db :memory: -q)
 start_before() { start_on "$WORK/before.log" "$OLD" --listen 127.0.0.1:PORT "${FLAGS[@]}"; }
 start_after() { start_on "$WORK/after.log" "$NEW" --listen 127.0.0.1:PORT "${FLAGS[@]}"; }
 # --tls-self-signed with --db :memory: keeps its certificate in the working

@@ -25,7 +25,7 @@ WORK=$(mktemp -d)
 PID=""
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
-"$CHATD" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --db "$WORK/big.db" --rate 0 \
+"$CHATD" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --db "$WORK/big.db" --rate 0 --max-per-ip 0 \
     --max-clients 20000 --history-keep 1000000000 -q >"$WORK/chatd.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do grep -q "listening on" "$WORK/chatd.log" && break; sleep 0.1; done

@@ -43,7 +43,7 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 # Redis runs without persistence; chatd likewise records nothing and keeps
 # its (empty) database in memory. Recording's own cost is measured apart
 # (README, "Recording history").
-CHATD_FLAGS=(--rate 0 --max-clients 40000 --history-keep 0 --db :memory: -q)
+CHATD_FLAGS=(--rate 0 --max-per-ip 0 --max-clients 40000 --history-keep 0 --db :memory: -q)
 REDIS_FLAGS=(--save "" --appendonly no --client-output-buffer-limit "pubsub 0 0 0"
              --maxclients 40000 --protected-mode no --daemonize no)
 

@@ -24,7 +24,7 @@ BENCH=target/release/chat-bench
 . benches/servers.sh
 
 proto_for() { echo chat; }
-FLAGS=(--rate 0 --max-clients 40000 --history-keep 0 --db :memory: -q)
+FLAGS=(--rate 0 --max-per-ip 0 --max-clients 40000 --history-keep 0 --db :memory: -q)
 SCRAPER=""
 stop_scraper() {
     [ -n "$SCRAPER" ] && kill "$SCRAPER" 2>/dev/null || true

@@ -25,7 +25,7 @@ BENCH=target/release/chat-bench
 . benches/servers.sh
 
 proto_for() { echo chat; }
-FLAGS=(--rate 0 --max-clients 40000 -q)
+FLAGS=(--rate 0 --max-per-ip 0 --max-clients 40000 -q)
 start_with_keep() {
     rm -f "$WORK"/history.db*
     start_on "$WORK/chatd.log" "$CHATD" --listen 127.0.0.1:PORT "${FLAGS[@]}" \

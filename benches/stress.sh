@@ -47,7 +47,7 @@ fail() {
 }
 
 # Port 0: the kernel picks a free one, read back from the log.
-"$CHATD" --listen 127.0.0.1:0 --db "$WORK/stress.db" --rate 0 --max-clients 20000 \
+"$CHATD" --listen 127.0.0.1:0 --db "$WORK/stress.db" --rate 0 --max-per-ip 0 --max-clients 20000 \
     --auth-queue 1024 --max-outbuf "$MAX_OUTBUF" --tls-self-signed ${LOG_FLAG:--q} >"$WORK/chatd.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do

@@ -29,6 +29,10 @@ pub const CONFIG_FLAG: &str = "config";
 pub const LIVE_KEYS: &[&str] = &[
     "max-line",
     "max-clients",
+    "max-per-ip",
+    "require-account",
+    "registration",
+    "register-rate",
     "handshake-timeout",
     "rate",
     "max-outbuf",

@@ -16,7 +16,8 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 #[test]
 fn a_thousand_connections_all_named_and_all_hear_one_broadcast() {
     const N: usize = 1000;
-    let server = Server::start(&["--announce-limit", "0"]);
+    // All from one address: no per-address limit.
+    let server = Server::start(&["--announce-limit", "0", "--max-per-ip", "0"]);
     let mut clients: Vec<Client> = (0..N).map(|_| server.connect()).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         c.send(&format!("u{i}"));

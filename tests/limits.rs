@@ -249,7 +249,7 @@ fn blank_and_discarded_lines_count_against_the_rate() {
 fn a_big_listing_costs_budget_in_proportion_to_its_size() {
     // 300 users with 32-character names make /users about 13 KB, which
     // --rate charges as 1 + 13 KB / 4 KiB = 4 lines.
-    let server = Server::start(&["--rate", "4", "--announce-limit", "0"]);
+    let server = Server::start(&["--rate", "4", "--announce-limit", "0", "--max-per-ip", "0"]);
     let mut asker = server.login("asker");
     let _crowd: Vec<Client> = (1..300)
         .map(|i| server.login(&format!("{i:0>32}")))

@@ -78,6 +78,8 @@ fn a_thousand_handshakes_at_once_do_not_stall_a_conversation() {
         "0",
         "--max-clients",
         "3000",
+        "--max-per-ip",
+        "0",
     ]);
     let config = trusting(&format!("{}.cert.pem", db.as_str()));
     let (mut a, mut b) = server.pair();

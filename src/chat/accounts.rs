@@ -1,17 +1,31 @@
-//! Accounts as the chat sees them: which names are registered, and what
-//! happens to connections holding a name when its account changes. Part
-//! of `Chat`.
+//! Accounts as the chat sees them: which names are registered, their
+//! roles, and what happens to connections holding a name when its account
+//! changes. Part of `Chat`.
 
+use super::moderation::OPERATOR;
 use super::*;
 
 impl Chat {
-    /// The registered names, replacing what was known (at start-up, and
-    /// when an operator changed the accounts).
-    pub fn set_accounts(&mut self, names: impl IntoIterator<Item = Name>) {
-        self.accounts = names
-            .into_iter()
-            .map(|n| (n.to_ascii_lowercase().into(), n))
-            .collect();
+    /// The registered names and their roles, replacing what was known (at
+    /// start-up, and when an operator changed the accounts). A connected
+    /// holder whose role changed is told.
+    pub fn set_accounts(
+        &mut self,
+        accounts: impl IntoIterator<Item = (Name, Role)>,
+        out: &mut Outbox,
+    ) {
+        let old = std::mem::replace(
+            &mut self.accounts,
+            accounts
+                .into_iter()
+                .map(|(name, role)| (name.to_ascii_lowercase().into(), Account { name, role }))
+                .collect(),
+        );
+        for (key, account) in &self.accounts {
+            if old.get(key).is_some_and(|a| a.role != account.role) {
+                self.role_changed(key, account.role, OPERATOR.into(), None, out);
+            }
+        }
         // A deleted account is nobody's any more, not even the connection
         // that proved it: the name may be registered again by someone else.
         for user in self.users.iter_mut().flatten() {
@@ -41,7 +55,13 @@ impl Chat {
     pub fn account_added(&mut self, name: Name) {
         let key: Box<str> = name.to_ascii_lowercase().into();
         self.release_claims(&key);
-        self.accounts.insert(key, name);
+        self.accounts.insert(
+            key,
+            Account {
+                name,
+                role: Role::User,
+            },
+        );
     }
 }
 
@@ -140,7 +160,7 @@ mod tests {
         s.say(a, "/register password1");
         s.answer(Outcome::Done);
         s.say(a, "/nick zed");
-        s.chat.set_accounts([]);
+        s.chat.set_accounts([], &mut s.out);
         let b = s.user("dave");
         s.say(b, "/register newowner99");
         s.answer(Outcome::Done);

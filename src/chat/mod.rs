@@ -9,11 +9,13 @@
 //! types, the state, and what comes in (connect, a line, a command,
 //! disconnect, tick); `naming` the name step and logins; `rooms` named
 //! users' commands, rooms and announcements; `accounts` the registered
-//! names; `recording` what is stored; `history` and `throttle` the
-//! in-memory history and the wrong-password delays.
+//! names and their roles; `moderation` what moderators and admins do and
+//! the limits on abuse; `recording` what is stored; `history` and
+//! `throttle` the in-memory history and the wrong-password delays.
 
 mod accounts;
 pub mod history;
+pub mod moderation;
 mod naming;
 mod recording;
 mod rooms;
@@ -29,10 +31,11 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::chat::history::{Chunk, History};
+use crate::chat::moderation::{Change, Moderation};
 use crate::chat::throttle::Throttle;
 use crate::wire::proto::{
     CloseReason, Command, DEFAULT_HISTORY, Event, Info, LOBBY, MAX_NOTE_CHARS, Name, Notice,
-    NoticeKind, ProtoError, Recorded, RoomInfo, Status, Timestamp, USAGE_NICK, UserInfo,
+    NoticeKind, ProtoError, Recorded, Role, RoomInfo, Status, Timestamp, USAGE_NICK, UserInfo,
     check_password, clip, parse_secret, parse_text, strip_controls, valid_name,
 };
 
@@ -87,6 +90,13 @@ pub struct ChatConfig {
     /// Rooms without members whose recent history stays in memory; past
     /// that, the longest unused is read from the database when entered.
     pub idle_rooms: usize,
+    /// Guests may read but not speak: room and direct messages need an
+    /// account.
+    pub require_account: bool,
+    /// Whether `/register` is served; if not, an operator creates accounts.
+    pub registration_open: bool,
+    /// Registrations per address per hour; 0 for no limit.
+    pub register_rate: u32,
 }
 
 impl Default for ChatConfig {
@@ -98,6 +108,9 @@ impl Default for ChatConfig {
             history_keep: 10_000,
             login_delay: Duration::from_millis(500),
             idle_rooms: 10_000,
+            require_account: false,
+            registration_open: true,
+            register_rate: 5,
         }
     }
 }
@@ -201,6 +214,8 @@ pub enum Output<'a> {
     },
     /// Run `job` off the loop and hand its outcome to `Chat::job_done`.
     Job(Job),
+    /// Store a moderation change (nothing comes back).
+    Store(Change),
 }
 
 enum Action {
@@ -214,6 +229,7 @@ enum Action {
         reason: CloseReason,
     },
     Job(Job),
+    Store(Change),
 }
 
 /// Events with their recipients, in order. Recipient lists share one
@@ -246,6 +262,10 @@ impl Outbox {
         self.actions.push(Action::Job(job));
     }
 
+    pub fn store(&mut self, change: Change) {
+        self.actions.push(Action::Store(change));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
@@ -260,6 +280,7 @@ impl Outbox {
                 }),
                 Action::Close { conn, reason } => f(Output::Close { conn, reason }),
                 Action::Job(job) => f(Output::Job(job)),
+                Action::Store(change) => f(Output::Store(change)),
             }
         }
         self.recipients.clear();
@@ -279,6 +300,8 @@ struct User {
     status: Status,
     note: Option<Name>,
     addr: IpAddr,
+    /// When the connection began (wall clock), for `/whois`.
+    since: Timestamp,
     /// The account (lower-cased) this connection proved it owns, by its
     /// password or by registering it; it may come back to that name.
     account: Option<Box<str>>,
@@ -341,6 +364,17 @@ struct Room {
     chunk: Option<(u64, usize)>,
     /// The size of its last chunk: the next one starts that big.
     chunk_hint: usize,
+    /// Shown on entering; kept by name in `Moderation` while empty.
+    topic: Option<Name>,
+    /// Only moderators and admins may speak.
+    moderated: bool,
+}
+
+/// A registered name.
+struct Account {
+    /// As registered.
+    name: Name,
+    role: Role,
 }
 
 /// The state of the chat.
@@ -367,8 +401,9 @@ pub struct Chat {
     clock: Timestamp,
     /// The monotonic clock, as last passed in; times password answers.
     now: Instant,
-    /// Registered names: lower-cased to the case they were registered in.
-    accounts: HashMap<Box<str>, Name>,
+    /// Registered names, lower-cased, to the account.
+    accounts: HashMap<Box<str>, Account>,
+    moderation: Moderation,
     throttle: Throttle,
     /// Wrong-password answers waiting out their delay.
     answers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
@@ -413,6 +448,8 @@ impl Chat {
             history: history.slot(LOBBY),
             chunk: None,
             chunk_hint: 0,
+            topic: None,
+            moderated: false,
         });
         let mut room_ids = HashMap::new();
         room_ids.insert(LOBBY.into(), lobby);
@@ -420,6 +457,7 @@ impl Chat {
             throttle: Throttle::new(cfg.login_delay),
             now: Instant::now(),
             accounts: HashMap::new(),
+            moderation: Moderation::default(),
             answers: BinaryHeap::new(),
             checking: HashMap::new(),
             history,
@@ -473,10 +511,18 @@ impl Chat {
             status: Status::Online,
             note: None,
             addr,
+            since: self.clock,
             account: None,
             wait: None,
             failures: 0,
         });
+        if let Some(until) = self.moderation.address_ban(addr, self.clock) {
+            let user = self.user_mut(conn);
+            user.gone = true;
+            out.send(conn, Event::Error(ProtoError::AddressBanned { until }));
+            out.close(conn, CloseReason::Banned);
+            return;
+        }
         self.add_deadline(now + self.cfg.handshake_timeout, conn, serial);
         if self.deadlines.len() > DEADLINES_SETTLE_AT.max(2 * self.deadlines_kept) {
             self.forget_settled_deadlines();
@@ -841,7 +887,8 @@ mod tests {
             handshake_timeout: Duration::from_secs(4),
             ..ChatConfig::default()
         });
-        s.chat.set_accounts([Name::from("dave")]);
+        s.chat
+            .set_accounts([(Name::from("dave"), Role::User)], &mut s.out);
         let a = s.open();
         s.say(a, "dave");
         s.say(a, "wrongpass1");

@@ -56,13 +56,20 @@ impl Chat {
             }
             (Wait::Register { name }, Outcome::Done) => {
                 let key: Box<str> = name.to_ascii_lowercase().into();
-                self.accounts.insert(key.clone(), name.clone());
+                self.accounts.entry(key.clone()).or_insert(Account {
+                    name: name.clone(),
+                    role: Role::User,
+                });
                 self.user_mut(conn).account = Some(key);
                 out.send(conn, Event::Info(Info::Registered { name }));
             }
             (Wait::Register { name }, Outcome::AlreadyRegistered) => {
                 self.accounts
-                    .insert(name.to_ascii_lowercase().into(), name.clone());
+                    .entry(name.to_ascii_lowercase().into())
+                    .or_insert(Account {
+                        name: name.clone(),
+                        role: Role::User,
+                    });
                 out.send(conn, error(ProtoError::AlreadyRegistered(name.to_string())));
             }
             (Wait::Passwd { name }, Outcome::Done) => {
@@ -247,8 +254,13 @@ impl Chat {
             return refuse(ProtoError::RoomInvalid(clip(r)), out);
         }
         let room: Option<Name> = room.map(Into::into);
-        if let Some(registered) = self.accounts.get(name.to_ascii_lowercase().as_str()) {
-            let name = registered.clone();
+        let key = name.to_ascii_lowercase();
+        if let Some(until) = self.moderation.name_ban(&key, self.clock) {
+            let name = name.to_string();
+            return refuse(ProtoError::NameBanned { name, until }, out);
+        }
+        if let Some(registered) = self.accounts.get(key.as_str()) {
+            let name = registered.name.clone();
             return match password {
                 None => self.ask_password(conn, name, out),
                 Some("") => refuse(ProtoError::PasswordRequired(name.to_string()), out),
@@ -397,6 +409,7 @@ impl Chat {
                 name,
                 room: room.name.clone(),
                 users: room.members.len(),
+                topic: room.topic.clone(),
             },
         );
         self.replay(conn, out);
@@ -410,6 +423,10 @@ impl Chat {
             return Err(ProtoError::NameInvalid(clip(name)));
         }
         let key = name.to_ascii_lowercase();
+        if let Some(until) = self.moderation.name_ban(&key, self.clock) {
+            let name = name.to_string();
+            return Err(ProtoError::NameBanned { name, until });
+        }
         let own = self
             .user(conn)
             .and_then(|u| u.account.as_deref())

@@ -53,6 +53,9 @@ impl Chat {
         let room = user.room;
         match cmd {
             Command::Say(text) => {
+                if let Err(e) = self.may_speak(conn, &name.to_ascii_lowercase(), Some(room)) {
+                    return out.send(conn, Event::Error(e));
+                }
                 let text: std::sync::Arc<str> = text.into();
                 if self.cfg.history_keep > 0 {
                     self.record(room, &name, &text);
@@ -102,6 +105,9 @@ impl Chat {
                 if let Err(e) = check_password(password) {
                     return out.send(conn, Event::Error(e));
                 }
+                if let Err(e) = self.may_register(conn) {
+                    return out.send(conn, Event::Error(e));
+                }
                 let wait = Wait::Register { name: name.clone() };
                 self.hand_out(conn, wait, out, |ticket| Job::Register {
                     ticket,
@@ -128,6 +134,9 @@ impl Chat {
                 });
             }
             Command::Msg { to, text } => match self.names.get(to.to_ascii_lowercase().as_str()) {
+                Some(_) if let Err(e) = self.may_speak(conn, &name.to_ascii_lowercase(), None) => {
+                    out.send(conn, Event::Error(e))
+                }
                 Some(&target) => {
                     self.counts.direct_messages += 1;
                     out.send(
@@ -172,10 +181,11 @@ impl Chat {
                     self.accounts
                         .iter()
                         .filter(|(key, _)| !self.names.contains_key(*key))
-                        .map(|(_, name)| UserInfo {
-                            name: name.clone(),
+                        .map(|(_, a)| UserInfo {
+                            name: a.name.clone(),
                             status: Status::Offline,
                             note: None,
+                            role: a.role,
                         }),
                 );
                 users.sort_unstable_by(|a, b| cmp_ignore_case(&a.name, &b.name));
@@ -201,6 +211,17 @@ impl Chat {
                 self.user_mut(conn).gone = true;
                 out.close(conn, CloseReason::Quit);
             }
+            cmd @ (Command::Kick { .. }
+            | Command::Mute { .. }
+            | Command::Unmute(_)
+            | Command::Ban { .. }
+            | Command::Unban(_)
+            | Command::Bans
+            | Command::Topic(_)
+            | Command::Moderate(_)
+            | Command::Wall(_)
+            | Command::Whois(_)
+            | Command::SetRole { .. }) => self.moderation_command(conn, cmd, out),
         }
     }
 
@@ -266,12 +287,15 @@ impl Chat {
         if let Some(&id) = self.room_ids.get(key.as_str()) {
             return id;
         }
+        let settings = self.moderation.room(&key).cloned().unwrap_or_default();
         let id = self.rooms.insert(Room {
             name: name.into(),
             members: Vec::new(),
             history: self.history.slot(name),
             chunk: None,
             chunk_hint: 0,
+            topic: settings.topic,
+            moderated: settings.moderated,
         });
         self.room_ids.insert(key.into(), id);
         id
@@ -288,11 +312,16 @@ impl Chat {
     ) {
         let user = self.user(conn).expect("announce of a present user");
         let room = &self.rooms[user.room];
+        let topic = match kind {
+            NoticeKind::Join if tell_actor => room.topic.clone(),
+            _ => None,
+        };
         let notice = Notice {
             kind,
             name: user.name.clone().expect("announce of a named user"),
             room: room.name.clone(),
             you: false,
+            topic: None,
         };
         if room.members.len() <= self.cfg.announce_limit {
             let others = room.members.iter().copied().filter(|&m| m != conn);
@@ -303,6 +332,7 @@ impl Chat {
                 conn,
                 Event::Notice(Notice {
                     you: true,
+                    topic,
                     ..notice
                 }),
             );
@@ -311,12 +341,13 @@ impl Chat {
 
     pub(super) fn user_infos(&self, conns: impl Iterator<Item = ConnId>) -> Vec<UserInfo> {
         let mut users: Vec<UserInfo> = conns
-            .filter_map(|c| self.user(c))
-            .filter_map(|u| {
+            .filter_map(|c| Some((c, self.user(c)?)))
+            .filter_map(|(c, u)| {
                 Some(UserInfo {
                     name: u.name.clone()?,
                     status: u.status,
                     note: u.note.clone(),
+                    role: self.role_of(c),
                 })
             })
             .collect();

@@ -12,6 +12,8 @@ pub(super) struct Script {
     pub(super) next: usize,
     pub(super) closed: Vec<(ConnId, CloseReason)>,
     pub(super) jobs: Vec<Job>,
+    /// Moderation changes handed out to be stored.
+    pub(super) stored: Vec<Change>,
 }
 
 impl Script {
@@ -31,6 +33,7 @@ impl Script {
             next: 0,
             closed: Vec::new(),
             jobs: Vec::new(),
+            stored: Vec::new(),
         }
     }
 
@@ -39,6 +42,7 @@ impl Script {
         let mut seen: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         let closed = &mut self.closed;
         let jobs = &mut self.jobs;
+        let stored = &mut self.stored;
         self.out.drain(|o| match o {
             Output::Send { event, to } => {
                 let mut buf = Vec::new();
@@ -51,6 +55,7 @@ impl Script {
             }
             Output::Close { conn, reason } => closed.push((conn, reason)),
             Output::Job(job) => jobs.push(job),
+            Output::Store(change) => stored.push(change),
         });
         seen
     }
@@ -63,9 +68,13 @@ impl Script {
     }
 
     pub(super) fn open(&mut self) -> ConnId {
+        self.open_from(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// A new connection from `addr`, with what it is told left unread.
+    pub(super) fn open_from(&mut self, addr: IpAddr) -> ConnId {
         let c = ConnId(self.next);
         self.next += 1;
-        let addr = IpAddr::from([127, 0, 0, 1]);
         self.chat.connect(c, addr, self.now, &mut self.out);
         c
     }
@@ -94,7 +103,8 @@ pub(super) fn with_alice() -> Script {
         login_delay: Duration::from_millis(100),
         ..ChatConfig::default()
     });
-    s.chat.set_accounts([Name::from("Alice")]);
+    s.chat
+        .set_accounts([(Name::from("Alice"), Role::User)], &mut Outbox::default());
     s
 }
 

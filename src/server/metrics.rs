@@ -45,7 +45,7 @@ pub const TURN_BUCKETS_NS: [u64; 13] = [
 ];
 
 /// The close reasons, in the order of `Metrics::disconnects`.
-pub const REASONS: [CloseReason; 12] = [
+pub const REASONS: [CloseReason; 15] = [
     CloseReason::Quit,
     CloseReason::HandshakeTimeout,
     CloseReason::PeerClosed,
@@ -58,6 +58,9 @@ pub const REASONS: [CloseReason; 12] = [
     CloseReason::TlsFailed,
     CloseReason::TlsTimeout,
     CloseReason::PlainRefused,
+    CloseReason::Kicked,
+    CloseReason::Banned,
+    CloseReason::TooManyFromAddress,
 ];
 
 /// A close reason's slot in `REASONS`, and its label value. A match, so
@@ -76,6 +79,9 @@ fn reason_slot(reason: CloseReason) -> (usize, &'static str) {
         CloseReason::TlsFailed => (9, "tls_failed"),
         CloseReason::TlsTimeout => (10, "tls_timeout"),
         CloseReason::PlainRefused => (11, "plain_refused"),
+        CloseReason::Kicked => (12, "kicked"),
+        CloseReason::Banned => (13, "banned"),
+        CloseReason::TooManyFromAddress => (14, "too_many_from_address"),
     }
 }
 

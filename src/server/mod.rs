@@ -19,10 +19,10 @@ pub mod stack;
 pub mod tls;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,6 +49,10 @@ use crate::wire::proto::{CloseReason, Event, Mode, ProtoError, Timestamp, encode
 pub const DEFAULT_MAX_LINE: usize = 4096;
 /// Default most connections at once, named or not.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Connections one address may hold at once by default (0: no limit).
+pub const DEFAULT_MAX_PER_IP: usize = 64;
+/// What a connection past `--max-per-ip` is told before it is closed.
+const TOO_MANY_LINE: &[u8] = b"! too many connections from your address\n";
 /// Default lines per second a client may send (bursts of twice that).
 pub const DEFAULT_RATE: u32 = 20;
 /// Default most unsent output for one connection before it is dropped.
@@ -111,6 +115,9 @@ pub struct Config {
     pub max_line: usize,
     /// Most connections at once; a newcomer past it gets `! server full`.
     pub max_clients: usize,
+    /// Most connections from one address at once, named or not; 0 for no
+    /// limit.
+    pub max_per_ip: usize,
     /// Lines per second per client, bursts of twice that; 0 is unlimited.
     /// A client over it is not read from until its budget refills.
     pub rate: u32,
@@ -147,6 +154,7 @@ impl Default for Config {
         Config {
             max_line: DEFAULT_MAX_LINE,
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_per_ip: DEFAULT_MAX_PER_IP,
             rate: DEFAULT_RATE,
             max_outbuf: DEFAULT_MAX_OUTBUF,
             chat: ChatConfig::default(),
@@ -541,6 +549,8 @@ pub struct Server {
     exposed: Option<metrics::Exposed>,
     /// New settings from `ConfigHandle`, taken when woken.
     config_slot: ConfigSlot,
+    /// Connections held per address, for `--max-per-ip`.
+    per_ip: HashMap<IpAddr, u32>,
 }
 
 impl Server {
@@ -550,18 +560,22 @@ impl Server {
         let store = Store::open(&cfg.db, cfg.chat.history_keep)
             .map_err(|e| io::Error::other(format!("cannot use database {}: {e}", cfg.db)))?;
         let mut chat = Chat::new(cfg.chat.clone());
+        let wall = Timestamp::now();
+        chat.set_clock(wall, Instant::now());
         let loaded = store
             .account_names()
             .and_then(|names| Ok((names, store.tails(cfg.chat.history_cap())?)))
+            .and_then(|(names, tails)| Ok((names, tails, store.moderation(wall)?)))
             .map_err(|e| io::Error::other(format!("cannot read database {}: {e}", cfg.db)))?;
-        let (names, tails) = loaded;
+        let (names, tails, moderation) = loaded;
         info!(
             "database {}: {} accounts, history of {} rooms",
             cfg.db,
             names.len(),
             tails.len()
         );
-        chat.set_accounts(names);
+        chat.set_accounts(names, &mut Outbox::default());
+        chat.load_moderation(moderation);
         for (room, messages, older) in tails {
             chat.load_history(&room, messages, older);
         }
@@ -608,6 +622,7 @@ impl Server {
             handshake_time: Duration::ZERO,
             metrics: metrics::Metrics::default(),
             exposed: None,
+            per_ip: HashMap::new(),
             config_slot: Arc::new(Mutex::new(None)),
         })
     }
@@ -814,6 +829,17 @@ impl Server {
             );
             return;
         }
+        let ip = peer.ip().to_canonical();
+        let held = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if self.cfg.max_per_ip > 0 && held as usize >= self.cfg.max_per_ip {
+            let _ = socket.write(TOO_MANY_LINE);
+            self.metrics.closed(CloseReason::TooManyFromAddress, 0, 0);
+            info!(
+                "refused {peer}: {held} connections from that address (--max-per-ip {})",
+                self.cfg.max_per_ip
+            );
+            return;
+        }
         if let Err(e) = configure_socket(&socket) {
             debug!("{peer}: could not set socket options: {e}");
         }
@@ -832,6 +858,7 @@ impl Server {
         self.next_serial += 1;
         let budget = Budget::new(self.cfg.rate, self.conns.now);
         entry.insert(Conn::new(socket, peer, serial, budget));
+        *self.per_ip.entry(ip).or_default() += 1;
         info!("conn #{serial} from {peer}");
         // The chat greets it once its first bytes show a line protocol, or
         // after a short silence (a person at nc); a TLS or HTTP client that
@@ -1172,7 +1199,9 @@ impl Server {
                 Reply::AccountAdded(name) => self.chat.account_added(name),
                 Reply::Accounts(names) => {
                     info!("accounts changed in the database: {} now", names.len());
-                    self.chat.set_accounts(names);
+                    self.chat.set_accounts(names, &mut self.out);
+                    // Holders whose role changed are told.
+                    self.dispatch();
                 }
             }
         }
@@ -1275,6 +1304,12 @@ impl Server {
                     }
                 }
                 Output::Close { conn, reason } => conns.close(conn.0, reason),
+                Output::Store(change) => {
+                    // After the messages said before it, as with jobs.
+                    let bytes = chat.record_bytes();
+                    backend.record(chat.take_records(), bytes);
+                    backend.change(change);
+                }
                 Output::Job(job) => {
                     // Messages recorded before the job are stored before
                     // it runs: a history query sees them.
@@ -1324,6 +1359,13 @@ impl Server {
     fn reap(&mut self, key: usize) {
         let mut c = self.conns.slab.remove(key);
         let _ = self.poll.registry().deregister(&mut c.socket);
+        let ip = c.peer.ip().to_canonical();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
         let reason = c.reason.unwrap_or(CloseReason::PeerClosed);
         self.metrics.closed(reason, c.bytes_in, c.bytes_out);
         let name = self.chat.disconnect(ConnId(key), reason, &mut self.out);
@@ -1394,6 +1436,7 @@ impl Server {
         let rate_changed = new.rate != self.cfg.rate;
         self.cfg.max_line = new.max_line;
         self.cfg.max_clients = new.max_clients;
+        self.cfg.max_per_ip = new.max_per_ip;
         self.cfg.rate = new.rate;
         self.cfg.max_outbuf = new.max_outbuf;
         self.conns.max_outbuf = new.max_outbuf;

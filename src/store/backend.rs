@@ -24,10 +24,11 @@ use log::{error, warn};
 use mio::Waker;
 
 use crate::chat::history::Chunk;
+use crate::chat::moderation::Change;
 use crate::chat::{Job, Outcome, Ticket};
 use crate::store::Store;
 use crate::store::password::{self, Cost};
-use crate::wire::proto::{Name, Timestamp};
+use crate::wire::proto::{Name, Role, Timestamp};
 
 /// Bytes of recorded messages waiting to be stored past which the loop
 /// stops reading from clients. At the rates measured for the storage
@@ -40,8 +41,9 @@ pub const ACCOUNTS_POLL: Duration = Duration::from_secs(1);
 /// What comes back to the loop.
 pub enum Reply {
     Job(Ticket, Outcome),
-    /// The registered names changed under us (an operator command).
-    Accounts(Vec<Name>),
+    /// The registered names or their roles changed under us (an operator
+    /// command).
+    Accounts(Vec<(Name, Role)>),
     /// This server registered `name`.
     AccountAdded(Name),
 }
@@ -63,6 +65,8 @@ enum StoreOp {
         name: Name,
         hash: String,
     },
+    /// A moderation change or audit entry.
+    Change(Change),
     /// Store what is queued, prune, and stop.
     Stop,
 }
@@ -247,6 +251,14 @@ impl Backend {
         self.backlog.bytes.fetch_add(bytes, Ordering::SeqCst);
         if self.store.send(StoreOp::Record(batch, bytes)).is_err() {
             self.backlog.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        }
+    }
+
+    /// Queues a moderation change to be stored, after what was queued
+    /// before it.
+    pub fn change(&self, change: Change) {
+        if self.store.send(StoreOp::Change(change)).is_err() {
+            error!("the storage thread has stopped; a moderation change is not stored");
         }
     }
 
@@ -451,6 +463,11 @@ impl Storage {
                 Ok(messages) => to_loop.job(ticket, Outcome::History(messages)),
                 Err(e) => self.failed(ticket, &e),
             },
+            StoreOp::Change(change) => {
+                if let Err(e) = self.store.apply(&change) {
+                    self.report(&e);
+                }
+            }
             StoreOp::Record(..) | StoreOp::Stop => unreachable!("handled by run"),
         }
     }

@@ -12,6 +12,7 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
 use super::{SCHEMA_VERSION, open_reader, password};
+use crate::wire::proto::Role;
 
 /// Most problems `integrity_check` reports (its own default is 100).
 const MAX_INTEGRITY_ERRORS: u32 = 100;
@@ -84,6 +85,7 @@ pub fn check(path: &Path) -> Result<Summary, Problems> {
         // the checks would only add noise.
         problems.add(match version {
             0 => "schema version 0: not a chatd database (no schema)".to_string(),
+            1 => "schema version 1: an older chatd's; starting chatd upgrades it".to_string(),
             v => format!("schema version {v} is not one this chatd knows ({SCHEMA_VERSION})"),
         });
         return Err(problems);
@@ -147,16 +149,22 @@ fn integrity(db: &Connection, problems: &mut Problems) {
 fn accounts(db: &Connection, problems: &mut Problems) -> u64 {
     let mut n = 0;
     let result = db
-        .prepare("SELECT key, name, hash FROM accounts ORDER BY key")
+        .prepare("SELECT key, name, hash, role FROM accounts ORDER BY key")
         .and_then(|mut s| {
             let mut rows = s.query([])?;
             while let Some(row) = rows.next()? {
                 n += 1;
                 let (key, name) = (text(row.get_ref(0)?), text(row.get_ref(1)?));
                 let hash = text(row.get_ref(2)?);
+                let role = text(row.get_ref(3)?);
                 let who = format!("account {}", name.as_deref().unwrap_or(&key_shown(&key)));
                 if let Some(p) = key_problem(&who, &key, &name) {
                     problems.add(p);
+                }
+                match role {
+                    Ok(role) if Role::parse(&role).is_some_and(|r| r.as_str() == role) => {}
+                    Ok(role) => problems.add(format!("{who}: unknown role {role:?}")),
+                    Err(e) => problems.add(format!("{who}: role {e}")),
                 }
                 match hash {
                     Err(e) => problems.add(format!("{who}: password hash {e}")),

@@ -18,6 +18,7 @@
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod moderation;
 pub mod password;
 
 use std::collections::HashMap;
@@ -26,10 +27,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::chat::history::Chunk;
-use crate::wire::proto::{Name, Recorded, Timestamp};
+use crate::wire::proto::{Name, Recorded, Role, Timestamp};
 
 /// The schema this build writes; `PRAGMA user_version` holds it.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// How long a statement waits for another connection's lock (an operator
 /// command writing while the server runs) before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,7 +40,8 @@ CREATE TABLE accounts (
     key     TEXT PRIMARY KEY,   -- the name, lower-cased: names ignore case
     name    TEXT NOT NULL,      -- as registered
     hash    TEXT NOT NULL,      -- Argon2id, PHC string
-    created INTEGER NOT NULL    -- seconds since 1970, UTC
+    created INTEGER NOT NULL,   -- seconds since 1970, UTC
+    role    TEXT NOT NULL DEFAULT 'user'  -- user, moderator or admin
 ) WITHOUT ROWID;
 CREATE TABLE rooms (
     id   INTEGER PRIMARY KEY,
@@ -55,6 +57,37 @@ CREATE TABLE chunks (
 );
 CREATE INDEX chunks_by_room ON chunks(room, id);
 ";
+
+/// Moderation, added in version 2 (a version 1 database gains it, and the
+/// accounts their roles, when first opened).
+const MODERATION_SCHEMA: &str = "
+CREATE TABLE sanctions (
+    kind    TEXT NOT NULL,      -- mute or ban
+    key     TEXT NOT NULL,      -- the target lower-cased: a name or a range
+    target  TEXT NOT NULL,      -- as shown
+    until   INTEGER,            -- seconds since 1970, UTC; NULL: until lifted
+    by      TEXT NOT NULL,
+    reason  TEXT,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE TABLE room_settings (
+    key       TEXT PRIMARY KEY, -- the room's name, lower-cased
+    name      TEXT NOT NULL,
+    topic     TEXT,
+    moderated INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY, -- in the order the actions were taken
+    ts     INTEGER NOT NULL,
+    by     TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT
+);
+";
+
+/// From version 1 to 2.
+const UPGRADE_1: &str = "ALTER TABLE accounts ADD COLUMN role TEXT NOT NULL DEFAULT 'user';";
 
 /// What the store knows of a room's messages without asking SQLite.
 #[derive(Clone, Copy, Default, Debug)]
@@ -115,10 +148,19 @@ impl Store {
             0 => {
                 let tx = db.unchecked_transaction().map_err(ctx("cannot write"))?;
                 tx.execute_batch(SCHEMA)
+                    .and_then(|()| tx.execute_batch(MODERATION_SCHEMA))
                     .map_err(ctx("cannot create the schema"))?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(ctx("cannot create the schema"))?;
                 tx.commit().map_err(ctx("cannot create the schema"))?;
+            }
+            1 => {
+                let tx = db.unchecked_transaction().map_err(ctx("cannot write"))?;
+                tx.execute_batch(UPGRADE_1)
+                    .and_then(|()| tx.execute_batch(MODERATION_SCHEMA))
+                    .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+                    .and_then(|()| tx.commit())
+                    .map_err(ctx("cannot upgrade the schema from version 1"))?;
             }
             SCHEMA_VERSION => {
                 // Proves the file writable now rather than at the first
@@ -170,23 +212,26 @@ impl Store {
         Ok(())
     }
 
-    /// Registered names, in the case they were registered in.
-    pub fn account_names(&self) -> Result<Vec<Name>, Error> {
+    /// Registered names, in the case they were registered in, with their
+    /// roles.
+    pub fn account_names(&self) -> Result<Vec<(Name, Role)>, Error> {
         self.accounts()
-            .map(|v| v.into_iter().map(|(name, _)| name).collect())
+            .map(|v| v.into_iter().map(|(name, _, role)| (name, role)).collect())
     }
 
-    /// Registered names with when they were registered, by name.
-    pub fn accounts(&self) -> Result<Vec<(Name, Timestamp)>, Error> {
+    /// Registered names with when they were registered and their roles, by
+    /// name. A role this chatd does not know reads as `user`.
+    pub fn accounts(&self) -> Result<Vec<(Name, Timestamp, Role)>, Error> {
         let mut stmt = self
             .db
-            .prepare_cached("SELECT name, created FROM accounts ORDER BY key")
+            .prepare_cached("SELECT name, created, role FROM accounts ORDER BY key")
             .map_err(ctx("cannot list accounts"))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
                     Name::from(r.get::<_, String>(0)?),
                     Timestamp(r.get::<_, i64>(1)?.max(0) as u64),
+                    Role::parse(&r.get::<_, String>(2)?).unwrap_or_default(),
                 ))
             })
             .map_err(ctx("cannot list accounts"))?;
@@ -490,7 +535,10 @@ mod tests {
         assert!(s.add_account("Alice", "h1", Timestamp(5)).unwrap());
         assert!(!s.add_account("ALICE", "h2", Timestamp(6)).unwrap());
         assert_eq!(s.password_hash("alice").unwrap().as_deref(), Some("h1"));
-        assert_eq!(s.account_names().unwrap(), vec![Name::from("Alice")]);
+        assert_eq!(
+            s.account_names().unwrap(),
+            vec![(Name::from("Alice"), Role::User)]
+        );
         assert!(s.set_password_hash("aLICE", "h3").unwrap());
         assert_eq!(s.password_hash("Alice").unwrap().as_deref(), Some("h3"));
         assert!(!s.set_password_hash("bob", "h").unwrap());
@@ -581,7 +629,10 @@ mod tests {
             .unwrap();
         }
         let s = Store::open(path, 100).unwrap();
-        assert_eq!(s.account_names().unwrap(), vec![Name::from("bob")]);
+        assert_eq!(
+            s.account_names().unwrap(),
+            vec![(Name::from("bob"), Role::User)]
+        );
         let tails = s.tails(2).unwrap();
         assert_eq!(tails.len(), 1);
         assert_eq!(texts(&tails[0].1), ["b", "c"]);

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use serde_json::value::RawValue;
 
 use crate::wire::proto::{
-    Command, DEFAULT_HISTORY, Event, Info, MAX_HISTORY, Notice, NoticeKind, ProtoError, Recorded,
-    RoomInfo, Status, Timestamp, UserInfo, clip, strip_controls,
+    BanInfo, Command, DEFAULT_HISTORY, Event, Info, MAX_HISTORY, ModEvent, ModKind, Notice,
+    NoticeKind, ProtoError, Recorded, Role, RoomInfo, Status, Timestamp, UserInfo, WhoisInfo, clip,
+    strip_controls,
 };
+use crate::wire::text::MAX_SANCTION_SECS;
 
 /// The protocol version `connect_ack` announces.
 pub const VERSION: u32 = 1;
@@ -75,6 +77,43 @@ enum Body {
         old: String,
         new: String,
     },
+    Kick {
+        name: String,
+        reason: Option<String>,
+    },
+    Mute {
+        name: String,
+        secs: Option<u64>,
+        reason: Option<String>,
+    },
+    Unmute {
+        name: String,
+    },
+    Ban {
+        target: String,
+        secs: Option<u64>,
+        reason: Option<String>,
+    },
+    Unban {
+        target: String,
+    },
+    Bans,
+    Topic {
+        text: Option<String>,
+    },
+    Moderate {
+        on: bool,
+    },
+    Wall {
+        text: String,
+    },
+    Whois {
+        name: String,
+    },
+    SetRole {
+        name: String,
+        role: Role,
+    },
 }
 
 impl Request {
@@ -106,6 +145,32 @@ impl Request {
             Body::History { count } => Command::History(*count),
             Body::Register { password } => Command::Register(password),
             Body::Passwd { old, new } => Command::Passwd { old, new },
+            Body::Kick { name, reason } => Command::Kick {
+                name,
+                reason: reason.as_deref(),
+            },
+            Body::Mute { name, secs, reason } => Command::Mute {
+                name,
+                secs: *secs,
+                reason: reason.as_deref(),
+            },
+            Body::Unmute { name } => Command::Unmute(name),
+            Body::Ban {
+                target,
+                secs,
+                reason,
+            } => Command::Ban {
+                target,
+                secs: *secs,
+                reason: reason.as_deref(),
+            },
+            Body::Unban { target } => Command::Unban(target),
+            Body::Bans => Command::Bans,
+            Body::Topic { text } => Command::Topic(text.as_deref()),
+            Body::Moderate { on } => Command::Moderate(*on),
+            Body::Wall { text } => Command::Wall(text),
+            Body::Whois { name } => Command::Whois(name),
+            Body::SetRole { name, role } => Command::SetRole { name, role: *role },
         }
     }
 }
@@ -164,6 +229,47 @@ struct StatusIn {
 #[derive(Deserialize)]
 struct QuitIn {
     reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct KickIn {
+    name: String,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MuteIn {
+    name: String,
+    seconds: Option<u64>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BanIn {
+    target: String,
+    seconds: Option<u64>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TargetIn {
+    target: String,
+}
+
+#[derive(Deserialize)]
+struct TopicIn {
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ModerateIn {
+    on: bool,
+}
+
+#[derive(Deserialize)]
+struct RoleIn {
+    name: String,
+    role: String,
 }
 
 /// Decodes one line from a JSON-mode client. `connected` says whether it
@@ -309,8 +415,71 @@ fn body(kind: &str, payload: &str) -> Result<Body, ProtoError> {
                 new: p.new,
             }
         }
+        "kick" => {
+            let p: KickIn = parse(kind, payload)?;
+            Body::Kick {
+                name: clean(p.name),
+                reason: optional(p.reason),
+            }
+        }
+        "mute" => {
+            let p: MuteIn = parse(kind, payload)?;
+            Body::Mute {
+                name: clean(p.name),
+                secs: seconds(p.seconds)?,
+                reason: optional(p.reason),
+            }
+        }
+        "unmute" => Body::Unmute {
+            name: clean(parse::<NameIn>(kind, payload)?.name),
+        },
+        "ban" => {
+            let p: BanIn = parse(kind, payload)?;
+            Body::Ban {
+                target: clean(p.target),
+                secs: seconds(p.seconds)?,
+                reason: optional(p.reason),
+            }
+        }
+        "unban" => Body::Unban {
+            target: clean(parse::<TargetIn>(kind, payload)?.target),
+        },
+        "bans" => Body::Bans,
+        "topic" => Body::Topic {
+            text: optional(parse::<TopicIn>(kind, payload)?.text),
+        },
+        "moderate" => Body::Moderate {
+            on: parse::<ModerateIn>(kind, payload)?.on,
+        },
+        "wall" => Body::Wall {
+            text: non_blank_text(parse::<TextIn>(kind, payload)?.text)?,
+        },
+        "whois" => Body::Whois {
+            name: clean(parse::<NameIn>(kind, payload)?.name),
+        },
+        "role" => {
+            let p: RoleIn = parse(kind, payload)?;
+            let role = Role::parse(&p.role).ok_or_else(|| {
+                ProtoError::BadPayload("\"role\" must be user, moderator or admin".into())
+            })?;
+            Body::SetRole {
+                name: clean(p.name),
+                role,
+            }
+        }
         other => return Err(ProtoError::UnknownType(clip(other))),
     })
+}
+
+/// A mute's or ban's `seconds`: absent for untimed, else 1 to ten years.
+fn seconds(secs: Option<u64>) -> Result<Option<u64>, ProtoError> {
+    match secs {
+        None => Ok(None),
+        Some(s @ 1..=MAX_SANCTION_SECS) => Ok(Some(s)),
+        Some(_) => Err(ProtoError::BadPayload(format!(
+            "\"seconds\" must be from 1 to {MAX_SANCTION_SECS}"
+        ))),
+    }
 }
 
 /// Control characters removed (a `\n` in a JSON string included), so that
@@ -362,6 +531,65 @@ struct ConnectAck<'a> {
     name: &'a str,
     room: &'a str,
     version: u32,
+    /// Only when the room has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+}
+
+/// A moderation notification: `name` and `by` always (`name` null where
+/// nobody is its subject), the rest where they apply.
+#[derive(Serialize)]
+struct ModerationOut<'a> {
+    message: String,
+    event: &'static str,
+    name: Option<&'a str>,
+    by: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    /// Present (null when untimed) on mutes and bans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<Option<Ts>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct TopicOut<'a> {
+    room: &'a str,
+    topic: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct BanOut<'a> {
+    target: &'a str,
+    until: Option<Ts>,
+    by: &'a str,
+    reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct BansOut<'a> {
+    bans: Vec<BanOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct WhoisOut<'a> {
+    name: &'a str,
+    status: &'static str,
+    note: Option<&'a str>,
+    room: Option<&'a str>,
+    registered: bool,
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<Ts>,
 }
 
 #[derive(Serialize)]
@@ -396,6 +624,9 @@ struct NotificationOut<'a> {
     /// Present (possibly null) exactly when `status` is.
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<Option<&'a str>>,
+    /// On the mover's own `join`, when the room has a topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
 }
 
 impl<'a> NotificationOut<'a> {
@@ -409,6 +640,7 @@ impl<'a> NotificationOut<'a> {
             reason: None,
             status: None,
             note: None,
+            topic: None,
         }
     }
 }
@@ -418,6 +650,9 @@ struct UserOut<'a> {
     name: &'a str,
     status: &'static str,
     note: Option<&'a str>,
+    /// Only when not `user`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
 }
 
 fn users_out(users: &[UserInfo]) -> Vec<UserOut<'_>> {
@@ -427,6 +662,7 @@ fn users_out(users: &[UserInfo]) -> Vec<UserOut<'_>> {
             name: &u.name,
             status: u.status.as_str(),
             note: u.note.as_deref(),
+            role: (u.role != Role::User).then_some(u.role.as_str()),
         })
         .collect()
 }
@@ -480,13 +716,16 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
     };
     match event {
         Event::Welcome | Event::AskName | Event::Help { .. } | Event::PasswordPrompt { .. } => {}
-        Event::Connected { name, room, .. } => put(
+        Event::Connected {
+            name, room, topic, ..
+        } => put(
             "connect_ack",
             &ConnectAck {
                 message: "Connected to the room.",
                 name,
                 room,
                 version: VERSION,
+                topic: topic.as_deref(),
             },
         ),
         Event::Message {
@@ -563,7 +802,99 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
                 message: &e.to_string(),
             },
         ),
+        Event::Moderation(m) => put("notification", &moderation(m)),
+        Event::Topic { room, topic } => put(
+            "topic",
+            &TopicOut {
+                room,
+                topic: topic.as_deref(),
+            },
+        ),
+        Event::Bans { bans } => put(
+            "bans",
+            &BansOut {
+                bans: bans
+                    .iter()
+                    .map(|b: &BanInfo| BanOut {
+                        target: &b.target,
+                        until: b.until.map(Ts),
+                        by: &b.by,
+                        reason: b.reason.as_deref(),
+                    })
+                    .collect(),
+            },
+        ),
+        Event::Whois(w) => put("whois", &whois(w)),
     }
+}
+
+fn whois(w: &WhoisInfo) -> WhoisOut<'_> {
+    WhoisOut {
+        name: &w.name,
+        status: w.status.as_str(),
+        note: w.note.as_deref(),
+        room: w.room.as_deref(),
+        registered: w.registered,
+        role: w.role.as_str(),
+        address: w.address.map(|a| a.to_canonical().to_string()),
+        since: w.since.map(Ts),
+    }
+}
+
+/// A moderation notification; its `message` is the text-mode line's words.
+fn moderation(m: &ModEvent) -> ModerationOut<'_> {
+    let mut text = Vec::new();
+    crate::wire::text::encode_text(&Event::Moderation(m.clone()), &mut text);
+    let message = String::from_utf8_lossy(&text);
+    let message = message.trim_end().trim_start_matches("* ").to_string();
+    let mut out = ModerationOut {
+        message,
+        event: "",
+        name: m.name.as_deref(),
+        by: &m.by,
+        room: None,
+        reason: m.reason.as_deref(),
+        until: None,
+        topic: None,
+        on: None,
+        role: None,
+    };
+    match &m.kind {
+        ModKind::Kick { room } => {
+            out.event = "kick";
+            out.room = Some(room);
+        }
+        ModKind::Mute { until } => {
+            out.event = "mute";
+            out.until = Some(until.map(Ts));
+        }
+        ModKind::Unmute => out.event = "unmute",
+        ModKind::Ban { until } => {
+            out.event = "ban";
+            out.until = Some(until.map(Ts));
+        }
+        ModKind::Unban => out.event = "unban",
+        ModKind::Topic { room, topic } => {
+            out.event = "topic";
+            out.room = Some(room);
+            out.topic = Some(topic);
+        }
+        ModKind::Moderate { room, on } => {
+            out.event = "moderate";
+            out.room = Some(room);
+            out.on = Some(*on);
+        }
+        ModKind::Wall { room, text } => {
+            out.event = "wall";
+            out.room = Some(room);
+            out.message = text.to_string();
+        }
+        ModKind::Role { role } => {
+            out.event = "role";
+            out.role = Some(role.as_str());
+        }
+    }
+    out
 }
 
 /// The room's notification; the user who acted gets the same object.
@@ -600,6 +931,7 @@ fn notification(n: &Notice) -> NotificationOut<'_> {
             out.note = Some(note.as_deref());
         }
         NoticeKind::Disconnect { reason } => out.reason = Some(reason.as_str()),
+        NoticeKind::Join if n.you => out.topic = n.topic.as_deref(),
         NoticeKind::Join | NoticeKind::Leave => {}
     }
     out
@@ -860,6 +1192,7 @@ mod tests {
             name: name.clone(),
             room: room.clone(),
             users: 3,
+            topic: None,
         };
         assert_eq!(
             one_line(&ack, Some(r#""c1""#)),
@@ -881,6 +1214,7 @@ mod tests {
                 name: name.clone(),
                 room: room.clone(),
                 you: false,
+                topic: None,
             })
         };
         assert_eq!(

@@ -22,6 +22,8 @@ pub const LOBBY: &str = "lobby";
 /// Shortest and longest password, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 256;
+/// Longest room topic, in characters; a longer one is refused.
+pub const MAX_TOPIC_CHARS: usize = 300;
 /// Most messages one `/history` may ask for, and how many it gets by
 /// default.
 pub const MAX_HISTORY: usize = 1000;
@@ -176,6 +178,37 @@ impl Status {
     }
 }
 
+/// What an account may do. Guests (unregistered names) are always `User`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    #[default]
+    User,
+    Moderator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Moderator => "moderator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a role word, ignoring case.
+    pub fn parse(word: &str) -> Option<Role> {
+        [Role::User, Role::Moderator, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(word))
+    }
+
+    /// Moderators and admins may moderate.
+    pub fn moderates(self) -> bool {
+        self >= Role::Moderator
+    }
+}
+
 /// One line from a client, understood. Borrows from the line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command<'a> {
@@ -211,6 +244,38 @@ pub enum Command<'a> {
         old: &'a str,
         new: &'a str,
     },
+    /// Moderation: send NAME to the lobby (out, from the lobby).
+    Kick {
+        name: &'a str,
+        reason: Option<&'a str>,
+    },
+    /// Refuse NAME's messages, for `secs` seconds or until lifted.
+    Mute {
+        name: &'a str,
+        secs: Option<u64>,
+        reason: Option<&'a str>,
+    },
+    Unmute(&'a str),
+    /// Refuse a name, an address or an address range.
+    Ban {
+        target: &'a str,
+        secs: Option<u64>,
+        reason: Option<&'a str>,
+    },
+    Unban(&'a str),
+    Bans,
+    /// Without text: show the room's topic; with text: set it.
+    Topic(Option<&'a str>),
+    /// Only moderators speak in the room (`true`) or everyone (`false`).
+    Moderate(bool),
+    /// Admins: a notice to every connected user.
+    Wall(&'a str),
+    Whois(&'a str),
+    /// Admins: set the role of a registered name.
+    SetRole {
+        name: &'a str,
+        role: Role,
+    },
 }
 
 /// Why a connection ends. The room hears this as the reason of a
@@ -235,6 +300,12 @@ pub enum CloseReason {
     /// A plain connection from outside `--allow-plain` under
     /// `--require-tls`.
     PlainRefused,
+    /// Kicked from the lobby by a moderator.
+    Kicked,
+    /// Banned by a moderator, or connecting from a banned address.
+    Banned,
+    /// More connections from its address than `--max-per-ip`.
+    TooManyFromAddress,
 }
 
 impl CloseReason {
@@ -252,6 +323,9 @@ impl CloseReason {
             CloseReason::TlsFailed => "TLS failed",
             CloseReason::TlsTimeout => "TLS handshake not completed in time",
             CloseReason::PlainRefused => "plain text refused, TLS required",
+            CloseReason::Kicked => "kicked",
+            CloseReason::Banned => "banned",
+            CloseReason::TooManyFromAddress => "too many connections from one address",
         }
     }
 }
@@ -302,6 +376,37 @@ pub enum ProtoError {
     PasswordTooLong,
     /// Too many password checks are waiting, or the database failed.
     ServerBusy,
+    /// Not allowed for this user; holds why.
+    Forbidden(String),
+    /// A room message in a moderated room from a user who does not moderate.
+    Moderated(String),
+    /// The user's messages are refused until then (or until lifted).
+    Muted {
+        until: Option<Timestamp>,
+    },
+    /// The connection's address is banned.
+    AddressBanned {
+        until: Option<Timestamp>,
+    },
+    /// The name is banned.
+    NameBanned {
+        name: String,
+        until: Option<Timestamp>,
+    },
+    /// `--require-account`: guests may read but not speak.
+    AccountRequired,
+    /// `--registration closed`.
+    RegistrationClosed,
+    /// `--register-rate` reached for the address.
+    TooManyRegistrations {
+        minutes: u64,
+    },
+    /// `--max-per-ip` reached for the address.
+    TooManyConnections,
+    /// `/unmute` or `/unban` of someone who is not; holds what to say.
+    NotSanctioned(String),
+    /// A topic over `MAX_TOPIC_CHARS`.
+    TopicTooLong,
 }
 
 impl ProtoError {
@@ -321,6 +426,14 @@ impl ProtoError {
             ProtoError::AlreadyRegistered(_) => "already_registered",
             ProtoError::PasswordTooShort => "password_too_short",
             ProtoError::ServerBusy => "server_busy",
+            ProtoError::Forbidden(_) | ProtoError::Moderated(_) => "forbidden",
+            ProtoError::Muted { .. } => "muted",
+            ProtoError::AddressBanned { .. } | ProtoError::NameBanned { .. } => "banned",
+            ProtoError::AccountRequired => "account_required",
+            ProtoError::RegistrationClosed => "registration_closed",
+            ProtoError::TooManyRegistrations { .. } => "too_many_registrations",
+            ProtoError::TooManyConnections => "too_many_connections",
+            ProtoError::NotSanctioned(_) | ProtoError::TopicTooLong => "bad_payload",
             ProtoError::BadJson(_) => "bad_json",
             ProtoError::UnknownType(_) => "unknown_type",
             ProtoError::NameInvalid(_) => "name_invalid",
@@ -382,11 +495,48 @@ impl fmt::Display for ProtoError {
                 "password too long: use {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters"
             ),
             ProtoError::ServerBusy => f.write_str("server busy, try again in a moment"),
+            ProtoError::Forbidden(why) => write!(f, "not allowed: {why}"),
+            ProtoError::Moderated(room) => {
+                write!(f, "#{room} is moderated: only moderators may speak")
+            }
+            ProtoError::Muted { until } => write!(f, "you are muted{}", Until(*until)),
+            ProtoError::AddressBanned { until } => {
+                write!(f, "you are banned from this server{}", Until(*until))
+            }
+            ProtoError::NameBanned { name, until } => {
+                write!(f, "{name} is banned{}, choose another name", Until(*until))
+            }
+            ProtoError::AccountRequired => f.write_str("register or log in to speak"),
+            ProtoError::RegistrationClosed => {
+                f.write_str("registration is closed: an operator creates accounts")
+            }
+            ProtoError::TooManyRegistrations { minutes } => write!(
+                f,
+                "too many registrations from your address: try again in {minutes} {}",
+                if *minutes == 1 { "minute" } else { "minutes" }
+            ),
+            ProtoError::TooManyConnections => f.write_str("too many connections from your address"),
+            ProtoError::NotSanctioned(what) => f.write_str(what),
+            ProtoError::TopicTooLong => {
+                write!(f, "topic too long (over {MAX_TOPIC_CHARS} characters)")
+            }
         }
     }
 }
 
 impl std::error::Error for ProtoError {}
+
+/// ` until 2026-12-06T10:00:00Z`, or nothing for `None`.
+pub struct Until(pub Option<Timestamp>);
+
+impl fmt::Display for Until {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(t) => write!(f, " until {t}"),
+            None => Ok(()),
+        }
+    }
+}
 
 /// A user as listings show them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -394,6 +544,7 @@ pub struct UserInfo {
     pub name: Name,
     pub status: Status,
     pub note: Option<Name>,
+    pub role: Role,
 }
 
 /// A room as `/rooms` shows it.
@@ -430,6 +581,76 @@ pub struct Notice {
     pub name: Name,
     pub room: Name,
     pub you: bool,
+    /// On the mover's own `Join`: the topic of the room entered.
+    pub topic: Option<Name>,
+}
+
+/// A moderation event: what was done, to whom, by whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModKind {
+    /// Sent from `room` to the lobby (or out, from the lobby).
+    Kick {
+        room: Name,
+    },
+    Mute {
+        until: Option<Timestamp>,
+    },
+    Unmute,
+    Ban {
+        until: Option<Timestamp>,
+    },
+    Unban,
+    Topic {
+        room: Name,
+        topic: Name,
+    },
+    Moderate {
+        room: Name,
+        on: bool,
+    },
+    /// A notice to everyone; `room` is the recipient's room.
+    Wall {
+        room: Name,
+        text: Name,
+    },
+    Role {
+        role: Role,
+    },
+}
+
+/// A moderation notification. `name` is who it is about (the target as
+/// given for bans; `None` for topic, moderate and wall); `you` is set on
+/// the copy sent to that user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModEvent {
+    pub kind: ModKind,
+    pub name: Option<Name>,
+    pub by: Name,
+    pub reason: Option<Name>,
+    pub you: bool,
+}
+
+/// A ban as `/bans` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanInfo {
+    pub target: Name,
+    pub until: Option<Timestamp>,
+    pub by: Name,
+    pub reason: Option<Name>,
+}
+
+/// What `/whois` tells. `address` and `since` only for moderators, and
+/// only of a connected user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhoisInfo {
+    pub name: Name,
+    pub status: Status,
+    pub note: Option<Name>,
+    pub room: Option<Name>,
+    pub registered: bool,
+    pub role: Role,
+    pub address: Option<std::net::IpAddr>,
+    pub since: Option<Timestamp>,
 }
 
 /// Something the server tells a client.
@@ -444,6 +665,7 @@ pub enum Event {
         name: Name,
         room: Name,
         users: usize,
+        topic: Option<Name>,
     },
     Message {
         from: Name,
@@ -486,6 +708,16 @@ pub enum Event {
     },
     Shutdown,
     Error(ProtoError),
+    Moderation(ModEvent),
+    /// The answer to `/topic` without text.
+    Topic {
+        room: Name,
+        topic: Option<Name>,
+    },
+    Bans {
+        bans: Vec<BanInfo>,
+    },
+    Whois(WhoisInfo),
 }
 
 /// Answers to requests that change nothing.

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use crate::wire::proto::{
-    Command, DEFAULT_HISTORY, Event, Info, MAX_HISTORY, MAX_NAME_LEN, Notice, NoticeKind,
-    ProtoError, Status, UserInfo,
+    BanInfo, Command, DEFAULT_HISTORY, Event, Info, MAX_HISTORY, MAX_NAME_LEN, ModEvent, ModKind,
+    Notice, NoticeKind, ProtoError, Role, Status, Until, UserInfo, WhoisInfo,
 };
 
 /// Usage strings, shared by the parser and `/help`.
@@ -16,6 +16,17 @@ const USAGE_STATUS: &str = "/status online|away|busy [NOTE]";
 const USAGE_HISTORY: &str = "/history [N] (N from 1 to 1000)";
 const USAGE_REGISTER: &str = "/register PASSWORD";
 const USAGE_PASSWD: &str = "/passwd OLD NEW";
+const USAGE_KICK: &str = "/kick NAME [REASON]";
+const USAGE_MUTE: &str = "/mute NAME [SECONDS] [REASON]";
+const USAGE_UNMUTE: &str = "/unmute NAME";
+const USAGE_BAN: &str = "/ban NAME|ADDRESS|CIDR [SECONDS] [REASON]";
+const USAGE_UNBAN: &str = "/unban NAME|ADDRESS|CIDR";
+const USAGE_MODERATE: &str = "/moderate on|off";
+const USAGE_WALL: &str = "/wall TEXT";
+const USAGE_WHOIS: &str = "/whois NAME";
+const USAGE_ROLE: &str = "/role NAME user|moderator|admin";
+/// The longest timed mute or ban, in seconds (ten years).
+pub const MAX_SANCTION_SECS: u64 = 10 * 365 * 86_400;
 
 /// `/register` and `/passwd` read their passwords from the line as it came,
 /// before control characters are removed: a password is taken exactly as
@@ -92,6 +103,25 @@ fn non_blank(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
+/// `TARGET [SECONDS] [REASON]`: a second word of digits is the duration.
+fn timed<'a>(
+    args: &'a str,
+    usage: &'static str,
+) -> Result<(&'a str, Option<u64>, Option<&'a str>), ProtoError> {
+    let (target, rest) = split_word(args);
+    if target.is_empty() {
+        return Err(ProtoError::Usage(usage));
+    }
+    let (word, after) = split_word(rest);
+    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()) {
+        return match word.parse::<u64>() {
+            Ok(secs @ 1..=MAX_SANCTION_SECS) => Ok((target, Some(secs), non_blank(after))),
+            _ => Err(ProtoError::Usage(usage)),
+        };
+    }
+    Ok((target, None, non_blank(rest)))
+}
+
 fn parse_slash(rest: &str) -> Result<Command<'_>, ProtoError> {
     let (word, args) = split_word(rest);
     let status = |status| {
@@ -139,6 +169,52 @@ fn parse_slash(rest: &str) -> Result<Command<'_>, ProtoError> {
             },
         },
         // Reached only when the line had no argument at all.
+        "kick" => {
+            let (name, reason) = split_word(args);
+            if name.is_empty() {
+                return Err(ProtoError::Usage(USAGE_KICK));
+            }
+            Ok(Command::Kick {
+                name,
+                reason: non_blank(reason),
+            })
+        }
+        "mute" => {
+            let (name, secs, reason) = timed(args, USAGE_MUTE)?;
+            Ok(Command::Mute { name, secs, reason })
+        }
+        "unmute" => one_word(args, USAGE_UNMUTE).map(Command::Unmute),
+        "ban" => {
+            let (target, secs, reason) = timed(args, USAGE_BAN)?;
+            Ok(Command::Ban {
+                target,
+                secs,
+                reason,
+            })
+        }
+        "unban" => one_word(args, USAGE_UNBAN).map(Command::Unban),
+        "bans" => Ok(Command::Bans),
+        "topic" => Ok(Command::Topic(non_blank(args))),
+        "moderate" => match one_word(args, USAGE_MODERATE)?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "on" => Ok(Command::Moderate(true)),
+            "off" => Ok(Command::Moderate(false)),
+            _ => Err(ProtoError::Usage(USAGE_MODERATE)),
+        },
+        "wall" => match non_blank(args) {
+            Some(text) => Ok(Command::Wall(text)),
+            None => Err(ProtoError::Usage(USAGE_WALL)),
+        },
+        "whois" => one_word(args, USAGE_WHOIS).map(Command::Whois),
+        "role" => {
+            let (name, rest) = split_word(args);
+            match (name, Role::parse(rest.trim())) {
+                ("", _) | (_, None) => Err(ProtoError::Usage(USAGE_ROLE)),
+                (name, Some(role)) => Ok(Command::SetRole { name, role }),
+            }
+        }
         "register" => Err(ProtoError::Usage(USAGE_REGISTER)),
         "passwd" => Err(ProtoError::Usage(USAGE_PASSWD)),
         _ => Err(ProtoError::UnknownCommand(word.to_string())),
@@ -167,7 +243,27 @@ const HELP: &[(&str, &str)] = &[
     (USAGE_HISTORY, "show recent messages of your room"),
     (USAGE_REGISTER, "register your name (8-256 characters)"),
     (USAGE_PASSWD, "change your password"),
+    (
+        "/topic [TEXT]",
+        "show your room's topic (moderators: set it)",
+    ),
+    (USAGE_WHOIS, "who NAME is and where"),
     ("/quit [REASON]", "leave the chat"),
+    (
+        USAGE_KICK,
+        "moderators: send NAME to #lobby (out, from #lobby)",
+    ),
+    (USAGE_MUTE, "moderators: refuse NAME's messages"),
+    (USAGE_UNMUTE, "moderators: lift a mute"),
+    (USAGE_BAN, "moderators: refuse a name or addresses"),
+    (USAGE_UNBAN, "moderators: lift a ban"),
+    ("/bans", "moderators: list bans"),
+    (
+        USAGE_MODERATE,
+        "moderators: only moderators speak in your room",
+    ),
+    (USAGE_WALL, "admins: a notice to everyone"),
+    (USAGE_ROLE, "admins: set a registered name's role"),
     ("/help", "this list"),
 ];
 
@@ -193,10 +289,20 @@ pub fn encode_text(event: &Event, buf: &mut Vec<u8>) {
             "* welcome to chatd; choose a name: 1-{MAX_NAME_LEN} letters, digits, _ or -"
         )),
         Event::AskName => line(format_args!("* choose a name:")),
-        Event::Connected { name, room, users } => line(format_args!(
-            "* you joined #{room} as {name} ({users} {} here); /help lists the commands",
-            plural(*users, "user", "users")
-        )),
+        Event::Connected {
+            name,
+            room,
+            users,
+            topic,
+        } => {
+            line(format_args!(
+                "* you joined #{room} as {name} ({users} {} here); /help lists the commands",
+                plural(*users, "user", "users")
+            ));
+            if let Some(topic) = topic {
+                line(format_args!("* topic of #{room}: {topic}"));
+            }
+        }
         Event::Direct { from, text, .. } => line(format_args!("*{from}* {text}")),
         Event::Notice(n) => encode_notice(n, &mut line),
         Event::Info(Info::AlreadyInRoom { room, .. }) => {
@@ -269,7 +375,119 @@ pub fn encode_text(event: &Event, buf: &mut Vec<u8>) {
         }
         Event::Shutdown => line(format_args!("* server is shutting down")),
         Event::Error(e) => line(format_args!("! {e}")),
+        Event::Moderation(m) => encode_moderation(m, &mut line),
+        Event::Topic {
+            room,
+            topic: Some(topic),
+        } => line(format_args!("* topic of #{room}: {topic}")),
+        Event::Topic { room, topic: None } => line(format_args!("* #{room} has no topic")),
+        Event::Bans { bans } => {
+            line(format_args!("* bans: {}", bans.len()));
+            for BanInfo {
+                target,
+                until,
+                by,
+                reason,
+            } in bans
+            {
+                line(format_args!(
+                    "*   {target} by {by}{}{}",
+                    Until(*until),
+                    Reason(reason.as_deref())
+                ));
+            }
+            line(format_args!("* end of /bans"));
+        }
+        Event::Whois(w) => encode_whois(w, &mut line),
     }
+}
+
+/// ` (REASON)`, or nothing.
+struct Reason<'a>(Option<&'a str>);
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(r) => write!(f, " ({r})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// ` (moderator)`, ` (admin)`, or nothing for a user.
+struct RoleTag(Role);
+
+impl fmt::Display for RoleTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Role::User => Ok(()),
+            role => write!(f, " ({})", role.as_str()),
+        }
+    }
+}
+
+fn encode_moderation(m: &ModEvent, line: &mut impl FnMut(fmt::Arguments<'_>)) {
+    let (who, were) = match (&m.name, m.you) {
+        (_, true) => ("you", "were"),
+        (Some(name), false) => (&**name, "was"),
+        (None, false) => ("", "was"),
+    };
+    let by = &m.by;
+    let reason = Reason(m.reason.as_deref());
+    match &m.kind {
+        ModKind::Kick { room } => line(format_args!(
+            "* {who} {were} kicked from #{room} by {by}{reason}"
+        )),
+        ModKind::Mute { until } => line(format_args!(
+            "* {who} {were} muted by {by}{}{reason}",
+            Until(*until)
+        )),
+        ModKind::Unmute => line(format_args!("* {who} {were} unmuted by {by}{reason}")),
+        ModKind::Ban { until } => line(format_args!(
+            "* {who} {were} banned by {by}{}{reason}",
+            Until(*until)
+        )),
+        ModKind::Unban => line(format_args!("* {who} {were} unbanned by {by}{reason}")),
+        ModKind::Topic { room, topic } => {
+            line(format_args!("* {by} set the topic of #{room}: {topic}"))
+        }
+        ModKind::Moderate { room, on: true } => line(format_args!(
+            "* {by} made #{room} moderated: only moderators may speak"
+        )),
+        ModKind::Moderate { room, on: false } => {
+            line(format_args!("* {by} made #{room} open: everyone may speak"))
+        }
+        ModKind::Wall { text, .. } => line(format_args!("* wall from {by}: {text}")),
+        ModKind::Role { role } => {
+            let is = if m.you { "are" } else { "is" };
+            line(format_args!(
+                "* {who} {is} now {} {} (set by {by})",
+                if *role == Role::Admin { "an" } else { "a" },
+                role.as_str()
+            ))
+        }
+    }
+}
+
+fn encode_whois(w: &WhoisInfo, line: &mut impl FnMut(fmt::Arguments<'_>)) {
+    line(format_args!("* whois {}", w.name));
+    match &w.note {
+        Some(note) => line(format_args!("*   status: {}: {note}", w.status.as_str())),
+        None => line(format_args!("*   status: {}", w.status.as_str())),
+    }
+    if let Some(room) = &w.room {
+        line(format_args!("*   room: #{room}"));
+    }
+    let registered = if w.registered { "yes" } else { "no" };
+    line(format_args!("*   registered: {registered}"));
+    line(format_args!("*   role: {}", w.role.as_str()));
+    if let Some(addr) = w.address {
+        line(format_args!("*   address: {addr}"));
+    }
+    if let Some(since) = w.since {
+        line(format_args!("*   connected since: {since}"));
+    }
+    line(format_args!("* end of /whois"));
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
@@ -277,9 +495,14 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 }
 
 fn encode_user(u: &UserInfo, line: &mut impl FnMut(fmt::Arguments<'_>)) {
+    let role = RoleTag(u.role);
     match &u.note {
-        Some(note) => line(format_args!("*   {} {}: {note}", u.name, u.status.as_str())),
-        None => line(format_args!("*   {} {}", u.name, u.status.as_str())),
+        Some(note) => line(format_args!(
+            "*   {} {}: {note}{role}",
+            u.name,
+            u.status.as_str()
+        )),
+        None => line(format_args!("*   {} {}{role}", u.name, u.status.as_str())),
     }
 }
 
@@ -291,7 +514,12 @@ fn encode_notice(n: &Notice, line: &mut impl FnMut(fmt::Arguments<'_>)) {
     };
     let room = &n.room;
     match &n.kind {
-        NoticeKind::Join if n.you => line(format_args!("* you joined #{room}")),
+        NoticeKind::Join if n.you => {
+            line(format_args!("* you joined #{room}"));
+            if let Some(topic) = &n.topic {
+                line(format_args!("* topic of #{room}: {topic}"));
+            }
+        }
         NoticeKind::Join => line(format_args!("* {who} has joined #{room}")),
         NoticeKind::Leave if n.you => line(format_args!("* you left #{room}")),
         NoticeKind::Leave => line(format_args!("* {who} has left #{room}")),
@@ -470,6 +698,7 @@ mod tests {
                 name: "bob".into(),
                 room: room.clone(),
                 you,
+                topic: None,
             })
         };
         assert_eq!(
@@ -517,11 +746,13 @@ mod tests {
                 name: "alice".into(),
                 status: Status::Online,
                 note: None,
+                role: Role::Admin,
             },
             UserInfo {
                 name: "bob".into(),
                 status: Status::Busy,
                 note: Some("call".into()),
+                role: Role::User,
             },
         ];
         let who = text(&Event::Who {
@@ -530,7 +761,7 @@ mod tests {
         });
         assert_eq!(
             who,
-            "* users in #lobby: 2\n*   alice online\n*   bob busy: call\n* end of /who\n"
+            "* users in #lobby: 2\n*   alice online (admin)\n*   bob busy: call\n* end of /who\n"
         );
         let rooms = text(&Event::Rooms {
             rooms: vec![RoomInfo {
@@ -542,5 +773,149 @@ mod tests {
         let help = text(&Event::Help { named: true });
         assert!(help.lines().all(|l| l.starts_with("* ")));
         assert!(help.ends_with("* end of /help\n"));
+    }
+
+    #[test]
+    fn moderation_commands_parse_with_their_options() {
+        assert_eq!(
+            parse_text("/kick bob  spamming links "),
+            Ok(Command::Kick {
+                name: "bob",
+                reason: Some("spamming links")
+            })
+        );
+        assert_eq!(
+            parse_text("/kick bob"),
+            Ok(Command::Kick {
+                name: "bob",
+                reason: None
+            })
+        );
+        assert_eq!(parse_text("/kick"), Err(ProtoError::Usage(USAGE_KICK)));
+        assert_eq!(
+            parse_text("/mute bob 60 flood"),
+            Ok(Command::Mute {
+                name: "bob",
+                secs: Some(60),
+                reason: Some("flood")
+            })
+        );
+        assert_eq!(
+            parse_text("/MUTE bob being rude"),
+            Ok(Command::Mute {
+                name: "bob",
+                secs: None,
+                reason: Some("being rude")
+            })
+        );
+        for bad in ["/mute", "/mute bob 0", "/mute bob 99999999999999999999"] {
+            assert_eq!(parse_text(bad), Err(ProtoError::Usage(USAGE_MUTE)), "{bad}");
+        }
+        assert_eq!(
+            parse_text("/ban 10.0.0.0/8 3600"),
+            Ok(Command::Ban {
+                target: "10.0.0.0/8",
+                secs: Some(3600),
+                reason: None
+            })
+        );
+        assert_eq!(parse_text("/unban bob"), Ok(Command::Unban("bob")));
+        assert_eq!(parse_text("/unban"), Err(ProtoError::Usage(USAGE_UNBAN)));
+        assert_eq!(parse_text("/unmute bob"), Ok(Command::Unmute("bob")));
+        assert_eq!(parse_text("/bans"), Ok(Command::Bans));
+        assert_eq!(parse_text("/topic"), Ok(Command::Topic(None)));
+        assert_eq!(
+            parse_text("/topic  Rust 2024, be kind "),
+            Ok(Command::Topic(Some("Rust 2024, be kind")))
+        );
+        assert_eq!(parse_text("/moderate ON"), Ok(Command::Moderate(true)));
+        assert_eq!(parse_text("/moderate off"), Ok(Command::Moderate(false)));
+        assert_eq!(
+            parse_text("/moderate maybe"),
+            Err(ProtoError::Usage(USAGE_MODERATE))
+        );
+        assert_eq!(parse_text("/wall  "), Err(ProtoError::Usage(USAGE_WALL)));
+        assert_eq!(
+            parse_text("/wall back soon"),
+            Ok(Command::Wall("back soon"))
+        );
+        assert_eq!(parse_text("/whois bob"), Ok(Command::Whois("bob")));
+        assert_eq!(
+            parse_text("/role bob Moderator"),
+            Ok(Command::SetRole {
+                name: "bob",
+                role: Role::Moderator
+            })
+        );
+        for bad in ["/role bob", "/role bob king", "/role"] {
+            assert_eq!(parse_text(bad), Err(ProtoError::Usage(USAGE_ROLE)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn moderation_events_name_who_did_what() {
+        let ev = |kind, you| {
+            Event::Moderation(ModEvent {
+                kind,
+                name: Some("bob".into()),
+                by: "alice".into(),
+                reason: Some("spam".into()),
+                you,
+            })
+        };
+        let kick = ModKind::Kick {
+            room: "rust".into(),
+        };
+        assert_eq!(
+            text(&ev(kick.clone(), false)),
+            "* bob was kicked from #rust by alice (spam)\n"
+        );
+        assert_eq!(
+            text(&ev(kick, true)),
+            "* you were kicked from #rust by alice (spam)\n"
+        );
+        let until = Some(Timestamp(1_795_271_527));
+        assert_eq!(
+            text(&ev(ModKind::Mute { until }, false)),
+            "* bob was muted by alice until 2026-11-21T14:32:07Z (spam)\n"
+        );
+        assert_eq!(
+            text(&ev(ModKind::Ban { until: None }, true)),
+            "* you were banned by alice (spam)\n"
+        );
+        assert_eq!(
+            text(&ev(ModKind::Role { role: Role::Admin }, true)),
+            "* you are now an admin (set by alice)\n"
+        );
+        let connected = Event::Connected {
+            name: "bob".into(),
+            room: "rust".into(),
+            users: 2,
+            topic: Some("be kind".into()),
+        };
+        assert_eq!(
+            text(&connected),
+            "* you joined #rust as bob (2 users here); /help lists the commands\n\
+             * topic of #rust: be kind\n"
+        );
+        let none = Event::Topic {
+            room: "rust".into(),
+            topic: None,
+        };
+        assert_eq!(text(&none), "* #rust has no topic\n");
+        let bans = Event::Bans {
+            bans: vec![BanInfo {
+                target: "10.0.0.0/8".into(),
+                until,
+                by: "alice".into(),
+                reason: None,
+            }],
+        };
+        assert_eq!(
+            text(&bans),
+            "* bans: 1\n*   10.0.0.0/8 by alice until 2026-11-21T14:32:07Z\n* end of /bans\n"
+        );
+        let muted = Event::Error(ProtoError::Muted { until: None });
+        assert_eq!(text(&muted), "! you are muted\n");
     }
 }

@@ -90,6 +90,28 @@ struct Args {
           value_parser = whole::<usize, 1, 4_294_967_295>)]
     max_clients: usize,
 
+    /// Most connections from one address at once, named or not; one more
+    /// is told "! too many connections from your address" and closed. 0
+    /// means no limit.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_PER_IP, value_name = "N",
+          value_parser = whole::<usize, 0, 4_294_967_295>)]
+    max_per_ip: usize,
+
+    /// Guests (unregistered names) may connect and read, but need an
+    /// account to send room or direct messages.
+    #[arg(long)]
+    require_account: bool,
+
+    /// open: anyone may /register; closed: the operator creates accounts
+    /// (chatd accounts add NAME).
+    #[arg(long, value_enum, default_value_t = Registration::Open, value_name = "open|closed")]
+    registration: Registration,
+
+    /// Registrations per address per hour; 0 means no limit.
+    #[arg(long, default_value_t = 5, value_name = "N",
+          value_parser = whole::<u32, 0, 4_294_967_295>)]
+    register_rate: u32,
+
     /// Seconds a new connection has to choose a name before it is closed.
     #[arg(long, default_value_t = 30, value_name = "SECS",
           value_parser = whole::<u64, 1, 86_400>)]
@@ -179,6 +201,13 @@ struct Args {
     /// (`ts`, `level`, `msg`) for log collectors.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     log_format: LogFormat,
+}
+
+/// `--registration`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Registration {
+    Open,
+    Closed,
 }
 
 /// `--log-level` and the `log-level` key.
@@ -297,6 +326,7 @@ fn main() -> ExitCode {
             Cmd::Accounts(cmd) => ops::accounts(&args, cmd),
             Cmd::Backup { dest } => ops::backup(&args, dest),
             Cmd::Check => ops::check(&args),
+            Cmd::Audit { limit } => ops::audit(&args, *limit),
         };
         return match done {
             Ok(()) => ExitCode::SUCCESS,
@@ -411,6 +441,7 @@ fn server_config(args: &Args) -> Config {
     Config {
         max_line: args.max_line,
         max_clients: args.max_clients,
+        max_per_ip: args.max_per_ip,
         rate: args.rate,
         max_outbuf: args.max_outbuf,
         chat: ChatConfig {
@@ -419,6 +450,9 @@ fn server_config(args: &Args) -> Config {
             history: args.history,
             history_keep: args.history_keep,
             login_delay: Duration::from_secs_f64(args.login_delay),
+            require_account: args.require_account,
+            registration_open: args.registration == Registration::Open,
+            register_rate: args.register_rate,
             ..ChatConfig::default()
         },
         db: args.db.clone(),
@@ -635,7 +669,7 @@ fn notify(state: Notify) {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../dist/chatd.toml");
+    const EXAMPLE: &str = include_str!("../../../dist/chatd.toml");
 
     /// What every key is set to by `text` as a config file alone.
     fn settings_of(text: &str) -> BTreeMap<String, String> {

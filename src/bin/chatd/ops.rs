@@ -4,9 +4,10 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
+use chatd::chat::moderation::{AuditEntry, OPERATOR};
 use chatd::store::Store;
 use chatd::store::password;
-use chatd::wire::proto::check_password;
+use chatd::wire::proto::{Role, Timestamp, check_password, valid_name};
 use clap::Subcommand;
 
 use super::{Args, cost};
@@ -23,12 +24,29 @@ pub enum Cmd {
     /// Verify the database: SQLite's integrity check and what chatd's
     /// schema promises. Exits 1 and names each problem if any.
     Check,
+    /// Every moderation action, newest first, one line each:
+    /// TIME BY ACTION TARGET [REASON].
+    Audit {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum AccountsCmd {
-    /// Registered names, with when they were registered.
+    /// Registered names, with when they were registered and their roles.
     List,
+    /// Create an account (say with --registration closed), its password
+    /// read as the first line of stdin.
+    Add { name: String },
+    /// Set an account's role: user, moderator or admin. A running server
+    /// applies it within about a second.
+    Role {
+        name: String,
+        #[arg(value_parser = parse_role)]
+        role: Role,
+    },
     /// Delete an account; the name is free from the next login on.
     Delete { name: String },
     /// Set a password, read as the first line of stdin (exactly as typed,
@@ -39,7 +57,10 @@ pub enum AccountsCmd {
 /// `chatd accounts ...`: one short transaction on the database, beside a
 /// running server if there is one (it notices within a second).
 pub fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
-    if args.db != ":memory:" && !std::path::Path::new(&args.db).exists() {
+    // Adding the first account may create the database (say, before the
+    // first start with --registration closed); the rest need one.
+    let creates = matches!(cmd, AccountsCmd::Add { .. });
+    if !creates && args.db != ":memory:" && !std::path::Path::new(&args.db).exists() {
         return Err(format!("no database at {} (use --db PATH)", args.db));
     }
     let store =
@@ -47,8 +68,8 @@ pub fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
     match cmd {
         AccountsCmd::List => {
             let accounts = store.accounts()?;
-            for (name, created) in &accounts {
-                println!("{name}\tregistered {created}");
+            for (name, created, role) in &accounts {
+                println!("{name}\tregistered {created}\t{}", role.as_str());
             }
             eprintln!("{} accounts", accounts.len());
         }
@@ -58,27 +79,83 @@ pub fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
             }
             eprintln!("deleted {name}");
         }
+        AccountsCmd::Add { name } => {
+            if !valid_name(name) {
+                return Err(format!(
+                    "invalid name {name:?}: use 1-32 letters, digits, _ or -"
+                ));
+            }
+            let password = read_password()?;
+            if store.password_hash(name)?.is_some() {
+                return Err(format!("{name} is already registered"));
+            }
+            let hash = password::hash(&password, cost(args)?)?;
+            if !store.add_account(name, &hash, Timestamp::now())? {
+                return Err(format!("{name} is already registered"));
+            }
+            eprintln!("added {name}");
+        }
+        AccountsCmd::Role { name, role } => {
+            if !store.set_role(name, *role)? {
+                return Err(format!("no account named {name}"));
+            }
+            store.add_audit(&AuditEntry {
+                ts: Timestamp::now(),
+                by: OPERATOR.into(),
+                action: "role",
+                target: name.as_str().into(),
+                reason: Some(role.as_str().into()),
+            })?;
+            eprintln!("{name} is now {}", role.as_str());
+        }
         AccountsCmd::Passwd { name } => {
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
-            let password = line
-                .strip_suffix('\n')
-                .map(|l| l.strip_suffix('\r').unwrap_or(l))
-                .unwrap_or(&line);
-            check_password(password).map_err(|e| e.to_string())?;
+            let password = read_password()?;
             if store.password_hash(name)?.is_none() {
                 return Err(format!("no account named {name}"));
             }
-            let hash = password::hash(password, cost(args)?)?;
+            let hash = password::hash(&password, cost(args)?)?;
             if !store.set_password_hash(name, &hash)? {
                 return Err(format!("no account named {name}"));
             }
             eprintln!("password changed for {name}");
         }
     }
+    Ok(())
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("{s:?} is not a role: use user, moderator or admin"))
+}
+
+/// A password from the first line of stdin, exactly as typed without its
+/// line end.
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line)
+        .to_string();
+    check_password(&password).map_err(|e| e.to_string())?;
+    Ok(password)
+}
+
+/// `chatd audit`: moderation actions, newest first.
+pub fn audit(args: &Args, limit: usize) -> Result<(), String> {
+    if args.db != ":memory:" && !std::path::Path::new(&args.db).exists() {
+        return Err(format!("no database at {} (use --db PATH)", args.db));
+    }
+    let store =
+        Store::open(&args.db, 0).map_err(|e| format!("cannot use database {}: {e}", args.db))?;
+    let entries = store.audit(limit)?;
+    for entry in &entries {
+        println!("{entry}");
+    }
+    eprintln!("{} actions", entries.len());
     Ok(())
 }
 
