@@ -33,7 +33,12 @@ BENCH=target/release/chat-bench
 
 proto_for() { echo chat; }
 FLAGS=(--rate 0 --max-per-ip 0 --max-clients 40000 --history-keep 0 --db :memory: -q)
-start_before() { start_on "$WORK/before.log" "$OLD" --listen 127.0.0.1:PORT "${FLAGS[@]}"; }
+# A build from before --max-per-ip existed takes the flags without it.
+OLD_FLAGS=("${FLAGS[@]}")
+if ! "$OLD" --help | grep -q -- --max-per-ip; then
+    OLD_FLAGS=(--rate 0 --max-clients 40000 --history-keep 0 --db :memory: -q)
+fi
+start_before() { start_on "$WORK/before.log" "$OLD" --listen 127.0.0.1:PORT "${OLD_FLAGS[@]}"; }
 start_after() { start_on "$WORK/after.log" "$NEW" --listen 127.0.0.1:PORT "${FLAGS[@]}"; }
 # --tls-self-signed with --db :memory: keeps its certificate in the working
 # directory: the run's own. start_on must set SERVER_PID and ADDR in this
