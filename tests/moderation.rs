@@ -280,12 +280,15 @@ fn json_user(server: &Server, ip: &str, name: &str, password: bool) -> Client {
     c
 }
 
-/// The next object that is not a join notification or history.
+/// The next object that is not a join, leave or disconnect notification,
+/// or history.
 #[track_caller]
 fn next(c: &mut Client) -> Value {
     loop {
         let v = recv(c);
-        let joined = v["type"] == "notification" && v["payload"]["event"] == "join";
+        let event = &v["payload"]["event"];
+        let joined = v["type"] == "notification"
+            && (event == "join" || event == "leave" || event == "disconnect");
         if !joined && v["type"] != "history" {
             return v;
         }
@@ -395,6 +398,55 @@ fn json_moderation_carries_ids_and_the_contracts_fields() {
         &json!({"type": "wall", "payload": {"text": "down at 5"}, "id": 10}),
     );
     expect_error(&mut mo, "forbidden", Some(json!(10)));
+
+    // A kick, and a ban of an address range, in JSON.
+    let mut carol = json_user(&server, "127.0.0.3", "carol", false);
+    send(
+        &mut carol,
+        &json!({"type": "join", "payload": {"room": "rust"}}),
+    );
+    recv(&mut carol);
+    recv(&mut carol);
+    send(
+        &mut mo,
+        &json!({"type": "kick", "payload": {"name": "carol", "reason": "off topic"}, "id": 11}),
+    );
+    let kick = next(&mut mo);
+    assert_eq!(
+        (
+            &kick["id"],
+            &kick["payload"]["event"],
+            &kick["payload"]["room"]
+        ),
+        (&json!(11), &json!("kick"), &json!("rust")),
+        "{kick}"
+    );
+    let told = recv(&mut carol);
+    assert_eq!(told["payload"]["event"], "kick", "{told}");
+    assert_eq!(told["payload"]["reason"], "off topic", "{told}");
+    let moved = recv(&mut carol);
+    assert_eq!(
+        (&moved["payload"]["event"], &moved["payload"]["room"]),
+        (&json!("join"), &json!("lobby")),
+        "{moved}"
+    );
+    send(
+        &mut mo,
+        &json!({"type": "ban", "payload": {"target": "127.0.0.3", "seconds": 60}, "id": 12}),
+    );
+    let ban = next(&mut mo);
+    assert_eq!(ban["payload"]["name"], "127.0.0.3/32", "{ban}");
+    assert!(ban["payload"]["until"].is_string(), "{ban}");
+    loop {
+        let v = recv(&mut carol);
+        if v["payload"]["event"] == "ban" {
+            break;
+        }
+    }
+    carol.expect_eof();
+    let mut refused = server.connect_with(Dial::from("127.0.0.3"));
+    refused.expect_prefix("! you are banned from this server until ");
+    refused.expect_eof();
 }
 
 #[test]
@@ -459,6 +511,8 @@ fn moderation_survives_a_restart_and_timed_ones_end_on_time() {
     see_prefix(&mut mo, "* bob was muted by mo until ");
     mo.send("/ban carol");
     see(&mut mo, "* carol was banned by mo");
+    mo.send("/ban dave 3");
+    see_prefix(&mut mo, "* dave was banned by mo until ");
     stop(server, vec![mo, bob]);
 
     let server = start(&db, &[]);
@@ -469,6 +523,9 @@ fn moderation_survives_a_restart_and_timed_ones_end_on_time() {
     carol.send("carol");
     carol.expect(WELCOME);
     carol.expect("! carol is banned, choose another name");
+    carol.expect("* choose a name:");
+    carol.send("dave");
+    carol.expect_prefix("! dave is banned until ");
     // The room kept its topic and moderation while nobody was in it.
     bob.send("/join rust");
     bob.expect("* you joined #rust");
@@ -482,6 +539,7 @@ fn moderation_survives_a_restart_and_timed_ones_end_on_time() {
     bob.expect("! #rust is moderated: only moderators may speak");
     bob.send("/join lobby");
     see(&mut bob, "* you joined #lobby");
+    // So does the ban of dave, given at the same time.
     let mut dave = guest(&server, "127.0.0.4", "dave");
     bob.send("free again");
     see(&mut dave, "<bob> free again");
@@ -494,18 +552,18 @@ fn moderation_survives_a_restart_and_timed_ones_end_on_time() {
         .collect();
     assert_eq!(
         actions,
-        ["ban", "mute", "moderate", "topic", "role", "role"],
+        ["ban", "ban", "mute", "moderate", "topic", "role", "role"],
         "{out}"
     );
     assert!(
-        lines[0].ends_with("Z mo ban carol"),
+        lines[1].ends_with("Z mo ban carol"),
         "newest first, TS BY ACTION TARGET: {out}"
     );
     assert!(
-        lines[1].contains(" mo mute bob (until ") && lines[1].ends_with("cool down"),
+        lines[2].contains(" mo mute bob (until ") && lines[2].ends_with("cool down"),
         "{out}"
     );
-    assert!(lines[5].ends_with(" operator role ada admin"), "{out}");
+    assert!(lines[6].ends_with(" operator role ada admin"), "{out}");
 }
 
 #[test]
