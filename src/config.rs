@@ -45,6 +45,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "tls-key",
     "require-tls",
     "allow-plain",
+    "web-origin",
 ];
 
 /// Farthest an unknown key may be (in edits) from a known one for the

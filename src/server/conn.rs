@@ -239,6 +239,10 @@ pub struct Conn {
     /// The id of the JSON request the chat is waiting on a job for (a
     /// password check, a history query), echoed on its answer.
     pub reply_id: Option<crate::wire::json::RequestId>,
+    /// The chat has been told of it (`Server::greet`).
+    pub greeted: bool,
+    /// An HTTP request head being read: the head so far.
+    pub http: Option<Box<Vec<u8>>>,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -277,6 +281,8 @@ impl Conn {
             handshake_deadline: false,
             in_dirty: false,
             reply_id: None,
+            greeted: false,
+            http: None,
             bytes_in: 0,
             bytes_out: 0,
         }

@@ -45,7 +45,7 @@ pub const TURN_BUCKETS_NS: [u64; 13] = [
 ];
 
 /// The close reasons, in the order of `Metrics::disconnects`.
-pub const REASONS: [CloseReason; 15] = [
+pub const REASONS: [CloseReason; 17] = [
     CloseReason::Quit,
     CloseReason::HandshakeTimeout,
     CloseReason::PeerClosed,
@@ -61,6 +61,8 @@ pub const REASONS: [CloseReason; 15] = [
     CloseReason::Kicked,
     CloseReason::Banned,
     CloseReason::TooManyFromAddress,
+    CloseReason::Http,
+    CloseReason::WebSocketError,
 ];
 
 /// A close reason's slot in `REASONS`, and its label value. A match, so
@@ -82,11 +84,13 @@ fn reason_slot(reason: CloseReason) -> (usize, &'static str) {
         CloseReason::Kicked => (12, "kicked"),
         CloseReason::Banned => (13, "banned"),
         CloseReason::TooManyFromAddress => (14, "too_many_from_address"),
+        CloseReason::Http => (15, "http"),
+        CloseReason::WebSocketError => (16, "websocket_error"),
     }
 }
 
 /// Label values of `mode`, by `mode_slot`.
-pub const MODES: [&str; 3] = ["pending", "text", "json"];
+pub const MODES: [&str; 4] = ["pending", "text", "json", "websocket"];
 /// Label values of `transport`: index 1 is TLS.
 pub const TRANSPORTS: [&str; 2] = ["plain", "tls"];
 
@@ -96,6 +100,7 @@ fn mode_slot(mode: Option<Mode>) -> usize {
         None => 0,
         Some(Mode::Text) => 1,
         Some(Mode::Json) => 2,
+        Some(Mode::WebSocket) => 3,
     }
 }
 
@@ -151,7 +156,7 @@ pub struct Snapshot {
     pub metrics: Metrics,
     pub chat: Counts,
     /// Open connections by `MODES` slot and `TRANSPORTS` slot.
-    pub connections: [[u64; 2]; 3],
+    pub connections: [[u64; 2]; 4],
     pub users: u64,
     pub rooms: u64,
     /// All bytes so far, closed connections and open ones.

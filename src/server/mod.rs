@@ -17,6 +17,7 @@ pub mod logger;
 pub mod metrics;
 pub mod stack;
 pub mod tls;
+pub mod web;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -37,6 +38,7 @@ use crate::chat::{Chat, ChatConfig, ConnId, Outbox, Outcome, Output, Ticket};
 use crate::server::conn::{Budget, Conn, State, configure_socket};
 use crate::server::stack::{Phase, StackError, WELCOME_DELAY};
 use crate::server::tls::{PLAIN_ALERT_HANDSHAKE_FAILURE, TlsConfig};
+use crate::server::web::{After, Site};
 use crate::store::Store;
 use crate::store::backend::{Backend, Reply};
 use crate::store::password::Cost;
@@ -44,6 +46,11 @@ use crate::wire::cidr::Cidr;
 use crate::wire::json;
 use crate::wire::lines::Line;
 use crate::wire::proto::{CloseReason, Event, Mode, ProtoError, Timestamp, encode_text};
+use crate::wire::ws;
+
+/// How often every WebSocket is pinged, so idle ones are found out and
+/// kept open through middleboxes.
+pub const WS_PING_EVERY: Duration = Duration::from_secs(25);
 
 /// Default longest input line, in bytes without its terminator.
 pub const DEFAULT_MAX_LINE: usize = 4096;
@@ -139,6 +146,8 @@ pub struct Config {
     pub require_tls: bool,
     /// Where plain connections are allowed from under `require_tls`.
     pub allow_plain: Vec<Cidr>,
+    /// Origins besides the server's own allowed to open a WebSocket.
+    pub web_origins: Vec<String>,
 }
 
 /// The addresses `--allow-plain` allows by default: this machine.
@@ -164,6 +173,7 @@ impl Default for Config {
             tls: None,
             require_tls: false,
             allow_plain: default_allow_plain(),
+            web_origins: Vec::new(),
         }
     }
 }
@@ -257,7 +267,7 @@ struct Conns {
     /// This turn's broadcast bytes, one log per mode (indexed by `Mode`):
     /// each broadcast event is encoded into it once, and its recipients
     /// hold ranges of it until the end-of-turn flush writes or settles them.
-    logs: [Vec<u8>; 2],
+    logs: [Vec<u8>; 3],
     /// Where an event for one connection is encoded before it is queued.
     reply: Vec<u8>,
     /// Where TLS records are built at a flush, so a connection whose
@@ -323,7 +333,7 @@ impl Conns {
         &mut self,
         key: usize,
         event: &Event,
-        ranges: &mut [Option<(usize, usize)>; 2],
+        ranges: &mut [Option<(usize, usize)>; 3],
     ) {
         let Some(mode) = self.live_mode(key) else {
             self.skipped += 1;
@@ -376,6 +386,12 @@ impl Conns {
         if c.state != State::Open {
             return;
         }
+        let code = match reason {
+            CloseReason::Shutdown => ws::CLOSE_GOING_AWAY,
+            CloseReason::Kicked | CloseReason::Banned => ws::CLOSE_POLICY,
+            _ => ws::CLOSE_NORMAL,
+        };
+        close_websocket(c, &self.logs[Mode::WebSocket as usize], code);
         c.state = State::Draining { fin_sent: false };
         c.reason = Some(reason);
         c.paused = false;
@@ -477,6 +493,32 @@ fn encode(mode: Mode, event: &Event, id: Option<&json::RawValue>, buf: &mut Vec<
     match mode {
         Mode::Text => encode_text(event, buf),
         Mode::Json => json::encode(event, id, buf),
+        Mode::WebSocket => {
+            // The JSON line, then its frame header moved in front of it:
+            // one copy of the object per encoding, however many read it.
+            let start = buf.len();
+            json::encode(event, id, buf);
+            if buf.len() == start {
+                return;
+            }
+            buf.pop(); // its LF
+            let mut header = Vec::with_capacity(10);
+            header.push(0x81); // FIN, text
+            ws::header_len(buf.len() - start, &mut header);
+            buf.splice(start..start, header);
+        }
+    }
+}
+
+/// Queues a WebSocket close frame with `code` for `c`, once.
+fn close_websocket(c: &mut Conn, log: &[u8], code: u16) {
+    if let Some(ws) = c.stack.ws.as_deref_mut()
+        && !ws.close_sent
+    {
+        ws.close_sent = true;
+        let mut frame = Vec::with_capacity(4);
+        ws::close(code, &mut frame);
+        c.out.push(log, &frame);
     }
 }
 
@@ -551,6 +593,9 @@ pub struct Server {
     config_slot: ConfigSlot,
     /// Connections held per address, for `--max-per-ip`.
     per_ip: HashMap<IpAddr, u32>,
+    /// Open WebSocket connections, and when they are next pinged.
+    websockets: usize,
+    next_ws_ping: Instant,
 }
 
 impl Server {
@@ -597,7 +642,7 @@ impl Server {
                 dirty: Vec::new(),
                 dead: Vec::new(),
                 held: Vec::new(),
-                logs: [Vec::new(), Vec::new()],
+                logs: [Vec::new(), Vec::new(), Vec::new()],
                 reply: Vec::new(),
                 sealed: Vec::new(),
                 timers: BinaryHeap::new(),
@@ -623,6 +668,8 @@ impl Server {
             metrics: metrics::Metrics::default(),
             exposed: None,
             per_ip: HashMap::new(),
+            websockets: 0,
+            next_ws_ping: Instant::now() + WS_PING_EVERY,
             config_slot: Arc::new(Mutex::new(None)),
         })
     }
@@ -693,6 +740,9 @@ impl Server {
             }
             self.accept();
             self.fire_timers();
+            if self.websockets > 0 && now >= self.next_ws_ping {
+                self.ping_websockets();
+            }
             self.chat.set_clock(Timestamp::now(), now);
             self.chat.tick(now, &mut self.out);
             self.dispatch();
@@ -739,6 +789,7 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let next = [
+            (self.websockets > 0).then_some(self.next_ws_ping),
             self.conns.timers.peek().map(|t| t.0.0),
             self.chat.next_deadline(),
             self.chat.next_answer(),
@@ -881,12 +932,14 @@ impl Server {
                 "conn #{} {}: plain text refused (--require-tls)",
                 c.serial, c.peer
             );
+            c.greeted = true;
             c.out.push(&[], REQUIRE_TLS_LINE);
             self.conns.close(key, CloseReason::PlainRefused);
             return;
         }
         // The welcome or handshake timer has nothing left to do.
         c.timer = None;
+        c.greeted = true;
         let (ip, now) = (c.peer.ip(), self.conns.now);
         self.chat.connect(ConnId(key), ip, now, &mut self.out);
         self.dispatch();
@@ -966,6 +1019,13 @@ impl Server {
                     self.conns.mark_ready(key);
                 }
                 State::Open if c.stack.phase() != Phase::Lines => self.greeting_due(key),
+                State::Open if c.http.is_some() => {
+                    info!(
+                        "conn #{} {}: HTTP request head not complete in time",
+                        c.serial, c.peer
+                    );
+                    self.conns.kill(key, CloseReason::HandshakeTimeout);
+                }
                 _ => {}
             }
         }
@@ -1076,8 +1136,28 @@ impl Server {
                     debug!("conn #{}: TLS handshake done", self.conns.slab[key].serial);
                     self.metrics.tls_handshakes += 1;
                 }
+                let c = &mut self.conns.slab[key];
+                if let Some(ws) = c.stack.ws.as_deref_mut()
+                    && !ws.control.is_empty()
+                {
+                    // Pongs, in order with the events before them.
+                    let control = std::mem::take(&mut ws.control);
+                    c.out
+                        .push(&self.conns.logs[Mode::WebSocket as usize], &control);
+                    self.conns.mark_dirty(key);
+                }
+                if arrival.ws_closed.is_some() {
+                    // The client closed: a WebSocket closed without quit
+                    // is a disconnect. Its close is answered in kind.
+                    let c = &mut self.conns.slab[key];
+                    let log = &self.conns.logs[Mode::WebSocket as usize];
+                    close_websocket(c, log, ws::CLOSE_NORMAL);
+                    self.conns.close(key, CloseReason::PeerClosed);
+                    return false;
+                }
                 if arrival.greet {
-                    self.greet(key);
+                    // Greeted at its first line (which may be an HTTP
+                    // request instead), or after a silence.
                 } else if handshake_done {
                     // Inside TLS the client gets the same short silence
                     // before a welcome as on a plain connection.
@@ -1088,6 +1168,12 @@ impl Server {
             }
             Err(e) => {
                 info!("conn #{} {}: {e}", c.serial, c.peer);
+                if let StackError::WebSocket(v) = e {
+                    let log = &self.conns.logs[Mode::WebSocket as usize];
+                    close_websocket(c, log, v.code);
+                    self.conns.close(key, CloseReason::WebSocketError);
+                    return false;
+                }
                 if let StackError::NoCertificate = e {
                     c.out.push(&[], PLAIN_ALERT_HANDSHAKE_FAILURE);
                 }
@@ -1135,6 +1221,26 @@ impl Server {
                 self.conns.set_timer(key, at);
                 return false;
             }
+            if c.http.is_some() {
+                return self.read_http_head(key);
+            }
+            if !c.greeted && c.mode.is_none() {
+                // The first line decides: an HTTP request, or a line
+                // protocol the chat greets before handling it.
+                match c.stack.lines.peek_line() {
+                    Some(line) if web::is_request_line(line) => {
+                        c.http = Some(Box::default());
+                        let at = now + self.cfg.chat.handshake_timeout;
+                        self.conns.set_timer(key, at);
+                        continue;
+                    }
+                    Some(_) => {
+                        self.greet(key);
+                        continue;
+                    }
+                    None => {}
+                }
+            }
             let queued_before = c.out.len();
             let conn = ConnId(key);
             let mut reply_id = None;
@@ -1145,6 +1251,14 @@ impl Server {
                     self.out.send(conn, Event::Error(e));
                 }
                 Some(Line::Full(bytes)) => match std::str::from_utf8(bytes) {
+                    Err(_) if c.mode == Some(Mode::WebSocket) => {
+                        // RFC 6455: a text message that is not UTF-8 ends
+                        // the connection, with 1007.
+                        let log = &self.conns.logs[Mode::WebSocket as usize];
+                        close_websocket(c, log, ws::CLOSE_INVALID_DATA);
+                        self.conns.close(key, CloseReason::WebSocketError);
+                        return false;
+                    }
                     Err(_) => self.out.send(conn, Event::Error(ProtoError::InvalidUtf8)),
                     // Blank lines choose no mode. In text mode the chat
                     // decides, since a password is taken as sent.
@@ -1156,16 +1270,18 @@ impl Server {
                         *c.mode.insert(Mode::of_first_line(text))
                     }) {
                         Mode::Text => self.chat.handle_line(conn, text, &mut self.out),
-                        Mode::Json => match json::decode(text, self.chat.is_named(conn)) {
-                            Ok(request) => {
-                                self.chat.handle(conn, request.command(), &mut self.out);
-                                reply_id = request.id;
+                        Mode::Json | Mode::WebSocket => {
+                            match json::decode(text, self.chat.is_named(conn)) {
+                                Ok(request) => {
+                                    self.chat.handle(conn, request.command(), &mut self.out);
+                                    reply_id = request.id;
+                                }
+                                Err(rejected) => {
+                                    self.out.send(conn, Event::Error(rejected.error));
+                                    reply_id = rejected.id;
+                                }
                             }
-                            Err(rejected) => {
-                                self.out.send(conn, Event::Error(rejected.error));
-                                reply_id = rejected.id;
-                            }
-                        },
+                        }
                     },
                 },
             }
@@ -1183,6 +1299,126 @@ impl Server {
             {
                 let reply = c.out.len().saturating_sub(queued_before);
                 c.budget.spend(1 + (reply / REPLY_BYTES_PER_TOKEN) as u32);
+            }
+        }
+    }
+
+    /// Reads an HTTP request head line by line (the line framing bounds
+    /// each line, `web::MAX_HEAD` the whole) and answers it once complete.
+    /// Returns false when the connection is not to be read further.
+    fn read_http_head(&mut self, key: usize) -> bool {
+        let max_line = self.cfg.max_line.min(web::MAX_HEAD);
+        loop {
+            let c = &mut self.conns.slab[key];
+            let head = c.http.as_deref_mut().expect("reading a head");
+            let complete = match c.stack.lines.next_line(max_line) {
+                None => return true,
+                Some(Line::TooLong) => None,
+                Some(Line::Full(line)) if head.len() + line.len() + 2 > web::MAX_HEAD => None,
+                Some(Line::Full(line)) => {
+                    head.extend_from_slice(line);
+                    head.extend_from_slice(b"\r\n");
+                    Some(line.is_empty())
+                }
+            };
+            match complete {
+                Some(false) => continue,
+                Some(true) => return self.answer_http(key),
+                None => {
+                    let too_big = web::too_large();
+                    let c = &mut self.conns.slab[key];
+                    info!("conn #{} {}: HTTP 431", c.serial, c.peer);
+                    c.http = None;
+                    c.out.push(&[], &too_big.bytes);
+                    self.conns.close(key, CloseReason::Http);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Answers a complete request head: a file, `/healthz`, an error, or
+    /// the switch to a WebSocket, which the chat then greets.
+    fn answer_http(&mut self, key: usize) -> bool {
+        let c = &mut self.conns.slab[key];
+        let head = c.http.take().expect("a complete head");
+        let tls = c.stack.tls.is_some();
+        if !tls
+            && self.cfg.require_tls
+            && !self.cfg.allow_plain.iter().any(|n| n.contains(c.peer.ip()))
+        {
+            info!("conn #{} {}: HTTP 426 (--require-tls)", c.serial, c.peer);
+            c.out.push(&[], web::REQUIRE_TLS);
+            self.conns.close(key, CloseReason::PlainRefused);
+            return false;
+        }
+        let site = Site {
+            tls,
+            origins: &self.cfg.web_origins,
+            healthy: self.shutdown_deadline.is_none(),
+        };
+        let answer = web::answer(&head, &site);
+        let request = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
+        info!(
+            "conn #{} {}: {} {}",
+            c.serial,
+            c.peer,
+            String::from_utf8_lossy(request),
+            answer.status
+        );
+        c.out.push(&[], &answer.bytes);
+        c.timer = None;
+        self.conns.mark_dirty(key);
+        if answer.after == After::Close {
+            self.conns.close(key, CloseReason::Http);
+            return false;
+        }
+        let c = &mut self.conns.slab[key];
+        c.mode = Some(Mode::WebSocket);
+        self.websockets += 1;
+        match c.stack.start_websocket() {
+            Ok(arrival) if arrival.ws_closed.is_some() => {
+                let log = &self.conns.logs[Mode::WebSocket as usize];
+                close_websocket(c, log, ws::CLOSE_NORMAL);
+                self.conns.close(key, CloseReason::PeerClosed);
+                return false;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                info!("conn #{} {}: {e}", c.serial, c.peer);
+                if let StackError::WebSocket(v) = e {
+                    let log = &self.conns.logs[Mode::WebSocket as usize];
+                    close_websocket(c, log, v.code);
+                }
+                self.conns.close(key, CloseReason::WebSocketError);
+                return false;
+            }
+        }
+        if let Some(ws) = c.stack.ws.as_deref_mut()
+            && !ws.control.is_empty()
+        {
+            let control = std::mem::take(&mut ws.control);
+            c.out
+                .push(&self.conns.logs[Mode::WebSocket as usize], &control);
+        }
+        self.greet(key);
+        true
+    }
+
+    /// Pings every WebSocket (an idle one is found out when the ping
+    /// cannot be delivered; a live client answers with a pong).
+    fn ping_websockets(&mut self) {
+        self.next_ws_ping = self.conns.now + WS_PING_EVERY;
+        let mut frame = Vec::with_capacity(2);
+        ws::ping(&mut frame);
+        let log = &self.conns.logs[Mode::WebSocket as usize];
+        for (key, c) in self.conns.slab.iter_mut() {
+            if c.state == State::Open && c.stack.ws.as_ref().is_some_and(|w| !w.close_sent) {
+                c.out.push(log, &frame);
+                if !c.in_dirty {
+                    c.in_dirty = true;
+                    self.conns.dirty.push(key);
+                }
             }
         }
     }
@@ -1294,7 +1530,7 @@ impl Server {
                     if let [one] = to {
                         conns.queue(one.0, event, id.filter(|_| *one == asker));
                     } else {
-                        let mut ranges = [None, None];
+                        let mut ranges = [None, None, None];
                         for conn in to {
                             conns.queue_shared(conn.0, event, &mut ranges);
                         }
@@ -1359,6 +1595,9 @@ impl Server {
     fn reap(&mut self, key: usize) {
         let mut c = self.conns.slab.remove(key);
         let _ = self.poll.registry().deregister(&mut c.socket);
+        if c.stack.is_websocket() {
+            self.websockets -= 1;
+        }
         let ip = c.peer.ip().to_canonical();
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
@@ -1449,6 +1688,7 @@ impl Server {
         }
         self.cfg.require_tls = new.require_tls && self.tls.is_some();
         self.cfg.allow_plain = new.allow_plain.clone();
+        self.cfg.web_origins = new.web_origins.clone();
         self.cfg.chat = ChatConfig {
             history_keep: self.cfg.chat.history_keep,
             idle_rooms: self.cfg.chat.idle_rooms,

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::server::tls::{TlsConfig, TlsError, TlsLayer};
 use crate::wire::lines::LineBuf;
+use crate::wire::ws::{self, Decoder, Piece, Violation};
 
 /// How long a connection that has sent nothing is given before it is
 /// taken for a person at a line protocol and greeted.
@@ -60,6 +61,8 @@ pub struct Arrival {
     pub handshake: bool,
     /// The peer closed TLS (close_notify): like a FIN for what is above.
     pub peer_closed: bool,
+    /// WebSocket: the client sent a close frame (with its code).
+    pub ws_closed: Option<Option<u16>>,
 }
 
 /// Why a connection's input cannot go on. An alert for the client is
@@ -69,6 +72,8 @@ pub enum StackError {
     /// A ClientHello, and no certificate to answer it with.
     NoCertificate,
     Tls(TlsError),
+    /// A WebSocket frame broke the protocol: close with its code.
+    WebSocket(Violation),
 }
 
 impl fmt::Display for StackError {
@@ -76,6 +81,7 @@ impl fmt::Display for StackError {
         match self {
             StackError::NoCertificate => f.write_str("TLS ClientHello, but TLS is not set up"),
             StackError::Tls(e) => e.fmt(f),
+            StackError::WebSocket(v) => write!(f, "WebSocket: {} (closing {})", v.why, v.code),
         }
     }
 }
@@ -89,6 +95,47 @@ pub struct Stack {
     phase: Phase,
     /// The peer closed TLS (close_notify): no more input will come.
     peer_closed: bool,
+    /// Present only once the connection became a WebSocket: its frames
+    /// are decoded into `lines`, one JSON request per message.
+    pub ws: Option<Box<WsIn>>,
+}
+
+/// A WebSocket's input side.
+#[derive(Debug, Default)]
+pub struct WsIn {
+    decoder: Decoder,
+    /// Frames the server owes because of input (pongs), to be queued.
+    pub control: Vec<u8>,
+    /// The server's close frame is queued: nothing may follow it.
+    pub close_sent: bool,
+}
+
+/// Hands a WebSocket's decoded pieces to the line framing: a message's
+/// bytes become one line (its CR and LF, JSON whitespace, as spaces).
+fn deliver_ws(
+    ws: &mut WsIn,
+    lines: &mut LineBuf,
+    closed: &mut Option<Option<u16>>,
+    data: &[u8],
+) -> Result<(), Violation> {
+    let WsIn {
+        decoder, control, ..
+    } = ws;
+    let mut cleaned = [0u8; 1024];
+    decoder.push(data, &mut |piece| match piece {
+        Piece::Data(bytes) => {
+            for chunk in bytes.chunks(cleaned.len()) {
+                let out = &mut cleaned[..chunk.len()];
+                for (o, &b) in out.iter_mut().zip(chunk) {
+                    *o = if b == b'\n' || b == b'\r' { b' ' } else { b };
+                }
+                lines.push(out);
+            }
+        }
+        Piece::End => lines.push(b"\n"),
+        Piece::Ping(payload) => ws::frame(0xA, payload, control),
+        Piece::Close(code) => *closed = Some(code),
+    })
 }
 
 impl Default for Stack {
@@ -98,6 +145,7 @@ impl Default for Stack {
             tls: None,
             phase: Phase::Fresh,
             peer_closed: false,
+            ws: None,
         }
     }
 }
@@ -138,21 +186,41 @@ impl Stack {
             }
         }
         let Some(layer) = self.tls.as_deref_mut() else {
-            self.lines.push(data);
-            return Ok(arrival);
+            return match self.ws.as_deref_mut() {
+                None => {
+                    self.lines.push(data);
+                    Ok(arrival)
+                }
+                Some(ws) => deliver_ws(ws, &mut self.lines, &mut arrival.ws_closed, data)
+                    .map(|()| arrival)
+                    .map_err(StackError::WebSocket),
+            };
         };
         arrival.handshake = layer.is_handshaking();
-        let (lines, phase) = (&mut self.lines, &mut self.phase);
+        let (lines, phase, ws) = (&mut self.lines, &mut self.phase, &mut self.ws);
+        let mut violation = None;
+        let mut ws_closed = None;
         let received = layer.receive(data, &mut |plain: &[u8]| {
-            if plain.is_empty() {
+            if plain.is_empty() || violation.is_some() {
                 return;
             }
             if *phase == Phase::Tls {
                 *phase = Phase::Lines;
                 arrival.greet = true;
             }
-            lines.push(plain);
+            match ws.as_deref_mut() {
+                None => lines.push(plain),
+                Some(ws) => {
+                    if let Err(v) = deliver_ws(ws, lines, &mut ws_closed, plain) {
+                        violation = Some(v);
+                    }
+                }
+            }
         });
+        arrival.ws_closed = ws_closed;
+        if let Some(v) = violation {
+            return Err(StackError::WebSocket(v));
+        }
         match received {
             Ok(r) => {
                 arrival.peer_closed = r.peer_closed;
@@ -161,6 +229,22 @@ impl Stack {
             }
             Err(e) => Err(StackError::Tls(e)),
         }
+    }
+
+    /// The HTTP upgrade is done: from now on input is WebSocket frames.
+    /// Bytes that came after the request head are decoded at once.
+    pub fn start_websocket(&mut self) -> Result<Arrival, StackError> {
+        let rest = self.lines.take_pending();
+        let ws = self.ws.insert(Box::default());
+        let mut arrival = Arrival::default();
+        deliver_ws(ws, &mut self.lines, &mut arrival.ws_closed, &rest)
+            .map(|()| arrival)
+            .map_err(StackError::WebSocket)
+    }
+
+    /// Whether the connection is a WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        self.ws.is_some()
     }
 
     /// `WELCOME_DELAY` passed in silence. Returns true if the connection

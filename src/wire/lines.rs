@@ -105,6 +105,31 @@ impl LineBuf {
         self.start == self.buf.len()
     }
 
+    /// The next complete line without handing it out (`next_line` then
+    /// yields it), or `None` if no LF has come yet.
+    pub fn peek_line(&mut self) -> Option<&[u8]> {
+        if self.discarding {
+            return None;
+        }
+        let pending = &self.buf[self.start..];
+        let i = memchr(b'\n', &pending[self.scanned..])?;
+        let line = &pending[..self.scanned + i];
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
+
+    /// Takes the bytes not yet handed out as lines (after a protocol
+    /// switch, they belong to the next layer).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        let rest = if self.discarding {
+            Vec::new()
+        } else {
+            self.buf[self.start..].to_vec()
+        };
+        self.clear();
+        self.discarding = false;
+        rest
+    }
+
     /// Bytes held, for tests and memory accounting.
     pub fn capacity(&self) -> usize {
         self.buf.capacity()

@@ -6,3 +6,4 @@ pub mod json;
 pub mod lines;
 pub mod proto;
 pub mod text;
+pub mod ws;

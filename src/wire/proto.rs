@@ -55,6 +55,8 @@ pub enum Mode {
     Text = 0,
     /// One JSON object per line, both ways.
     Json = 1,
+    /// JSON mode over a WebSocket: one object per text message.
+    WebSocket = 2,
 }
 
 impl Mode {
@@ -300,6 +302,10 @@ pub enum CloseReason {
     /// A plain connection from outside `--allow-plain` under
     /// `--require-tls`.
     PlainRefused,
+    /// An HTTP request was answered (the answer ends the connection).
+    Http,
+    /// A WebSocket frame broke the protocol.
+    WebSocketError,
     /// Kicked from the lobby by a moderator.
     Kicked,
     /// Banned by a moderator, or connecting from a banned address.
@@ -323,6 +329,8 @@ impl CloseReason {
             CloseReason::TlsFailed => "TLS failed",
             CloseReason::TlsTimeout => "TLS handshake not completed in time",
             CloseReason::PlainRefused => "plain text refused, TLS required",
+            CloseReason::Http => "HTTP request answered",
+            CloseReason::WebSocketError => "WebSocket protocol error",
             CloseReason::Kicked => "kicked",
             CloseReason::Banned => "banned",
             CloseReason::TooManyFromAddress => "too many connections from one address",

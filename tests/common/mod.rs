@@ -10,6 +10,7 @@ pub mod flood;
 pub mod json;
 pub mod proc;
 pub mod time;
+pub mod ws;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};

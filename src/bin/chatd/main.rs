@@ -173,6 +173,11 @@ struct Args {
     #[arg(long, value_name = "CIDR", requires = "require_tls")]
     allow_plain: Vec<Cidr>,
 
+    /// Another origin (scheme://host[:port]) whose pages may open the chat's
+    /// WebSocket, besides the server's own; repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    web_origin: Vec<String>,
+
     /// More log detail (-v debug, -vv trace). Message text is only ever
     /// logged at debug level or below.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -463,6 +468,7 @@ fn server_config(args: &Args) -> Config {
         } else {
             args.allow_plain.clone()
         },
+        web_origins: args.web_origin.clone(),
         ..Config::default()
     }
 }
