@@ -33,6 +33,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "require-account",
     "registration",
     "register-rate",
+    "token-ttl",
     "handshake-timeout",
     "rate",
     "max-outbuf",

@@ -39,6 +39,79 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Random bytes from the provider's generator.
+pub fn random(out: &mut [u8]) {
+    use aws_lc_rs::rand::SecureRandom;
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(out)
+        .expect("the system's random generator works");
+}
+
+/// Session tokens: `v1.NAME.EXPIRY.GEN.MAC`, where MAC is the hex
+/// HMAC-SHA256 under the server's secret of everything before it (the
+/// name lower-cased). Checked without a password hash: a login by token
+/// costs a MAC, not Argon2id.
+pub struct Tokens {
+    key: aws_lc_rs::hmac::Key,
+}
+
+/// What a valid token says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TokenClaim {
+    /// The account, lower-cased.
+    pub account: String,
+    pub expires: u64,
+    /// The account's token generation when it was made.
+    pub generation: u32,
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8]) -> Tokens {
+        Tokens {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    pub fn make(&self, account: &str, expires: u64, generation: u32) -> String {
+        let body = format!("v1.{}.{expires}.{generation}", account.to_ascii_lowercase());
+        let mac = aws_lc_rs::hmac::sign(&self.key, body.as_bytes());
+        format!("{body}.{}", hex(mac.as_ref()))
+    }
+
+    /// The claim of a well-formed token with a right MAC (its expiry and
+    /// generation are the caller's to check).
+    pub fn check(&self, token: &str) -> Option<TokenClaim> {
+        let (body, mac) = token.rsplit_once('.')?;
+        let mac = unhex(mac)?;
+        aws_lc_rs::hmac::verify(&self.key, body.as_bytes(), &mac).ok()?;
+        let mut parts = body.split('.');
+        let (Some("v1"), Some(account), Some(expires), Some(generation), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        Some(TokenClaim {
+            account: account.to_string(),
+            expires: expires.parse().ok()?,
+            generation: generation.parse().ok()?,
+        })
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// What a server showed of its identity, for a `CertCheck`.
 pub struct Shown<'a> {
     pub end_entity: &'a CertificateDer<'a>,
@@ -130,5 +203,36 @@ mod tests {
             super::fingerprint(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_their_claim_and_any_change_breaks_them() {
+        let t = Tokens::new(b"a secret of the server");
+        let token = t.make("Alice", 1000, 3);
+        assert_eq!(
+            t.check(&token),
+            Some(TokenClaim {
+                account: "alice".into(),
+                expires: 1000,
+                generation: 3
+            })
+        );
+        let forged = token.replace(".1000.", ".9999.");
+        assert_eq!(t.check(&forged), None);
+        assert_eq!(Tokens::new(b"another secret").check(&token), None);
+        for bad in [
+            "",
+            "v1",
+            "v1.a.1.1.zz",
+            "v1.a.1.1",
+            &token[..token.len() - 1],
+        ] {
+            assert_eq!(t.check(bad), None, "{bad}");
+        }
     }
 }

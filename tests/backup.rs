@@ -79,7 +79,8 @@ fn make_db(path: &str, chunks: usize, lines: usize) {
         .expect("account");
     let sender = "keeper".into();
     for c in 0..chunks {
-        let mut chunk = Chunk::new("archive".into());
+        let first = (c * lines) as u64;
+        let mut chunk = Chunk::with_capacity("archive".into(), 0, first);
         for i in 0..lines {
             let text = format!("archived message {c}/{i} with some words to make it longer");
             chunk.push(Timestamp(1_700_000_000 + i as u64), &sender, &text);
@@ -116,7 +117,7 @@ fn lobby(db: &Connection) -> Vec<(String, String)> {
     for row in rows {
         let (first, count, lines) = row.expect("row");
         assert_eq!(first, out.len() as i64, "chunks numbered without gaps");
-        let messages = Chunk::parse(&lines);
+        let messages = Chunk::parse(&lines, 0);
         assert_eq!(messages.len() as i64, count, "a chunk holds its count");
         out.extend(
             messages

@@ -114,6 +114,8 @@ fn expect_history(c: &mut Client, messages: &[(&str, &str)], id: Option<Value>) 
             .and_then(|o| o.remove("ts"))
             .unwrap_or_else(|| panic!("no ts in {m}"));
         check_ts(&ts);
+        let seq = m.as_object_mut().and_then(|o| o.remove("seq"));
+        assert!(seq.is_some_and(|s| s.is_u64()), "every item has its seq");
         stripped.push(m);
     }
     got["payload"]["messages"] = Value::Array(stripped);
@@ -140,7 +142,14 @@ fn json_connect(server: &Server, name: &str, id: Value, messages: &[(&str, &str)
         &mut c,
         &json!({"type": "connect", "payload": {"name": name}, "id": id}),
     );
-    let ack = recv(&mut c);
+    let mut ack = recv(&mut c);
+    let epoch = ack["payload"]
+        .as_object_mut()
+        .and_then(|p| p.remove("epoch"));
+    assert!(
+        epoch.is_some_and(|e| e.is_string()),
+        "connect_ack has its epoch"
+    );
     assert_eq!(
         ack,
         json!({"type": "connect_ack", "payload": {

@@ -14,13 +14,15 @@ impl Chat {
         accounts: impl IntoIterator<Item = (Name, Role)>,
         out: &mut Outbox,
     ) {
-        let old = std::mem::replace(
-            &mut self.accounts,
-            accounts
-                .into_iter()
-                .map(|(name, role)| (name.to_ascii_lowercase().into(), Account { name, role }))
-                .collect(),
-        );
+        let old = std::mem::take(&mut self.accounts);
+        self.accounts = accounts
+            .into_iter()
+            .map(|(name, role)| {
+                let key: Box<str> = name.to_ascii_lowercase().into();
+                let tokens = old.get(&key).map_or(0, |a| a.tokens);
+                (key, Account { name, role, tokens })
+            })
+            .collect();
         for (key, account) in &self.accounts {
             if old.get(key).is_some_and(|a| a.role != account.role) {
                 self.role_changed(key, account.role, OPERATOR.into(), None, out);
@@ -49,6 +51,58 @@ impl Chat {
         }
     }
 
+    /// The token generation of each account (lower-cased), from the
+    /// database: tokens of an older one no longer work.
+    pub fn set_token_generations(&mut self, generations: impl IntoIterator<Item = (Name, u32)>) {
+        for (name, generation) in generations {
+            if let Some(a) = self.accounts.get_mut(name.to_ascii_lowercase().as_str()) {
+                a.tokens = generation;
+            }
+        }
+    }
+
+    /// The history's epoch and the secret that signs session tokens.
+    pub fn set_identity(&mut self, epoch: &str, secret: &[u8]) {
+        self.epoch = epoch.into();
+        self.tokens = Some(crate::crypto::Tokens::new(secret));
+    }
+
+    /// A session token for the account `key`, if tokens are set up.
+    pub(super) fn token_for(&self, key: &str) -> Option<Box<str>> {
+        let account = self.accounts.get(key)?;
+        let expires = self.clock.0.saturating_add(self.cfg.token_ttl);
+        Some(
+            self.tokens
+                .as_ref()?
+                .make(key, expires, account.tokens)
+                .into(),
+        )
+    }
+
+    /// Whether `token` logs in to the account `key` now.
+    pub(super) fn token_works(&self, key: &str, token: &str) -> bool {
+        let Some(claim) = self.tokens.as_ref().and_then(|t| t.check(token)) else {
+            return false;
+        };
+        claim.account == key
+            && claim.expires > self.clock.0
+            && self
+                .accounts
+                .get(key)
+                .is_some_and(|a| a.tokens == claim.generation)
+    }
+
+    /// The account `key`'s tokens stop working (a logout, a new password).
+    pub(super) fn end_tokens(&mut self, key: &str, out: &mut Outbox) {
+        if let Some(a) = self.accounts.get_mut(key) {
+            a.tokens = a.tokens.wrapping_add(1);
+            out.store(Change::Tokens {
+                name: a.name.clone(),
+                generation: a.tokens,
+            });
+        }
+    }
+
     /// The account `name` was just created (by this server; told before
     /// the registration's own outcome): the chat knows it even if the
     /// connection that asked is gone, and any older claim on it ends.
@@ -60,6 +114,7 @@ impl Chat {
             Account {
                 name,
                 role: Role::User,
+                tokens: 0,
             },
         );
     }
@@ -96,6 +151,8 @@ mod tests {
             name,
             room: None,
             password,
+            token: None,
+            since: None,
         };
         s.chat.handle(j, connect("alice", None), &mut s.out);
         assert_eq!(

@@ -23,6 +23,8 @@ pub struct Chunk {
     pub room: Name,
     pub lines: String,
     pub count: usize,
+    /// The room's number (`seq`) of the first line.
+    pub first: u64,
     /// Where the time or the sender changed: the line's byte offset, its
     /// time and its sender. The last one holds for the lines after it.
     marks: Vec<(usize, u64, Name)>,
@@ -32,16 +34,17 @@ pub struct Chunk {
 
 impl Chunk {
     pub fn new(room: Name) -> Chunk {
-        Chunk::with_capacity(room, 0)
+        Chunk::with_capacity(room, 0, 0)
     }
 
     /// A chunk with room for `bytes` of lines, so that a busy room's chunk
     /// is not copied over and over as it grows.
-    pub fn with_capacity(room: Name, bytes: usize) -> Chunk {
+    pub fn with_capacity(room: Name, bytes: usize, first: u64) -> Chunk {
         Chunk {
             room,
             lines: String::with_capacity(bytes),
             count: 0,
+            first,
             marks: Vec::new(),
             folded: 0,
         }
@@ -112,10 +115,12 @@ impl Chunk {
             starts.push(start);
             end = start;
         }
+        let first_seq = self.first + (self.count - k) as u64;
         let messages = starts
             .iter()
             .rev()
-            .filter_map(|&start| {
+            .enumerate()
+            .filter_map(|(i, &start)| {
                 let line = self.lines[start..].split('\n').next()?;
                 let text = line.splitn(3, '\t').nth(2)?;
                 let at = self.marks.partition_point(|m| m.0 <= start);
@@ -124,18 +129,20 @@ impl Chunk {
                     sender: sender.clone(),
                     text: text.into(),
                     ts: Timestamp(*ts),
+                    seq: first_seq + i as u64,
                 })
             })
             .collect();
         (messages, new > k)
     }
 
-    /// The messages of stored `lines`, oldest first; a damaged
-    /// line is skipped.
-    pub fn parse(lines: &str) -> Vec<Recorded> {
+    /// The messages of stored `lines`, oldest first, numbered from
+    /// `first`; a damaged line is skipped (its number with it).
+    pub fn parse(lines: &str, first: u64) -> Vec<Recorded> {
         let mut last: Option<(u64, Name)> = None;
         let mut out = Vec::new();
-        for line in lines.lines() {
+        for (i, line) in lines.lines().enumerate() {
+            let seq = first + i as u64;
             let mut parts = line.splitn(3, '\t');
             let (Some(ts), Some(sender), Some(text)) = (parts.next(), parts.next(), parts.next())
             else {
@@ -158,6 +165,7 @@ impl Chunk {
                 sender,
                 text: text.into(),
                 ts: Timestamp(ts),
+                seq,
             });
         }
         out
@@ -171,6 +179,8 @@ struct Tail {
     messages: VecDeque<Recorded>,
     /// Older messages of this room exist than those held.
     truncated: bool,
+    /// The number the room's next recorded message gets.
+    next_seq: u64,
     /// A room with members refers to this tail; it is not dropped.
     users: usize,
     /// When it was last left by its last member (a count, not a time),
@@ -211,6 +221,11 @@ impl History {
         }
     }
 
+    /// The slot of `room` if memory holds its history.
+    pub fn slot_of(&self, room: &str) -> Option<usize> {
+        self.slots.get(room.to_ascii_lowercase().as_str()).copied()
+    }
+
     /// Whether memory holds the history of `room` (any case): else it may
     /// still be in the database.
     pub fn has(&self, room: &str) -> bool {
@@ -224,7 +239,24 @@ impl History {
         let tail = &mut self.tails[slot];
         let skip = messages.len().saturating_sub(self.cap);
         tail.truncated = truncated || skip > 0;
+        if let Some(last) = messages.last() {
+            tail.next_seq = tail.next_seq.max(last.seq + 1);
+        }
         tail.messages = messages.into_iter().skip(skip).collect();
+        self.release(slot);
+    }
+
+    /// Puts a room in place from what the database had after `after`
+    /// (oldest first): its newest messages, numbered on from the last.
+    pub fn load_after(&mut self, room: &str, messages: &[Recorded], truncated: bool, after: u64) {
+        let slot = self.slot(room);
+        let tail = &mut self.tails[slot];
+        let skip = messages.len().saturating_sub(self.cap);
+        tail.truncated = truncated || skip > 0;
+        tail.next_seq = tail
+            .next_seq
+            .max(messages.last().map_or(after + 1, |m| m.seq + 1));
+        tail.messages = messages[skip..].iter().cloned().collect();
         self.release(slot);
     }
 
@@ -239,6 +271,7 @@ impl History {
                     key: key.as_str().into(),
                     messages: VecDeque::new(),
                     truncated: false,
+                    next_seq: 0,
                     users: 0,
                     idle: 0,
                 });
@@ -308,6 +341,42 @@ impl History {
         self.cap
     }
 
+    /// The number for the next message recorded in the room at `slot`.
+    pub fn take_seq(&mut self, slot: usize) -> u64 {
+        let tail = &mut self.tails[slot];
+        tail.next_seq += 1;
+        tail.next_seq - 1
+    }
+
+    /// The messages after `seq` (oldest first, at most `max`, the newest
+    /// kept) if memory holds them all, with whether more than `max` were
+    /// missed; `None` if older ones must come from the database.
+    pub fn after(&self, slot: usize, seq: u64, max: usize) -> Option<(Vec<Recorded>, bool)> {
+        let tail = &self.tails[slot];
+        let held_from = tail.messages.front().map_or(tail.next_seq, |m| m.seq);
+        if tail.truncated && held_from > seq.saturating_add(1) {
+            return None;
+        }
+        let newer: Vec<&Recorded> = tail.messages.iter().filter(|m| m.seq > seq).collect();
+        let skip = newer.len().saturating_sub(max);
+        Some((
+            newer[skip..].iter().map(|m| (*m).clone()).collect(),
+            skip > 0,
+        ))
+    }
+
+    /// The `count` messages just before `seq` (oldest first) if memory
+    /// holds them (or holds all there are); `None` otherwise.
+    pub fn before(&self, slot: usize, seq: u64, count: usize) -> Option<Vec<Recorded>> {
+        let tail = &self.tails[slot];
+        let older: Vec<&Recorded> = tail.messages.iter().filter(|m| m.seq < seq).collect();
+        if older.len() < count && tail.truncated {
+            return None;
+        }
+        let skip = older.len().saturating_sub(count);
+        Some(older[skip..].iter().map(|m| (*m).clone()).collect())
+    }
+
     /// Keeps up to `cap` messages per room from now on (SIGHUP). Tails
     /// over a lower cap are cut at once; under a higher one they grow as
     /// messages arrive (and `recent` sends to the database what memory
@@ -367,7 +436,7 @@ mod tests {
     fn a_chunk_weighs_what_it_holds_not_just_its_text() {
         let room: Name = "lobby".into();
         let sender: Name = "alice".into();
-        let mut chunk = Chunk::with_capacity(room, 8192);
+        let mut chunk = Chunk::with_capacity(room, 8192, 0);
         let empty = chunk.weight();
         assert!(empty >= 8192, "its reserved room counts: {empty}");
         chunk.push(Timestamp(1), &sender, "hi");
@@ -381,6 +450,7 @@ mod tests {
             sender: "alice".into(),
             text: text.into(),
             ts: Timestamp(0),
+            seq: 0,
         }
     }
 
@@ -470,16 +540,17 @@ mod tests {
         let room: Name = "lobby".into();
         let mut c = Chunk::new(room.clone());
         let (alice, bob): (Name, Name) = ("alice".into(), "bob".into());
-        let m = |sender: &Name, text: &str, ts| Recorded {
+        let m = |sender: &Name, text: &str, ts, seq| Recorded {
             sender: sender.clone(),
             text: text.into(),
             ts: Timestamp(ts),
+            seq,
         };
         let all = [
-            m(&alice, "tabs\tstay", 1_763_733_727),
-            m(&alice, "second", 0),
-            m(&bob, "second", 0),
-            m(&bob, "again", 0),
+            m(&alice, "tabs\tstay", 1_763_733_727, 0),
+            m(&alice, "second", 0, 1),
+            m(&bob, "second", 0, 2),
+            m(&bob, "again", 0, 3),
         ];
         for r in &all {
             c.push(r.ts, &r.sender, &r.text);
@@ -492,14 +563,16 @@ mod tests {
         );
         let mut damaged = c.lines.clone();
         damaged.push_str("x\tno\n");
-        assert_eq!(Chunk::parse(&damaged), all.to_vec());
+        assert_eq!(Chunk::parse(&damaged, 0), all.to_vec());
+        // Numbered from the chunk's first.
+        assert_eq!(Chunk::parse(&c.lines, 10)[3].seq, 13);
         // A damaged first line cannot lend its sender.
-        assert_eq!(Chunk::parse("5\t\torphan\n"), vec![]);
+        assert_eq!(Chunk::parse("5\t\torphan\n", 0), vec![]);
         // The newest lines come back whole, elided fields filled in.
         assert_eq!(c.fold(2), (all[2..].to_vec(), true));
         assert_eq!(c.fold(2), (vec![], false));
         c.push(Timestamp(0), &bob, "third");
-        assert_eq!(c.fold(5), (vec![m(&bob, "third", 0)], false));
+        assert_eq!(c.fold(5), (vec![m(&bob, "third", 0, 4)], false));
     }
 
     #[test]
@@ -528,6 +601,7 @@ mod tests {
             sender: alice.clone(),
             text: text.into(),
             ts: Timestamp(0),
+            seq: 0,
         };
         for room in ["a", "b", "c"] {
             let s = h.slot(room);

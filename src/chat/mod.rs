@@ -97,6 +97,8 @@ pub struct ChatConfig {
     pub registration_open: bool,
     /// Registrations per address per hour; 0 for no limit.
     pub register_rate: u32,
+    /// How long a session token works, in seconds.
+    pub token_ttl: u64,
 }
 
 impl Default for ChatConfig {
@@ -111,6 +113,7 @@ impl Default for ChatConfig {
             require_account: false,
             registration_open: true,
             register_rate: 5,
+            token_ttl: 30 * 86_400,
         }
     }
 }
@@ -152,11 +155,14 @@ pub enum Job {
         old: String,
         new: String,
     },
-    /// The newest `count` recorded messages of `room`.
+    /// The newest `count` recorded messages of `room` (after `after`, or
+    /// before `before`, when given).
     History {
         ticket: Ticket,
         room: Name,
         count: usize,
+        after: Option<u64>,
+        before: Option<u64>,
     },
 }
 
@@ -170,7 +176,12 @@ impl std::fmt::Debug for Job {
                 ticket,
                 room,
                 count,
-            } => write!(f, "History({room}, {count}, {ticket:?})"),
+                after,
+                before,
+            } => write!(
+                f,
+                "History({room}, {count}, after {after:?}, before {before:?}, {ticket:?})"
+            ),
         }
     }
 }
@@ -308,7 +319,21 @@ struct User {
     wait: Option<Wait>,
     /// Wrong passwords so far while logging in.
     failures: u8,
+    /// Entering a room after a `since`: what to send instead of the
+    /// usual replay.
+    resume: Option<Box<Resume>>,
 }
+
+/// A resume in progress: the client saw up to `seq` (of this history's
+/// epoch if `same_epoch`); `fetched` holds what the database had after it.
+struct Resume {
+    seq: u64,
+    same_epoch: bool,
+    fetched: Option<Vec<Recorded>>,
+}
+
+/// Most messages a resume sends; more missed are marked truncated.
+pub const MAX_RESUME: usize = 1000;
 
 /// What a connection is waiting for.
 enum Wait {
@@ -375,6 +400,9 @@ struct Account {
     /// As registered.
     name: Name,
     role: Role,
+    /// Its session tokens' generation: a token of another does not work
+    /// (raised at a password change and a logout).
+    tokens: u32,
 }
 
 /// The state of the chat.
@@ -403,6 +431,10 @@ pub struct Chat {
     now: Instant,
     /// Registered names, lower-cased, to the account.
     accounts: HashMap<Box<str>, Account>,
+    /// The history's lineage, told to JSON clients for resuming.
+    epoch: Name,
+    /// Makes and checks session tokens; none until `set_identity`.
+    tokens: Option<crate::crypto::Tokens>,
     moderation: Moderation,
     throttle: Throttle,
     /// Wrong-password answers waiting out their delay.
@@ -458,6 +490,8 @@ impl Chat {
             now: Instant::now(),
             accounts: HashMap::new(),
             moderation: Moderation::default(),
+            epoch: "".into(),
+            tokens: None,
             answers: BinaryHeap::new(),
             checking: HashMap::new(),
             history,
@@ -515,6 +549,7 @@ impl Chat {
             account: None,
             wait: None,
             failures: 0,
+            resume: None,
         });
         if let Some(until) = self.moderation.address_ban(addr, self.clock) {
             let user = self.user_mut(conn);
@@ -575,7 +610,7 @@ impl Chat {
             user.wait = None;
             // `/nick OTHER` goes back to choosing a name.
             if let Ok(Command::Nick(other)) = parse_text(&strip_controls(raw)) {
-                return self.choose_name(conn, strip_hash(other), None, None, out);
+                return self.choose_name(conn, strip_hash(other), None, None, None, out);
             }
             return self.login(conn, name, None, raw, true, out);
         }

@@ -103,6 +103,11 @@ pub enum Change {
         settings: RoomSettings,
     },
     Audit(AuditEntry),
+    /// The account's session tokens are now of this generation.
+    Tokens {
+        name: Name,
+        generation: u32,
+    },
 }
 
 /// What the database holds of moderation, read at start-up.
@@ -1254,6 +1259,8 @@ mod tests {
                 name: "dan",
                 room: Some("class"),
                 password: None,
+                token: None,
+                since: None,
             },
             &mut s.out,
         );

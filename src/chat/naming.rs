@@ -42,7 +42,7 @@ impl Chat {
             }
             (Wait::Login { name, room, .. }, Outcome::NoAccount) => {
                 // Deleted by an operator since: the name is free to take.
-                self.choose_name(conn, &name, room.as_deref(), None, out);
+                self.choose_name(conn, &name, room.as_deref(), None, None, out);
             }
             (Wait::Login { name, prompted, .. }, Outcome::WrongPassword) => {
                 self.defer_wrong(conn, addr, name, true, prompted)
@@ -59,9 +59,11 @@ impl Chat {
                 self.accounts.entry(key.clone()).or_insert(Account {
                     name: name.clone(),
                     role: Role::User,
+                    tokens: 0,
                 });
+                let token = self.token_for(&key);
                 self.user_mut(conn).account = Some(key);
-                out.send(conn, Event::Info(Info::Registered { name }));
+                out.send(conn, Event::Info(Info::Registered { name, token }));
             }
             (Wait::Register { name }, Outcome::AlreadyRegistered) => {
                 self.accounts
@@ -69,11 +71,15 @@ impl Chat {
                     .or_insert(Account {
                         name: name.clone(),
                         role: Role::User,
+                        tokens: 0,
                     });
                 out.send(conn, error(ProtoError::AlreadyRegistered(name.to_string())));
             }
             (Wait::Passwd { name }, Outcome::Done) => {
-                self.throttle.succeeded(&name.to_ascii_lowercase());
+                let key = name.to_ascii_lowercase();
+                self.throttle.succeeded(&key);
+                // Sessions signed in with the old password end.
+                self.end_tokens(&key, out);
                 out.send(conn, Event::Info(Info::PasswordChanged { name }));
             }
             (Wait::Passwd { name }, Outcome::WrongPassword) => {
@@ -85,9 +91,26 @@ impl Chat {
                 out.send(conn, error(ProtoError::NotRegistered(name.to_string())));
             }
             (Wait::Entering { room, name }, Outcome::History(messages)) => {
-                if !self.history.has(&room) {
-                    let older = messages.len() >= self.history.cap();
-                    self.history.load(&room, messages, older);
+                let resume = self.users[conn.0]
+                    .as_mut()
+                    .and_then(|u| u.resume.as_deref_mut())
+                    .filter(|r| r.same_epoch);
+                match resume {
+                    Some(r) => {
+                        // What the database had after the client's `seq`;
+                        // memory learns the room from it if it must.
+                        let after = r.seq;
+                        if !self.history.has(&room) {
+                            let older = messages.first().is_none_or(|m| m.seq > 0);
+                            self.history.load_after(&room, &messages, older, after);
+                        }
+                        r.fetched = Some(messages);
+                    }
+                    None if !self.history.has(&room) => {
+                        let older = messages.len() >= self.history.cap();
+                        self.history.load(&room, messages, older);
+                    }
+                    None => {}
                 }
                 match name {
                     None => self.move_to(conn, &room, out),
@@ -111,6 +134,7 @@ impl Chat {
                     room,
                     messages,
                     listing: true,
+                    truncated: false,
                 },
             ),
             (_, _) => out.send(conn, error(ProtoError::ServerBusy)),
@@ -208,19 +232,32 @@ impl Chat {
     pub(super) fn naming(&mut self, conn: ConnId, cmd: Command<'_>, out: &mut Outbox) {
         match cmd {
             Command::Say(name) | Command::Nick(name) => {
-                self.choose_name(conn, strip_hash(name), None, None, out)
+                self.choose_name(conn, strip_hash(name), None, None, None, out)
             }
             Command::Connect {
                 name,
                 room,
                 password,
-            } => self.choose_name(
-                conn,
-                strip_hash(name),
-                room.map(strip_hash),
-                Some(password.unwrap_or("")),
-                out,
-            ),
+                token,
+                since,
+            } => {
+                let epoch = self.epoch.clone();
+                self.user_mut(conn).resume = since.map(|s| {
+                    Box::new(Resume {
+                        seq: s.seq,
+                        same_epoch: s.epoch == &*epoch,
+                        fetched: None,
+                    })
+                });
+                self.choose_name(
+                    conn,
+                    strip_hash(name),
+                    room.map(strip_hash),
+                    Some(password.unwrap_or("")),
+                    token,
+                    out,
+                )
+            }
             Command::Help => out.send(conn, Event::Help { named: false }),
             Command::Quit(_) => {
                 self.user_mut(conn).gone = true;
@@ -241,6 +278,7 @@ impl Chat {
         name: &str,
         room: Option<&str>,
         password: Option<&str>,
+        token: Option<&str>,
         out: &mut Outbox,
     ) {
         let refuse = |e, out: &mut Outbox| {
@@ -261,6 +299,15 @@ impl Chat {
         }
         if let Some(registered) = self.accounts.get(key.as_str()) {
             let name = registered.name.clone();
+            if let Some(token) = token {
+                // A session token: no password check, no throttle; one
+                // that does not work is no attempt either.
+                if self.token_works(&key, token) {
+                    return self.logged_in(conn, name, room, key.into(), out);
+                }
+                let e = ProtoError::TokenRefused(name.to_string());
+                return refuse(e, out);
+            }
             return match password {
                 None => self.ask_password(conn, name, out),
                 Some("") => refuse(ProtoError::PasswordRequired(name.to_string()), out),
@@ -377,9 +424,10 @@ impl Chat {
         room: Option<Name>,
         out: &mut Outbox,
     ) {
-        if let Some(r) = room.as_deref().filter(|r| self.needs_load(r)) {
+        let target = room.as_deref().unwrap_or(LOBBY);
+        if self.needs_load(target) || self.resume_needs_load(conn, target) {
             let wait = Wait::Entering {
-                room: r.into(),
+                room: target.into(),
                 name: Some(name),
             };
             return self.load_then_enter(conn, wait, out);
@@ -402,6 +450,9 @@ impl Chat {
             None => self.lobby,
         };
         self.enter(conn, id);
+        let key = name.to_ascii_lowercase();
+        let own = self.user(conn).and_then(|u| u.account.as_deref()) == Some(&*key);
+        let token = own.then(|| self.token_for(&key)).flatten();
         let room = &self.rooms[id];
         out.send(
             conn,
@@ -410,6 +461,8 @@ impl Chat {
                 room: room.name.clone(),
                 users: room.members.len(),
                 topic: room.topic.clone(),
+                epoch: self.epoch.clone(),
+                token,
             },
         );
         self.replay(conn, out);
@@ -526,6 +579,8 @@ mod tests {
             name,
             room,
             password: None,
+            token: None,
+            since: None,
         };
         s.chat
             .handle(b, connect("bob", Some("bad room")), &mut s.out);

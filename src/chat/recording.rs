@@ -46,13 +46,14 @@ impl Chat {
     }
 
     /// Keeps a room message in the room's recent history and in the batch
-    /// to be stored.
-    pub(super) fn record(&mut self, room: usize, sender: &Name, text: &str) {
+    /// to be stored; returns its number in the room.
+    pub(super) fn record(&mut self, room: usize, sender: &Name, text: &str) -> u64 {
+        let seq = self.history.take_seq(self.rooms[room].history);
         let r = &mut self.rooms[room];
         let i = match r.chunk {
             Some((batch, i)) if batch == self.batch => i,
             _ => {
-                let chunk = Chunk::with_capacity(r.name.clone(), r.chunk_hint);
+                let chunk = Chunk::with_capacity(r.name.clone(), r.chunk_hint, seq);
                 self.record_bytes += chunk.weight();
                 self.records.push(chunk);
                 self.record_rooms.push(room);
@@ -66,6 +67,7 @@ impl Chat {
         chunk.push(self.clock, sender, text);
         // Capacities only grow, so this never goes below zero.
         self.record_bytes += chunk.weight() - before;
+        seq
     }
 }
 
@@ -148,6 +150,7 @@ mod tests {
             sender: "alice".into(),
             text: "said in one".into(),
             ts: Timestamp(0),
+            seq: 0,
         };
         let seen = s.answer(Outcome::History(vec![record]));
         assert_eq!(seen[&b.0][0], "* you joined #one");

@@ -15,34 +15,92 @@ impl Chat {
             && !self.history.has(room)
     }
 
+    /// Whether `conn`, resuming after a `seq` of this epoch, needs the
+    /// database for what it missed in `room`: memory does not hold it all.
+    pub(super) fn resume_needs_load(&mut self, conn: ConnId, room: &str) -> bool {
+        let Some(seq) = self
+            .user(conn)
+            .and_then(|u| u.resume.as_deref())
+            .filter(|r| r.same_epoch)
+            .map(|r| r.seq)
+        else {
+            return false;
+        };
+        if self.cfg.history_keep == 0 {
+            return false;
+        }
+        if let Some(&id) = self.room_ids.get(room.to_ascii_lowercase().as_str()) {
+            self.fold(id);
+        }
+        self.history
+            .slot_of(room)
+            .is_none_or(|slot| self.history.after(slot, seq, MAX_RESUME).is_none())
+    }
+
     pub(super) fn load_then_enter(&mut self, conn: ConnId, wait: Wait, out: &mut Outbox) {
         let Wait::Entering { room, .. } = &wait else {
             unreachable!("only entering waits for a room's history")
         };
-        let (room, count) = (room.clone(), self.history.cap());
+        let resume = self
+            .user(conn)
+            .and_then(|u| u.resume.as_deref())
+            .filter(|r| r.same_epoch)
+            .map(|r| r.seq);
+        let room = room.clone();
+        let (count, after) = match resume {
+            Some(seq) => (MAX_RESUME, Some(seq)),
+            None => (self.history.cap(), None),
+        };
         self.hand_out(conn, wait, out, |ticket| Job::History {
             ticket,
             room,
             count,
+            after,
+            before: None,
         });
     }
 
     /// Sends `conn` the recent history of its room (JSON users always get
-    /// the object, possibly empty).
+    /// the object, possibly empty): the newest `--history`, or, resuming,
+    /// exactly what it missed.
     pub(super) fn replay(&mut self, conn: ConnId, out: &mut Outbox) {
         let id = self.user(conn).expect("present user").room;
         self.fold(id);
+        let resume = self.user_mut(conn).resume.take();
         let room = &self.rooms[id];
+        let slot = room.history;
         // Never more than are kept, so memory holds them all (but after a
         // SIGHUP raised --history, until the room has that many again).
         let n = self.cfg.history.min(self.cfg.history_keep);
-        let messages = self.history.newest(room.history, n);
+        let (messages, truncated) = match resume.map(|r| *r) {
+            None => (self.history.newest(slot, n), false),
+            Some(r) if !r.same_epoch => (self.history.newest(slot, n), true),
+            Some(Resume {
+                fetched: Some(mut fetched),
+                ..
+            }) => {
+                // The database's part, then what was said since it was read.
+                let last = fetched.last().map(|m| m.seq);
+                if let Some(last) = last
+                    && let Some((newer, _)) = self.history.after(slot, last, MAX_RESUME)
+                {
+                    fetched.extend(newer);
+                }
+                let skip = fetched.len().saturating_sub(MAX_RESUME);
+                (fetched.split_off(skip), skip > 0)
+            }
+            Some(r) => self
+                .history
+                .after(slot, r.seq, MAX_RESUME)
+                .unwrap_or_else(|| (self.history.newest(slot, n), true)),
+        };
         out.send(
             conn,
             Event::History {
                 room: room.name.clone(),
                 messages,
                 listing: false,
+                truncated,
             },
         );
     }
@@ -57,9 +115,7 @@ impl Chat {
                     return out.send(conn, Event::Error(e));
                 }
                 let text: std::sync::Arc<str> = text.into();
-                if self.cfg.history_keep > 0 {
-                    self.record(room, &name, &text);
-                }
+                let seq = (self.cfg.history_keep > 0).then(|| self.record(room, &name, &text));
                 self.counts.room_messages += 1;
                 let r = &self.rooms[room];
                 let event = Event::Message {
@@ -67,6 +123,7 @@ impl Chat {
                     room: r.name.clone(),
                     text,
                     ts: self.clock,
+                    seq,
                 };
                 out.send_all(r.members.iter().copied().filter(|&m| m != conn), event);
             }
@@ -81,6 +138,7 @@ impl Chat {
                             room: r.name.clone(),
                             messages,
                             listing: true,
+                            truncated: false,
                         },
                     ),
                     None => {
@@ -90,9 +148,61 @@ impl Chat {
                             ticket,
                             room,
                             count: n,
+                            after: None,
+                            before: None,
                         });
                     }
                 }
+            }
+            Command::HistoryBefore { count, before } => {
+                self.fold(room);
+                let count = count.min(self.cfg.history_keep);
+                let r = &self.rooms[room];
+                match self.history.before(r.history, before, count) {
+                    Some(messages) => out.send(
+                        conn,
+                        Event::History {
+                            room: r.name.clone(),
+                            messages,
+                            listing: true,
+                            truncated: false,
+                        },
+                    ),
+                    None => {
+                        let room = r.name.clone();
+                        let wait = Wait::History { room: room.clone() };
+                        self.hand_out(conn, wait, out, |ticket| Job::History {
+                            ticket,
+                            room,
+                            count,
+                            after: None,
+                            before: Some(before),
+                        });
+                    }
+                }
+            }
+            Command::JoinSince {
+                room: target,
+                since,
+            } => {
+                let same_epoch = since.epoch == &*self.epoch;
+                self.user_mut(conn).resume = Some(Box::new(Resume {
+                    seq: since.seq,
+                    same_epoch,
+                    fetched: None,
+                }));
+                self.join(conn, strip_hash(target), out);
+                // Not entered (already there, or a bad name): nothing to resume.
+                if !self.is_waiting(conn) {
+                    self.user_mut(conn).resume = None;
+                }
+            }
+            Command::Logout => {
+                let key = name.to_ascii_lowercase();
+                if self.user(conn).and_then(|u| u.account.as_deref()) == Some(&*key) {
+                    self.end_tokens(&key, out);
+                }
+                out.send(conn, Event::Info(Info::LoggedOut));
             }
             Command::Register(password) => {
                 if self
@@ -259,7 +369,7 @@ impl Chat {
             out.send(conn, Event::Info(info));
             return;
         }
-        if self.needs_load(target) {
+        if self.needs_load(target) || self.resume_needs_load(conn, target) {
             let wait = Wait::Entering {
                 room: target.into(),
                 name: None,

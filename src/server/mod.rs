@@ -611,8 +611,9 @@ impl Server {
             .account_names()
             .and_then(|names| Ok((names, store.tails(cfg.chat.history_cap())?)))
             .and_then(|(names, tails)| Ok((names, tails, store.moderation(wall)?)))
+            .and_then(|loaded| Ok((loaded, store.token_generations()?, store.identity()?)))
             .map_err(|e| io::Error::other(format!("cannot read database {}: {e}", cfg.db)))?;
-        let (names, tails, moderation) = loaded;
+        let ((names, tails, moderation), generations, (epoch, secret)) = loaded;
         info!(
             "database {}: {} accounts, history of {} rooms",
             cfg.db,
@@ -620,6 +621,8 @@ impl Server {
             tails.len()
         );
         chat.set_accounts(names, &mut Outbox::default());
+        chat.set_token_generations(generations);
+        chat.set_identity(&epoch, &secret);
         chat.load_moderation(moderation);
         for (room, messages, older) in tails {
             chat.load_history(&room, messages, older);
@@ -1433,9 +1436,10 @@ impl Server {
                     self.answered(ticket.conn);
                 }
                 Reply::AccountAdded(name) => self.chat.account_added(name),
-                Reply::Accounts(names) => {
+                Reply::Accounts(names, generations) => {
                     info!("accounts changed in the database: {} now", names.len());
                     self.chat.set_accounts(names, &mut self.out);
+                    self.chat.set_token_generations(generations);
                     // Holders whose role changed are told.
                     self.dispatch();
                 }

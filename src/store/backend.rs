@@ -43,7 +43,7 @@ pub enum Reply {
     Job(Ticket, Outcome),
     /// The registered names or their roles changed under us (an operator
     /// command).
-    Accounts(Vec<(Name, Role)>),
+    Accounts(Vec<(Name, Role)>, Vec<(Name, u32)>),
     /// This server registered `name`.
     AccountAdded(Name),
 }
@@ -459,7 +459,13 @@ impl Storage {
                 ticket,
                 room,
                 count,
-            }) => match self.store.recent(&room, count) {
+                after,
+                before,
+            }) => match if after.is_some() || before.is_some() {
+                self.store.numbered(&room, after, before, count)
+            } else {
+                self.store.recent(&room, count)
+            } {
                 Ok(messages) => to_loop.job(ticket, Outcome::History(messages)),
                 Err(e) => self.failed(ticket, &e),
             },
@@ -504,8 +510,12 @@ impl Storage {
             return;
         }
         *version = now;
-        match self.store.account_names() {
-            Ok(names) => self.to_loop.send(Reply::Accounts(names)),
+        match self
+            .store
+            .account_names()
+            .and_then(|names| Ok((names, self.store.token_generations()?)))
+        {
+            Ok((names, generations)) => self.to_loop.send(Reply::Accounts(names, generations)),
             Err(e) => self.report(&e),
         }
     }

@@ -85,7 +85,9 @@ pub fn check(path: &Path) -> Result<Summary, Problems> {
         // the checks would only add noise.
         problems.add(match version {
             0 => "schema version 0: not a chatd database (no schema)".to_string(),
-            1 => "schema version 1: an older chatd's; starting chatd upgrades it".to_string(),
+            1 | 2 => {
+                format!("schema version {version}: an older chatd's; starting chatd upgrades it")
+            }
             v => format!("schema version {v} is not one this chatd knows ({SCHEMA_VERSION})"),
         });
         return Err(problems);

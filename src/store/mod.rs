@@ -30,7 +30,7 @@ use crate::chat::history::Chunk;
 use crate::wire::proto::{Name, Recorded, Role, Timestamp};
 
 /// The schema this build writes; `PRAGMA user_version` holds it.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// How long a statement waits for another connection's lock (an operator
 /// command writing while the server runs) before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,7 +41,8 @@ CREATE TABLE accounts (
     name    TEXT NOT NULL,      -- as registered
     hash    TEXT NOT NULL,      -- Argon2id, PHC string
     created INTEGER NOT NULL,   -- seconds since 1970, UTC
-    role    TEXT NOT NULL DEFAULT 'user'  -- user, moderator or admin
+    role    TEXT NOT NULL DEFAULT 'user',  -- user, moderator or admin
+    token_gen INTEGER NOT NULL DEFAULT 0   -- session tokens of another are void
 ) WITHOUT ROWID;
 CREATE TABLE rooms (
     id   INTEGER PRIMARY KEY,
@@ -86,8 +87,19 @@ CREATE TABLE audit (
 );
 ";
 
+/// Resuming and sessions, added in version 3: the history's epoch and
+/// the secret that signs session tokens.
+const IDENTITY_SCHEMA: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
 /// From version 1 to 2.
 const UPGRADE_1: &str = "ALTER TABLE accounts ADD COLUMN role TEXT NOT NULL DEFAULT 'user';";
+/// From version 2 to 3.
+const UPGRADE_2: &str = "ALTER TABLE accounts ADD COLUMN token_gen INTEGER NOT NULL DEFAULT 0;";
 
 /// What the store knows of a room's messages without asking SQLite.
 #[derive(Clone, Copy, Default, Debug)]
@@ -149,18 +161,26 @@ impl Store {
                 let tx = db.unchecked_transaction().map_err(ctx("cannot write"))?;
                 tx.execute_batch(SCHEMA)
                     .and_then(|()| tx.execute_batch(MODERATION_SCHEMA))
+                    .and_then(|()| tx.execute_batch(IDENTITY_SCHEMA))
                     .map_err(ctx("cannot create the schema"))?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(ctx("cannot create the schema"))?;
                 tx.commit().map_err(ctx("cannot create the schema"))?;
             }
-            1 => {
+            1 | 2 => {
                 let tx = db.unchecked_transaction().map_err(ctx("cannot write"))?;
-                tx.execute_batch(UPGRADE_1)
-                    .and_then(|()| tx.execute_batch(MODERATION_SCHEMA))
+                let from_1 = if version == 1 {
+                    tx.execute_batch(UPGRADE_1)
+                        .and_then(|()| tx.execute_batch(MODERATION_SCHEMA))
+                } else {
+                    Ok(())
+                };
+                from_1
+                    .and_then(|()| tx.execute_batch(UPGRADE_2))
+                    .and_then(|()| tx.execute_batch(IDENTITY_SCHEMA))
                     .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
                     .and_then(|()| tx.commit())
-                    .map_err(ctx("cannot upgrade the schema from version 1"))?;
+                    .map_err(ctx("cannot upgrade the schema"))?;
             }
             SCHEMA_VERSION => {
                 // Proves the file writable now rather than at the first
@@ -239,6 +259,56 @@ impl Store {
             .map_err(ctx("cannot list accounts"))
     }
 
+    /// Each account's session-token generation.
+    pub fn token_generations(&self) -> Result<Vec<(Name, u32)>, Error> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT name, token_gen FROM accounts")
+            .map_err(ctx("cannot list accounts"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    Name::from(r.get::<_, String>(0)?),
+                    r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
+                ))
+            })
+            .map_err(ctx("cannot list accounts"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(ctx("cannot list accounts"))
+    }
+
+    /// The history's epoch and the token secret, made on first use: a new
+    /// database is a new epoch.
+    pub fn identity(&self) -> Result<(String, Vec<u8>), Error> {
+        let read = |key: &str| -> Result<Option<String>, Error> {
+            self.db
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(ctx("cannot read the epoch"))
+        };
+        let fresh = |key: &str, bytes: usize| -> Result<String, Error> {
+            let mut value = vec![0u8; bytes];
+            crate::crypto::random(&mut value);
+            let value = crate::crypto::hex(&value);
+            self.db
+                .execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![key, value],
+                )
+                .map_err(ctx("cannot store the epoch"))?;
+            Ok(read(key)?.unwrap_or(value))
+        };
+        let epoch = match read("epoch")? {
+            Some(e) => e,
+            None => fresh("epoch", 8)?,
+        };
+        let secret = match read("token_secret")? {
+            Some(s) => s,
+            None => fresh("token_secret", 32)?,
+        };
+        Ok((epoch, secret.into_bytes()))
+    }
+
     /// The stored hash of the account `name` (any case).
     pub fn password_hash(&self, name: &str) -> Result<Option<String>, Error> {
         self.db
@@ -264,10 +334,13 @@ impl Store {
             .map_err(ctx("cannot create an account"))
     }
 
-    /// Replaces the account's hash; false if there is no such account.
+    /// Replaces the account's hash, ending its sessions (their tokens);
+    /// false if there is no such account.
     pub fn set_password_hash(&self, name: &str, hash: &str) -> Result<bool, Error> {
         self.db
-            .prepare_cached("UPDATE accounts SET hash = ?2 WHERE key = ?1")
+            .prepare_cached(
+                "UPDATE accounts SET hash = ?2, token_gen = token_gen + 1 WHERE key = ?1",
+            )
             .and_then(|mut s| s.execute(params![name.to_ascii_lowercase(), hash]))
             .map(|n| n == 1)
             .map_err(ctx("cannot change a password"))
@@ -319,12 +392,14 @@ impl Store {
         for chunk in chunks {
             let id = room_id(&tx, &mut self.room_ids, &chunk.room)?;
             let c = self.counts.entry(id).or_default();
+            // The chat numbers messages (it tells clients their `seq`).
+            let first = i64::try_from(chunk.first).unwrap_or(i64::MAX);
             tx.prepare_cached(
                 "INSERT INTO chunks (room, first, count, lines) VALUES (?1, ?2, ?3, ?4)",
             )
-            .and_then(|mut st| st.execute(params![id, c.next, chunk.count as i64, chunk.lines]))
+            .and_then(|mut st| st.execute(params![id, first, chunk.count as i64, chunk.lines]))
             .map_err(ctx("cannot record messages"))?;
-            c.next += chunk.count as i64;
+            c.next = first + chunk.count as i64;
             c.stored += chunk.count;
             if c.stored > self.keep.saturating_add(self.keep / 10) {
                 touched.push(id);
@@ -371,7 +446,7 @@ impl Store {
         }
         let mut stmt = self
             .db
-            .prepare_cached("SELECT lines FROM chunks WHERE room = ?1 ORDER BY id DESC")
+            .prepare_cached("SELECT first, lines FROM chunks WHERE room = ?1 ORDER BY id DESC")
             .map_err(ctx("cannot read history"))?;
         let mut rows = stmt.query([id]).map_err(ctx("cannot read history"))?;
         let mut newest_first = Vec::new();
@@ -379,12 +454,56 @@ impl Store {
             let Some(row) = rows.next().map_err(ctx("cannot read history"))? else {
                 break;
             };
-            let lines: String = row.get(0).map_err(ctx("cannot read history"))?;
-            let mut chunk = Chunk::parse(&lines);
+            let first: i64 = row.get(0).map_err(ctx("cannot read history"))?;
+            let lines: String = row.get(1).map_err(ctx("cannot read history"))?;
+            let mut chunk = Chunk::parse(&lines, first.max(0) as u64);
             while newest_first.len() < n {
                 match chunk.pop() {
                     Some(m) => newest_first.push(m),
                     None => break,
+                }
+            }
+        }
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
+    /// Messages of `room` by number, oldest first: with `after`, those
+    /// after it (the newest `n`, and one more if there are more, so the
+    /// caller knows); with `before`, the newest `n` before it.
+    pub fn numbered(
+        &self,
+        room: &str,
+        after: Option<u64>,
+        before: Option<u64>,
+        n: usize,
+    ) -> Result<Vec<Recorded>, Error> {
+        let Some(&id) = self.room_ids.get(room.to_ascii_lowercase().as_str()) else {
+            return Ok(Vec::new());
+        };
+        let want = if after.is_some() { n + 1 } else { n };
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT first, lines FROM chunks WHERE room = ?1 ORDER BY id DESC")
+            .map_err(ctx("cannot read history"))?;
+        let mut rows = stmt.query([id]).map_err(ctx("cannot read history"))?;
+        let mut newest_first = Vec::new();
+        'chunks: while newest_first.len() < want {
+            let Some(row) = rows.next().map_err(ctx("cannot read history"))? else {
+                break;
+            };
+            let first: i64 = row.get(0).map_err(ctx("cannot read history"))?;
+            let lines: String = row.get(1).map_err(ctx("cannot read history"))?;
+            for m in Chunk::parse(&lines, first.max(0) as u64).into_iter().rev() {
+                if after.is_some_and(|a| m.seq <= a) {
+                    break 'chunks;
+                }
+                if before.is_some_and(|b| m.seq >= b) {
+                    continue;
+                }
+                newest_first.push(m);
+                if newest_first.len() == want {
+                    break 'chunks;
                 }
             }
         }
@@ -509,16 +628,28 @@ mod tests {
             sender: "alice".into(),
             text: text.into(),
             ts: Timestamp(1_700_000_000),
+            seq: 0,
         };
         (room.clone(), m)
     }
 
-    /// One chunk per message, as if each came in a turn of its own.
+    thread_local! {
+        /// Each room's next number, as the chat would assign it.
+        static NEXT: std::cell::RefCell<HashMap<String, u64>> = Default::default();
+    }
+
+    /// One chunk per message, numbered on per room (across calls).
     fn chunks(batch: &[(Name, Recorded)]) -> Vec<Chunk> {
         batch
             .iter()
             .map(|(room, m)| {
-                let mut c = Chunk::new(room.clone());
+                let first = NEXT.with(|n| {
+                    let mut n = n.borrow_mut();
+                    let next = n.entry(room.to_ascii_lowercase()).or_insert(0);
+                    *next += 1;
+                    *next - 1
+                });
+                let mut c = Chunk::with_capacity(room.clone(), 0, first);
                 c.push(m.ts, &m.sender, &m.text);
                 c
             })
@@ -586,8 +717,10 @@ mod tests {
         assert!(s.recent("nowhere", 5).unwrap().is_empty());
         // Over many prunes of chunks of every size, the count kept in
         // memory stays what the table holds.
+        let mut next = 30;
         for round in 0..200 {
-            let mut c = Chunk::new(lobby.clone());
+            let mut c = Chunk::with_capacity(lobby.clone(), 0, next);
+            next += round % 4 + 1;
             for i in 0..(round % 4 + 1) {
                 c.push(
                     Timestamp(1_700_000_000),

@@ -70,6 +70,12 @@ impl Store {
                     .map_err(ctx("cannot store room settings"))
             }
             Change::Audit(entry) => self.add_audit(entry),
+            Change::Tokens { name, generation } => self
+                .db
+                .prepare_cached("UPDATE accounts SET token_gen = ?2 WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![name.to_ascii_lowercase(), generation]))
+                .map(|_| ())
+                .map_err(ctx("cannot end sessions")),
         }
     }
 

@@ -10,8 +10,8 @@ pub use serde_json::value::RawValue;
 
 use crate::wire::proto::{
     BanInfo, Command, DEFAULT_HISTORY, Event, Info, MAX_HISTORY, ModEvent, ModKind, Notice,
-    NoticeKind, ProtoError, Recorded, Role, RoomInfo, Status, Timestamp, UserInfo, WhoisInfo, clip,
-    strip_controls,
+    NoticeKind, ProtoError, Recorded, Role, RoomInfo, Since, Status, Timestamp, UserInfo,
+    WhoisInfo, clip, strip_controls,
 };
 use crate::wire::text::MAX_SANCTION_SECS;
 
@@ -43,7 +43,18 @@ enum Body {
         name: String,
         room: Option<String>,
         password: Option<String>,
+        token: Option<String>,
+        since: Option<(u64, String)>,
     },
+    JoinSince {
+        room: String,
+        since: (u64, String),
+    },
+    HistoryBefore {
+        count: usize,
+        before: u64,
+    },
+    Logout,
     Message {
         text: String,
     },
@@ -125,11 +136,29 @@ impl Request {
                 name,
                 room,
                 password,
+                token,
+                since,
             } => Command::Connect {
                 name,
                 room: room.as_deref(),
                 password: password.as_deref(),
+                token: token.as_deref(),
+                since: since
+                    .as_ref()
+                    .map(|(seq, epoch)| Since { seq: *seq, epoch }),
             },
+            Body::JoinSince {
+                room,
+                since: (seq, epoch),
+            } => Command::JoinSince {
+                room,
+                since: Since { seq: *seq, epoch },
+            },
+            Body::HistoryBefore { count, before } => Command::HistoryBefore {
+                count: *count,
+                before: *before,
+            },
+            Body::Logout => Command::Logout,
             Body::Message { text } => Command::Say(text),
             Body::Direct { to, text } => Command::Msg { to, text },
             Body::Join { room } => Command::Join(room),
@@ -181,11 +210,33 @@ struct ConnectIn {
     room: Option<String>,
     /// Taken exactly as sent: passwords are not cleaned.
     password: Option<String>,
+    token: Option<String>,
+    since: Option<u64>,
+    epoch: Option<String>,
+}
+
+/// `since` needs its `epoch`.
+fn since(since: Option<u64>, epoch: Option<String>) -> Result<Option<(u64, String)>, ProtoError> {
+    match (since, epoch) {
+        (None, _) => Ok(None),
+        (Some(seq), Some(epoch)) => Ok(Some((seq, epoch))),
+        (Some(_), None) => Err(ProtoError::BadPayload(
+            "\"since\" needs the \"epoch\" it was told".into(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct JoinIn {
+    room: String,
+    since: Option<u64>,
+    epoch: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct HistoryIn {
     count: Option<u64>,
+    before: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -208,11 +259,6 @@ struct TextIn {
 struct DirectIn {
     to: String,
     text: String,
-}
-
-#[derive(Deserialize)]
-struct RoomIn {
-    room: String,
 }
 
 #[derive(Deserialize)]
@@ -357,6 +403,8 @@ fn body(kind: &str, payload: &str) -> Result<Body, ProtoError> {
                 name: clean(p.name),
                 room: p.room.map(clean),
                 password: p.password,
+                token: p.token,
+                since: since(p.since, p.epoch)?,
             }
         }
         "message" => {
@@ -372,9 +420,19 @@ fn body(kind: &str, payload: &str) -> Result<Body, ProtoError> {
                 text: non_blank_text(p.text)?,
             }
         }
-        "join" => Body::Join {
-            room: clean(parse::<RoomIn>(kind, payload)?.room),
-        },
+        "join" => {
+            let p: JoinIn = parse(kind, payload)?;
+            match since(p.since, p.epoch)? {
+                Some(since) => Body::JoinSince {
+                    room: clean(p.room),
+                    since,
+                },
+                None => Body::Join {
+                    room: clean(p.room),
+                },
+            }
+        }
+        "logout" => Body::Logout,
         "nick" => Body::Nick {
             name: clean(parse::<NameIn>(kind, payload)?.name),
         },
@@ -394,17 +452,22 @@ fn body(kind: &str, payload: &str) -> Result<Body, ProtoError> {
         "quit" => Body::Quit {
             reason: optional(parse::<QuitIn>(kind, payload)?.reason),
         },
-        "history" => match parse::<HistoryIn>(kind, payload)?.count {
-            None => Body::History {
-                count: DEFAULT_HISTORY,
-            },
-            Some(n @ 1..=1000) => Body::History { count: n as usize },
-            Some(_) => {
-                return Err(ProtoError::BadPayload(format!(
-                    "\"count\" must be from 1 to {MAX_HISTORY}"
-                )));
+        "history" => {
+            let p: HistoryIn = parse(kind, payload)?;
+            let count = match p.count {
+                None => DEFAULT_HISTORY,
+                Some(n @ 1..=1000) => n as usize,
+                Some(_) => {
+                    return Err(ProtoError::BadPayload(format!(
+                        "\"count\" must be from 1 to {MAX_HISTORY}"
+                    )));
+                }
+            };
+            match p.before {
+                Some(before) => Body::HistoryBefore { count, before },
+                None => Body::History { count },
             }
-        },
+        }
         "register" => Body::Register {
             password: parse::<RegisterIn>(kind, payload)?.password,
         },
@@ -534,6 +597,10 @@ struct ConnectAck<'a> {
     /// Only when the room has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     topic: Option<&'a str>,
+    epoch: &'a str,
+    /// Only for a registered user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
 }
 
 /// A moderation notification: `name` and `by` always (`name` null where
@@ -598,6 +665,9 @@ struct MessageOut<'a> {
     room: &'a str,
     text: &'a str,
     ts: Ts,
+    /// Only for a recorded message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -627,6 +697,9 @@ struct NotificationOut<'a> {
     /// On the mover's own `join`, when the room has a topic.
     #[serde(skip_serializing_if = "Option::is_none")]
     topic: Option<&'a str>,
+    /// On `register`: the session token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
 }
 
 impl<'a> NotificationOut<'a> {
@@ -641,6 +714,7 @@ impl<'a> NotificationOut<'a> {
             status: None,
             note: None,
             topic: None,
+            token: None,
         }
     }
 }
@@ -693,6 +767,9 @@ struct RoomsOut<'a> {
 struct HistoryOut<'a> {
     room: &'a str,
     messages: Vec<RecordedOut<'a>>,
+    /// Only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 #[derive(Serialize)]
@@ -700,6 +777,7 @@ struct RecordedOut<'a> {
     sender: &'a str,
     text: &'a str,
     ts: Ts,
+    seq: u64,
 }
 
 #[derive(Serialize)]
@@ -717,7 +795,12 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
     match event {
         Event::Welcome | Event::AskName | Event::Help { .. } | Event::PasswordPrompt { .. } => {}
         Event::Connected {
-            name, room, topic, ..
+            name,
+            room,
+            topic,
+            epoch,
+            token,
+            ..
         } => put(
             "connect_ack",
             &ConnectAck {
@@ -726,6 +809,8 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
                 room,
                 version: VERSION,
                 topic: topic.as_deref(),
+                epoch,
+                token: token.as_deref(),
             },
         ),
         Event::Message {
@@ -733,6 +818,7 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
             room,
             text,
             ts,
+            seq,
         } => put(
             "message",
             &MessageOut {
@@ -740,6 +826,7 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
                 room,
                 text,
                 ts: Ts(*ts),
+                seq: *seq,
             },
         ),
         Event::Direct { from, text, ts } => put(
@@ -777,7 +864,12 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
                     .collect(),
             },
         ),
-        Event::History { room, messages, .. } => put(
+        Event::History {
+            room,
+            messages,
+            truncated,
+            ..
+        } => put(
             "history",
             &HistoryOut {
                 room,
@@ -787,8 +879,10 @@ pub fn encode(event: &Event, id: Option<&RawValue>, buf: &mut Vec<u8>) {
                         sender: &m.sender,
                         text: &m.text,
                         ts: Ts(m.ts),
+                        seq: m.seq,
                     })
                     .collect(),
+                truncated: *truncated,
             },
         ),
         Event::Shutdown => put(
@@ -954,11 +1048,16 @@ fn info_notification(info: &Info) -> NotificationOut<'_> {
             out
         }
         Info::Goodbye => NotificationOut::new("quit", "Goodbye.".into()),
-        Info::Registered { name } => {
+        Info::Registered { name, token } => {
             let mut out = NotificationOut::new("register", format!("{name} is now registered."));
             out.name = Some(name);
+            out.token = token.as_deref();
             out
         }
+        Info::LoggedOut => NotificationOut::new(
+            "logout",
+            "Signed out: this session's tokens no longer work.".into(),
+        ),
         Info::PasswordChanged { name } => {
             let mut out = NotificationOut::new("passwd", format!("Password changed for {name}."));
             out.name = Some(name);
@@ -1030,8 +1129,57 @@ mod tests {
                 name: "Alice",
                 room: Some("General"),
                 password: Some("x"),
+                token: None,
+                since: None,
             }
         );
+        let r = ok(
+            r#"{"type":"connect","payload":{"name":"Al","token":"t","since":41,"epoch":"e1"}}"#,
+            false,
+        );
+        assert_eq!(
+            r.command(),
+            Command::Connect {
+                name: "Al",
+                room: None,
+                password: None,
+                token: Some("t"),
+                since: Some(Since {
+                    seq: 41,
+                    epoch: "e1"
+                }),
+            }
+        );
+        assert_eq!(
+            code(
+                r#"{"type":"connect","payload":{"name":"Al","since":41}}"#,
+                false
+            ),
+            "bad_payload"
+        );
+        let r = ok(
+            r#"{"type":"join","payload":{"room":"r","since":3,"epoch":"e"}}"#,
+            true,
+        );
+        assert_eq!(
+            r.command(),
+            Command::JoinSince {
+                room: "r",
+                since: Since { seq: 3, epoch: "e" }
+            }
+        );
+        let r = ok(
+            r#"{"type":"history","payload":{"before":30,"count":5}}"#,
+            true,
+        );
+        assert_eq!(
+            r.command(),
+            Command::HistoryBefore {
+                count: 5,
+                before: 30
+            }
+        );
+        assert_eq!(ok(r#"{"type":"logout"}"#, true).command(), Command::Logout);
         let r = ok(r#"{"type":"connect","payload":{"name":"Al"}}"#, false);
         assert_eq!(
             r.command(),
@@ -1039,6 +1187,8 @@ mod tests {
                 name: "Al",
                 room: None,
                 password: None,
+                token: None,
+                since: None,
             }
         );
         let r = ok(r#"{"type":"history"}"#, true);
@@ -1193,20 +1343,23 @@ mod tests {
             room: room.clone(),
             users: 3,
             topic: None,
+            epoch: "e1".into(),
+            token: Some("v1.alice.9.0.ab".into()),
         };
         assert_eq!(
             one_line(&ack, Some(r#""c1""#)),
-            serde_json::json!({"type":"connect_ack","payload":{"message":"Connected to the room.","name":"Alice","room":"General","version":1},"id":"c1"})
+            serde_json::json!({"type":"connect_ack","payload":{"message":"Connected to the room.","name":"Alice","room":"General","version":1,"epoch":"e1","token":"v1.alice.9.0.ab"},"id":"c1"})
         );
         let msg = Event::Message {
             from: name.clone(),
             room: room.clone(),
             text: "Hello, \"everyone\"! é".into(),
             ts: Timestamp(1_795_271_527),
+            seq: Some(7),
         };
         assert_eq!(
             one_line(&msg, None),
-            serde_json::json!({"type":"message","payload":{"sender":"Alice","room":"General","text":"Hello, \"everyone\"! é","ts":"2026-11-21T14:32:07Z"}})
+            serde_json::json!({"type":"message","payload":{"sender":"Alice","room":"General","text":"Hello, \"everyone\"! é","ts":"2026-11-21T14:32:07Z","seq":7}})
         );
         let notice = |kind| {
             Event::Notice(Notice {

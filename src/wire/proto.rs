@@ -237,7 +237,23 @@ pub enum Command<'a> {
         name: &'a str,
         room: Option<&'a str>,
         password: Option<&'a str>,
+        /// A session token instead of the password.
+        token: Option<&'a str>,
+        /// The last message seen in `room`, to resume after it.
+        since: Option<Since<'a>>,
     },
+    /// JSON mode's `join` with `since`: enter `room`, resuming after it.
+    JoinSince {
+        room: &'a str,
+        since: Since<'a>,
+    },
+    /// JSON mode's `history` with `before`: `count` messages before it.
+    HistoryBefore {
+        count: usize,
+        before: u64,
+    },
+    /// End the session tokens of the user's account.
+    Logout,
     /// The last N recorded messages of the user's room.
     History(usize),
     /// Register the current name with this password (exactly as sent).
@@ -278,6 +294,14 @@ pub enum Command<'a> {
         name: &'a str,
         role: Role,
     },
+}
+
+/// The last message a client saw in a room (`seq`), and the lineage of
+/// the history it was told (`epoch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Since<'a> {
+    pub seq: u64,
+    pub epoch: &'a str,
 }
 
 /// Why a connection ends. The room hears this as the reason of a
@@ -384,6 +408,8 @@ pub enum ProtoError {
     PasswordTooLong,
     /// Too many password checks are waiting, or the database failed.
     ServerBusy,
+    /// A session token that does not work (expired, revoked, forged).
+    TokenRefused(String),
     /// Not allowed for this user; holds why.
     Forbidden(String),
     /// A room message in a moderated room from a user who does not moderate.
@@ -430,7 +456,9 @@ impl ProtoError {
             | ProtoError::AlreadyConnected
             | ProtoError::NotRegistered(_)
             | ProtoError::PasswordTooLong => "bad_payload",
-            ProtoError::PasswordRequired(_) | ProtoError::WrongPassword(_) => "bad_password",
+            ProtoError::PasswordRequired(_)
+            | ProtoError::WrongPassword(_)
+            | ProtoError::TokenRefused(_) => "bad_password",
             ProtoError::AlreadyRegistered(_) => "already_registered",
             ProtoError::PasswordTooShort => "password_too_short",
             ProtoError::ServerBusy => "server_busy",
@@ -490,6 +518,12 @@ impl fmt::Display for ProtoError {
                 write!(f, "{name} is registered: a password is needed")
             }
             ProtoError::WrongPassword(name) => write!(f, "wrong password for {name}"),
+            ProtoError::TokenRefused(name) => {
+                write!(
+                    f,
+                    "the session token for {name} no longer works: log in again"
+                )
+            }
             ProtoError::AlreadyRegistered(name) => write!(f, "{name} is already registered"),
             ProtoError::NotRegistered(name) => {
                 write!(f, "{name} is not registered (/register PASSWORD)")
@@ -568,6 +602,8 @@ pub struct Recorded {
     pub sender: Name,
     pub text: Arc<str>,
     pub ts: Timestamp,
+    /// Its number in the room: grows with every message recorded there.
+    pub seq: u64,
 }
 
 /// What happened to a user, told to their room and to the user.
@@ -674,6 +710,10 @@ pub enum Event {
         room: Name,
         users: usize,
         topic: Option<Name>,
+        /// The history's lineage (JSON `epoch`).
+        epoch: Name,
+        /// A session token, for a registered user (JSON only).
+        token: Option<Box<str>>,
     },
     Message {
         from: Name,
@@ -681,6 +721,8 @@ pub enum Event {
         /// Shared with the history, which records the same text.
         text: Arc<str>,
         ts: Timestamp,
+        /// Its number in the room, when it is recorded.
+        seq: Option<u64>,
     },
     Direct {
         from: Name,
@@ -709,6 +751,9 @@ pub enum Event {
         room: Name,
         messages: Vec<Recorded>,
         listing: bool,
+        /// More were asked for (missed since a `since`) than are sent, or
+        /// the `since` was of another epoch.
+        truncated: bool,
     },
     /// The name is registered: the next text line is its password.
     PasswordPrompt {
@@ -737,8 +782,10 @@ pub enum Info {
     AlreadyNamed { name: Name },
     /// `/quit` before a name was chosen.
     Goodbye,
-    /// `/register` succeeded.
-    Registered { name: Name },
+    /// `/register` succeeded; JSON carries the session token.
+    Registered { name: Name, token: Option<Box<str>> },
+    /// `logout`: the account's tokens no longer work.
+    LoggedOut,
     /// `/passwd` succeeded.
     PasswordChanged { name: Name },
 }

@@ -294,6 +294,7 @@ pub fn encode_text(event: &Event, buf: &mut Vec<u8>) {
             room,
             users,
             topic,
+            ..
         } => {
             line(format_args!(
                 "* you joined #{room} as {name} ({users} {} here); /help lists the commands",
@@ -312,9 +313,10 @@ pub fn encode_text(event: &Event, buf: &mut Vec<u8>) {
             line(format_args!("* you are already known as {name}"))
         }
         Event::Info(Info::Goodbye) => line(format_args!("* goodbye")),
-        Event::Info(Info::Registered { name }) => line(format_args!(
+        Event::Info(Info::Registered { name, .. }) => line(format_args!(
             "* {name} is now registered: log in with this password from now on"
         )),
+        Event::Info(Info::LoggedOut) => line(format_args!("* signed out")),
         Event::Info(Info::PasswordChanged { name }) => {
             line(format_args!("* password changed for {name}"))
         }
@@ -322,6 +324,7 @@ pub fn encode_text(event: &Event, buf: &mut Vec<u8>) {
             room,
             messages,
             listing,
+            ..
         } => {
             if *listing {
                 let n = messages.len();
@@ -682,6 +685,7 @@ mod tests {
             room: room.clone(),
             text: "hi all".into(),
             ts: Timestamp(0),
+            seq: None,
         };
         assert_eq!(text(&msg), "<alice> hi all\n");
         assert_eq!(
@@ -892,6 +896,8 @@ mod tests {
             room: "rust".into(),
             users: 2,
             topic: Some("be kind".into()),
+            epoch: "e".into(),
+            token: None,
         };
         assert_eq!(
             text(&connected),

@@ -30,7 +30,9 @@ pub fn recv(c: &mut Client) -> Value {
 
 /// The next line must be `want`. A `message` or `direct` must carry a
 /// current `ts` in the format `YYYY-MM-DDTHH:MM:SSZ`; it is checked, then
-/// left out of the comparison. A `connect_ack` must be followed by its
+/// left out of the comparison, as a recorded message's `seq` (a number)
+/// and a `connect_ack`'s `epoch` (a non-empty string) and `token` are,
+/// unless `want` names them. A `connect_ack` must be followed by its
 /// room's history with the same id (see `expect_history`).
 #[track_caller]
 pub fn expect(c: &mut Client, want: Value) {
@@ -41,6 +43,33 @@ pub fn expect(c: &mut Client, want: Value) {
             .and_then(|p| p.remove("ts"))
             .unwrap_or_else(|| panic!("no payload.ts in {got}"));
         check_ts(&ts);
+    }
+    let wanted = |key: &str| want["payload"].get(key).is_some();
+    if got["type"] == "message" && !wanted("seq") {
+        let seq = got["payload"].as_object_mut().and_then(|p| p.remove("seq"));
+        assert!(seq.is_none_or(|s| s.is_u64()), "a seq is a number: {got}");
+    }
+    if got["type"] == "notification" && got["payload"]["event"] == "register" && !wanted("token") {
+        let token = got["payload"]
+            .as_object_mut()
+            .and_then(|p| p.remove("token"));
+        assert!(
+            token.is_some_and(|t| t.is_string()),
+            "register carries a token"
+        );
+    }
+    if got["type"] == "connect_ack" {
+        let p = got["payload"].as_object_mut().expect("a payload");
+        if !wanted("epoch") {
+            let epoch = p.remove("epoch");
+            assert!(
+                epoch.is_some_and(|e| e.as_str().is_some_and(|e| !e.is_empty())),
+                "connect_ack carries its epoch"
+            );
+        }
+        if !wanted("token") {
+            p.remove("token");
+        }
     }
     assert_eq!(got, want, "unexpected object");
     // Entering a room is always followed by its history, with the same id.

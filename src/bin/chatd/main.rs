@@ -107,6 +107,12 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Registration::Open, value_name = "open|closed")]
     registration: Registration,
 
+    /// Seconds a session token works (the web client stays signed in with
+    /// it); a new password or a logout ends it sooner.
+    #[arg(long, default_value_t = 2_592_000, value_name = "SECS",
+          value_parser = whole::<u64, 1, 315_360_000>)]
+    token_ttl: u64,
+
     /// Registrations per address per hour; 0 means no limit.
     #[arg(long, default_value_t = 5, value_name = "N",
           value_parser = whole::<u32, 0, 4_294_967_295>)]
@@ -458,6 +464,7 @@ fn server_config(args: &Args) -> Config {
             require_account: args.require_account,
             registration_open: args.registration == Registration::Open,
             register_rate: args.register_rate,
+            token_ttl: args.token_ttl,
             ..ChatConfig::default()
         },
         db: args.db.clone(),
