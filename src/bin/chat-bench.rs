@@ -22,6 +22,9 @@ enum ProtoArg {
     /// chatd with JSON subscribers (the publisher stays a text user, so
     /// the messages are those of `chat`; --size is their text-mode size).
     ChatJson,
+    /// chatd with WebSocket subscribers (JSON in text frames; the
+    /// publisher a text user, as for chat-json).
+    Ws,
 }
 
 /// Load generator for chatd (and, to compare, Redis pub/sub), loopback only.
@@ -131,6 +134,7 @@ fn run(args: &Args) -> Result<bool, String> {
         ProtoArg::Chat => Proto::Chat,
         ProtoArg::Redis => Proto::Redis,
         ProtoArg::ChatJson => Proto::ChatJson,
+        ProtoArg::Ws => Proto::ChatWs,
     };
     if let Some(rounds) = args.soak {
         return soak(args, addr, rounds);

@@ -181,6 +181,8 @@ struct Lines {
     skipping: bool,
     /// The next sequence number this subscriber should receive.
     next_seq: u64,
+    /// A WebSocket subscriber's frames, made lines first.
+    ws: Option<Box<wire::Unframe>>,
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -191,6 +193,15 @@ impl Lines {
     /// Calls `f` on each complete line in `data`, terminator removed,
     /// keeping an unfinished tail for the next call.
     fn lines(&mut self, data: &[u8], mut f: impl FnMut(&mut u64, &[u8])) {
+        if let Some(ws) = self.ws.as_deref_mut() {
+            let next_seq = &mut self.next_seq;
+            ws.feed(data, &mut |line| f(next_seq, line));
+            return;
+        }
+        self.split(data, &mut f);
+    }
+
+    fn split(&mut self, data: &[u8], f: &mut impl FnMut(&mut u64, &[u8])) {
         let mut rest = data;
         if !self.partial.is_empty() || self.skipping {
             let Some(end) = memchr(b'\n', rest) else {
@@ -319,10 +330,16 @@ fn open(
                     Link::Tls(Box::new(tls))
                 }
             };
+            let mut probe = Vec::new();
+            hello(i, &mut probe);
+            let ws = wire::is_websocket_hello(&probe).then(Box::default);
             peers.push(Peer {
                 hello_sent: matches!(link, Link::Tls(_)),
                 link,
-                input: Lines::default(),
+                input: Lines {
+                    ws,
+                    ..Lines::default()
+                },
                 ready: false,
             });
         }

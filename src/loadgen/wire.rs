@@ -19,6 +19,10 @@ pub enum Proto {
     /// sending the same lines as in `Chat`, so the two compare the same
     /// messages; each JSON delivery is longer on the wire.
     ChatJson,
+    /// chatd with WebSocket subscribers: each upgrades `/ws` and connects
+    /// in JSON; a delivery is a text frame holding a `message` object. The
+    /// publisher is a text user, as for `ChatJson`.
+    ChatWs,
 }
 
 impl fmt::Display for Proto {
@@ -27,6 +31,7 @@ impl fmt::Display for Proto {
             Proto::Chat => "chat",
             Proto::Redis => "redis",
             Proto::ChatJson => "chat-json",
+            Proto::ChatWs => "chat-ws",
         })
     }
 }
@@ -45,6 +50,78 @@ const TIME_DIGITS: usize = 12;
 pub const STAMP_LEN: usize = 1 + SEQ_DIGITS + TIME_DIGITS;
 /// What fills a text out to the size asked for.
 const PAD: u8 = b'.';
+
+/// A WebSocket subscriber's upgrade request.
+const WS_UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// Whether a connection's first bytes ask for a WebSocket.
+pub fn is_websocket_hello(hello: &[u8]) -> bool {
+    hello.starts_with(b"GET /ws ")
+}
+
+/// A WebSocket subscriber's input as lines: each line of the answer's
+/// head, then each server frame's payload. Frames wholly inside one read
+/// are handed out where they lie; only one split across reads is copied.
+#[derive(Debug, Default)]
+pub struct Unframe {
+    in_frames: bool,
+    /// Bytes of a head line or a frame not complete yet.
+    partial: Vec<u8>,
+}
+
+/// The length of the frame at the start of `b` (header and payload) and
+/// where its payload starts, once its header is all there.
+fn frame_span(b: &[u8]) -> Option<(usize, usize)> {
+    let (start, len) = match *b.get(1)? & 0x7F {
+        126 => (4, u64::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?]))),
+        127 => (10, u64::from_be_bytes(b.get(2..10)?.try_into().ok()?)),
+        n => (2, u64::from(n)),
+    };
+    Some((start + usize::try_from(len).ok()?, start))
+}
+
+impl Unframe {
+    pub fn feed(&mut self, data: &[u8], f: &mut impl FnMut(&[u8])) {
+        if self.partial.is_empty() {
+            let used = self.take(data, f);
+            self.partial.extend_from_slice(&data[used..]);
+        } else {
+            let mut held = std::mem::take(&mut self.partial);
+            held.extend_from_slice(data);
+            let used = self.take(&held, f);
+            held.drain(..used);
+            self.partial = held;
+        }
+    }
+
+    /// Hands out what is complete in `b`; returns how much it used.
+    fn take(&mut self, b: &[u8], f: &mut impl FnMut(&[u8])) -> usize {
+        let mut at = 0;
+        while !self.in_frames {
+            let Some(end) = memchr::memchr(b'\n', &b[at..]) else {
+                return at;
+            };
+            let line = &b[at..at + end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            at += end + 1;
+            if line.is_empty() {
+                self.in_frames = true;
+            } else {
+                f(line);
+            }
+        }
+        while let Some((len, start)) = frame_span(&b[at..]) {
+            if b.len() - at < len {
+                break;
+            }
+            f(&b[at + start..at + len]);
+            at += len;
+        }
+        at
+    }
+}
 
 /// How a login ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -109,6 +186,17 @@ impl Proto {
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(b"\"}}\n");
             }
+            Proto::ChatWs => {
+                out.extend_from_slice(WS_UPGRADE);
+                let mut connect = Vec::new();
+                Proto::ChatJson.subscribe(name, &mut connect);
+                connect.pop();
+                // Masked, as a client must; a zero key leaves it as is.
+                out.push(0x81);
+                out.push(0x80 | connect.len() as u8);
+                out.extend_from_slice(&[0, 0, 0, 0]);
+                out.extend_from_slice(&connect);
+            }
         }
     }
 
@@ -116,7 +204,7 @@ impl Proto {
     /// the connection works.
     pub fn hello_publisher(self, out: &mut Vec<u8>) {
         match self {
-            Proto::Chat | Proto::ChatJson => Proto::Chat.subscribe(PUBLISHER, out),
+            Proto::Chat | Proto::ChatJson | Proto::ChatWs => Proto::Chat.subscribe(PUBLISHER, out),
             Proto::Redis => resp_command(out, &[b"PING"]),
         }
     }
@@ -125,7 +213,7 @@ impl Proto {
     /// SETNAME.
     pub fn name_only(self, name: &str, out: &mut Vec<u8>) {
         match self {
-            Proto::Chat | Proto::ChatJson => self.subscribe(name, out),
+            Proto::Chat | Proto::ChatJson | Proto::ChatWs => self.subscribe(name, out),
             Proto::Redis => resp_command(out, &[b"CLIENT", b"SETNAME", name.as_bytes()]),
         }
     }
@@ -136,14 +224,23 @@ impl Proto {
         let refused = || LoginReply::Refused(String::from_utf8_lossy(line).into_owned());
         match self {
             // The JSON subscribers' publisher is a text user.
-            Proto::Chat | Proto::ChatJson if line.starts_with(b"* you joined") => {
+            Proto::Chat | Proto::ChatJson | Proto::ChatWs if line.starts_with(b"* you joined") => {
                 Some(LoginReply::Accepted)
             }
-            Proto::Chat | Proto::ChatJson if line.starts_with(b"! ") => Some(refused()),
-            Proto::ChatJson if line.starts_with(br#"{"type":"connect_ack""#) => {
+            Proto::Chat | Proto::ChatJson | Proto::ChatWs if line.starts_with(b"! ") => {
+                Some(refused())
+            }
+            Proto::ChatJson | Proto::ChatWs if line.starts_with(br#"{"type":"connect_ack""#) => {
                 Some(LoginReply::Accepted)
             }
-            Proto::ChatJson if line.starts_with(br#"{"type":"error""#) => Some(refused()),
+            Proto::ChatJson | Proto::ChatWs if line.starts_with(br#"{"type":"error""#) => {
+                Some(refused())
+            }
+            Proto::ChatWs
+                if line.starts_with(b"HTTP/1.1 ") && !line.starts_with(b"HTTP/1.1 101") =>
+            {
+                Some(refused())
+            }
             // The subscribe reply ends in the subscription count, PING and
             // SETNAME are answered with a simple string.
             Proto::Redis if line.starts_with(b":") || line.starts_with(b"+") => {
@@ -160,7 +257,7 @@ impl Proto {
         let text = match self {
             // <pub> TEXT LF; JSON subscribers get the same text, framed
             // longer.
-            Proto::Chat | Proto::ChatJson => size.checked_sub(PUBLISHER.len() + 4),
+            Proto::Chat | Proto::ChatJson | Proto::ChatWs => size.checked_sub(PUBLISHER.len() + 4),
             // *3 $7 message $N channel $N TEXT, each with CRLF
             Proto::Redis => {
                 let fixed = 4 + 13 + (1 + digits(CHANNEL.len()) + 2 + CHANNEL.len() + 2);
@@ -188,7 +285,7 @@ impl Proto {
             out.resize(out.len() + text_len - STAMP_LEN, PAD);
         };
         match self {
-            Proto::Chat | Proto::ChatJson => {
+            Proto::Chat | Proto::ChatJson | Proto::ChatWs => {
                 stamp(out);
                 out.push(b'\n');
             }
@@ -211,7 +308,7 @@ impl Proto {
             Proto::Chat => line.strip_prefix(b"<pub> ")?,
             // The stamp is plain ASCII, so it appears in the JSON text as is.
             // Everyone is in the lobby, so the text starts at a fixed place.
-            Proto::ChatJson => line.strip_prefix(
+            Proto::ChatJson | Proto::ChatWs => line.strip_prefix(
                 br#"{"type":"message","payload":{"sender":"pub","room":"lobby","text":""#,
             )?,
             // The text's own line of the RESP message; the headers before
@@ -229,7 +326,7 @@ impl Proto {
     /// The subscriber count a Redis PUBLISH reply gives, for the publisher.
     pub fn publish_reply(self, line: &[u8]) -> Option<u64> {
         match self {
-            Proto::Chat | Proto::ChatJson => None,
+            Proto::Chat | Proto::ChatJson | Proto::ChatWs => None,
             Proto::Redis => std::str::from_utf8(line.strip_prefix(b":")?)
                 .ok()?
                 .trim_end()
@@ -342,5 +439,38 @@ mod tests {
         assert_eq!(Proto::Redis.login_reply(b":1"), Some(LoginReply::Accepted));
         assert_eq!(Proto::Redis.publish_reply(b":1000"), Some(1000));
         assert_eq!(Proto::Chat.publish_reply(b":1000"), None);
+    }
+
+    #[test]
+    fn websocket_frames_become_lines_however_they_are_read() {
+        let mut bytes = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        let payloads = [vec![b'a'; 3], vec![b'b'; 200], vec![b'c'; 70_000], vec![]];
+        for p in &payloads {
+            bytes.push(0x81);
+            if p.len() < 126 {
+                bytes.push(p.len() as u8);
+            } else if p.len() <= 0xFFFF {
+                bytes.push(126);
+                bytes.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            } else {
+                bytes.push(127);
+                bytes.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            }
+            bytes.extend_from_slice(p);
+        }
+        for step in [1, 2, 7, 1000, bytes.len()] {
+            let mut u = Unframe::default();
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            for piece in bytes.chunks(step) {
+                u.feed(piece, &mut |l| got.push(l.to_vec()));
+            }
+            assert_eq!(got[0], b"HTTP/1.1 101 Switching Protocols", "step {step}");
+            assert_eq!(got[1], b"Upgrade: websocket");
+            assert_eq!(&got[2..], &payloads[..], "step {step}");
+        }
+        let mut hello = Vec::new();
+        Proto::ChatWs.subscribe("s1", &mut hello);
+        assert!(is_websocket_hello(&hello));
+        assert!(hello.ends_with(br#"{"type":"connect","payload":{"name":"s1"}}"#));
     }
 }

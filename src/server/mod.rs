@@ -1225,7 +1225,15 @@ impl Server {
                 return false;
             }
             if c.http.is_some() {
-                return self.read_http_head(key);
+                if !self.read_http_head(key) {
+                    return false;
+                }
+                if self.conns.slab[key].http.is_some() {
+                    // The head is not complete yet.
+                    return true;
+                }
+                // Upgraded: frames that came with the head are lines now.
+                continue;
             }
             if !c.greeted && c.mode.is_none() {
                 // The first line decides: an HTTP request, or a line
