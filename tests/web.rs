@@ -188,3 +188,46 @@ fn the_origin_is_checked() {
     let (status, _, _) = http(server.addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 426);
 }
+
+#[test]
+fn https_and_wss_on_the_same_port() {
+    let db = common::TempDb::new("web-tls");
+    let server = Server::start(&["--tls-self-signed", "--db", db.as_str()]);
+    let mut https = server.connect_tls(&common::Trust::Any);
+    https.send("GET /healthz HTTP/1.1\r");
+    https.send("Host: localhost\r");
+    https.send("\r");
+    https.expect("HTTP/1.1 200 OK\r");
+    // A WebSocket inside TLS: its frames read as one JSON object each.
+    let mut wss = server.connect_tls(&common::Trust::Any);
+    let origin = format!("https://{}", server.addr);
+    wss.send_raw(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            server.addr
+        )
+        .as_bytes(),
+    );
+    wss.expect("HTTP/1.1 101 Switching Protocols\r");
+    wss.read_until(|l| l == "\r");
+    let connect = json!({"type": "connect", "payload": {"name": "tessa"}}).to_string();
+    wss.send_raw(&frame(true, 1, connect.as_bytes(), Some([9, 9, 9, 9])));
+    // The connect_ack's frame: a text frame header, then the object.
+    let mut header = [0u8; 2];
+    wss.read_bytes(&mut header);
+    assert_eq!(header[0], 0x81);
+    let len = match header[1] & 0x7F {
+        126 => {
+            let mut n = [0u8; 2];
+            wss.read_bytes(&mut n);
+            usize::from(u16::from_be_bytes(n))
+        }
+        n => usize::from(n),
+    };
+    let mut body = vec![0u8; len];
+    wss.read_bytes(&mut body);
+    let ack: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(ack["type"], "connect_ack", "{ack}");
+}

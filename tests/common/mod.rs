@@ -507,6 +507,14 @@ impl Client {
         }
     }
 
+    /// Exactly `buf.len()` bytes, whatever they are (a binary frame).
+    #[track_caller]
+    pub fn read_bytes(&mut self, buf: &mut [u8]) {
+        self.reader
+            .read_exact(buf)
+            .expect("bytes within the timeout");
+    }
+
     /// The server must close the connection with nothing more sent.
     #[track_caller]
     pub fn expect_eof(&mut self) {
