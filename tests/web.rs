@@ -231,3 +231,26 @@ fn https_and_wss_on_the_same_port() {
     let ack: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(ack["type"], "connect_ack", "{ack}");
 }
+
+#[test]
+fn an_idle_websocket_is_pinged_within_30_seconds() {
+    let server = Server::start(&[]);
+    let mut ws = Ws::open(server.addr);
+    ws.send_json(&json!({"type": "connect", "payload": {"name": "idle"}}));
+    assert_eq!(ws.recv()["type"], "connect_ack");
+    assert_eq!(ws.recv()["type"], "history");
+    // Nothing is sent; the server's ping comes on its own.
+    let started = Instant::now();
+    loop {
+        match ws.frame_within(Duration::from_secs(31)) {
+            Some(Frame::Ping(_)) => break,
+            Some(_) => {}
+            None => panic!("no ping within 31 s"),
+        }
+    }
+    assert!(started.elapsed() <= Duration::from_secs(30));
+    // A pong is accepted and the connection goes on.
+    ws.send_frame(true, 10, b"");
+    ws.send_json(&json!({"type": "who", "id": 1}));
+    assert_eq!(ws.recv()["type"], "who");
+}

@@ -100,8 +100,17 @@ impl Ws {
     /// The next frame from the server.
     #[track_caller]
     pub fn frame(&mut self) -> Frame {
-        let mut h = [0u8; 2];
-        self.reader.read_exact(&mut h).expect("a frame header");
+        let mut first = [0u8; 1];
+        self.reader.read_exact(&mut first).expect("a frame header");
+        self.frame_after(first[0])
+    }
+
+    /// The rest of a frame whose first byte was `b0`.
+    #[track_caller]
+    fn frame_after(&mut self, b0: u8) -> Frame {
+        let mut second = [0u8; 1];
+        self.reader.read_exact(&mut second).expect("a frame header");
+        let h = [b0, second[0]];
         assert_eq!(h[0] & 0x80, 0x80, "server frames are unfragmented");
         assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
         let len = match h[1] & 0x7F {
@@ -130,6 +139,23 @@ impl Ws {
             10 => Frame::Pong(payload),
             op => Frame::Other(op, payload),
         }
+    }
+
+    /// The next frame if one comes within `limit` (the socket's usual
+    /// timeout is set back after).
+    pub fn frame_within(&mut self, limit: std::time::Duration) -> Option<Frame> {
+        let socket = self.reader.get_ref();
+        socket.set_read_timeout(Some(limit)).unwrap();
+        let mut first = [0u8; 1];
+        let got = self.reader.read_exact(&mut first).is_ok();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(TIMEOUT))
+            .unwrap();
+        if !got {
+            return None;
+        }
+        Some(self.frame_after(first[0]))
     }
 
     /// The next text frame as JSON (pings are skipped).
