@@ -314,6 +314,10 @@ impl Chat {
                 Some(password) => self.login(conn, name, room, password, false, out),
             };
         }
+        if token.is_some() {
+            // A token for a name no longer registered (deleted since).
+            return refuse(ProtoError::TokenRefused(name.to_string()), out);
+        }
         if let Err(e) = self.check_name_free(conn, name) {
             return refuse(e, out);
         }
@@ -764,5 +768,50 @@ mod tests {
         s.chat.job_done(job.ticket(), Outcome::Done, &mut s.out);
         assert!(s.take().is_empty());
         assert!(s.chat.name_of(again).is_none());
+    }
+
+    #[test]
+    fn tokens_work_until_the_account_or_its_generation_changes() {
+        let mut s = with_alice();
+        s.chat.set_identity("e1", b"the server's secret");
+        let token = s.chat.token_for("alice").expect("a token").to_string();
+        let connect = |s: &mut Script, token: &str| {
+            let c = s.open();
+            s.take();
+            let cmd = Command::Connect {
+                name: "Alice",
+                room: None,
+                password: None,
+                token: Some(token),
+                since: None,
+            };
+            s.chat.handle(c, cmd, &mut s.out);
+            (c, s.take())
+        };
+        let (c, out) = connect(&mut s, &token);
+        assert!(
+            out[&c.0][0].starts_with("* you joined #lobby as Alice"),
+            "{out:?}"
+        );
+        s.chat.disconnect(c, CloseReason::Quit, &mut s.out);
+        s.take();
+        // A new generation (a logout, a new password) ends it.
+        s.chat.end_tokens("alice", &mut s.out);
+        let (c, out) = connect(&mut s, &token);
+        assert_eq!(
+            out[&c.0],
+            got(&[
+                "! the session token for Alice no longer works: log in again",
+                "* choose a name:"
+            ])
+        );
+        // So does deleting the account: the name is not taken as a guest's.
+        let token = s.chat.token_for("alice").expect("a token").to_string();
+        s.chat.set_accounts([], &mut s.out);
+        let (c, out) = connect(&mut s, &token);
+        assert_eq!(
+            out[&c.0][0],
+            "! the session token for Alice no longer works: log in again"
+        );
     }
 }
