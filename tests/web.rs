@@ -254,3 +254,46 @@ fn an_idle_websocket_is_pinged_within_30_seconds() {
     ws.send_json(&json!({"type": "who", "id": 1}));
     assert_eq!(ws.recv()["type"], "who");
 }
+
+#[test]
+fn an_unfinished_first_line_is_timed_out_as_a_name_or_a_head() {
+    let server = Server::start(&["--handshake-timeout", "1"]);
+    // A person typing: greeted after the welcome delay, then timed out.
+    let mut typing = server.connect();
+    typing.send_raw(b"x");
+    typing.expect(common::WELCOME);
+    typing.expect("! no name chosen within 1 s");
+    typing.expect_eof();
+    // What may be a request line: closed at the timeout, nothing said.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /slo").unwrap();
+    let mut buf = Vec::new();
+    use std::io::Read;
+    let _ = s.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+}
+
+#[test]
+fn requests_sent_just_before_the_close_frame_are_handled() {
+    let server = Server::start(&[]);
+    let mut bob = server.login("bob");
+    let mut ws = Ws::open(server.addr);
+    ws.send_json(&json!({"type": "connect", "payload": {"name": "alice"}}));
+    ws.recv();
+    ws.recv();
+    bob.expect("* alice has joined #lobby");
+    let mut both = frame(
+        true,
+        1,
+        json!({"type": "message", "payload": {"text": "bye all"}})
+            .to_string()
+            .as_bytes(),
+        Some([1, 2, 3, 4]),
+    );
+    both.extend(frame(true, 8, &1000u16.to_be_bytes(), Some([1, 2, 3, 4])));
+    ws.send_raw(&both);
+    bob.expect("<alice> bye all");
+    ws.expect_close(1000);
+    bob.expect("* alice has disconnected (connection closed)");
+}

@@ -1022,6 +1022,20 @@ impl Server {
                     self.conns.mark_ready(key);
                 }
                 State::Open if c.stack.phase() != Phase::Lines => self.greeting_due(key),
+                State::Open if !c.greeted && c.http.is_none() && c.mode.is_none() => {
+                    // Its first line has not ended within the welcome
+                    // delay: what may still become an HTTP request line
+                    // gets the handshake timeout as a head; anything else
+                    // is a person typing, and is greeted.
+                    if web::may_be_request(c.stack.lines.pending()) {
+                        c.http = Some(Box::default());
+                        let timeout = self.cfg.chat.handshake_timeout;
+                        let at = now + timeout.saturating_sub(WELCOME_DELAY);
+                        self.conns.set_timer(key, at);
+                    } else {
+                        self.greet(key);
+                    }
+                }
                 State::Open if c.http.is_some() => {
                     info!(
                         "conn #{} {}: HTTP request head not complete in time",
@@ -1083,7 +1097,11 @@ impl Server {
                 Ok(0) => {
                     c.readable = false;
                     c.eof = true;
-                    c.stack.lines.finish();
+                    // A WebSocket message without its final frame is not
+                    // a request.
+                    if !c.stack.is_websocket() {
+                        c.stack.lines.finish();
+                    }
                 }
                 Ok(n) => {
                     c.bytes_in += n as u64;
@@ -1148,15 +1166,17 @@ impl Server {
                     c.out
                         .push(&self.conns.logs[Mode::WebSocket as usize], &control);
                     self.conns.mark_dirty(key);
+                    // Pongs count toward --max-outbuf like any output: a
+                    // client that pings and never reads is dropped.
+                    if self.conns.over_limit(key, 0) {
+                        return false;
+                    }
                 }
                 if arrival.ws_closed.is_some() {
-                    // The client closed: a WebSocket closed without quit
-                    // is a disconnect. Its close is answered in kind.
-                    let c = &mut self.conns.slab[key];
-                    let log = &self.conns.logs[Mode::WebSocket as usize];
-                    close_websocket(c, log, ws::CLOSE_NORMAL);
-                    self.conns.close(key, CloseReason::PeerClosed);
-                    return false;
+                    // The client closed: like a FIN, what it sent before
+                    // is handled first, then its close is answered in kind
+                    // (a WebSocket closed without quit is a disconnect).
+                    self.conns.slab[key].eof = true;
                 }
                 if arrival.greet {
                     // Greeted at its first line (which may be an HTTP

@@ -64,6 +64,13 @@ pub fn is_request_line(line: &[u8]) -> bool {
         && (version == b"HTTP/1.1" || version == b"HTTP/1.0")
 }
 
+/// Whether an unfinished first line may still become a request line: a
+/// method (capital letters), perhaps its space and more.
+pub fn may_be_request(start: &[u8]) -> bool {
+    let method = start.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    method > 0 && (method == start.len() || start[method] == b' ')
+}
+
 /// What the server does after an answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum After {

@@ -117,6 +117,11 @@ impl LineBuf {
         Some(line.strip_suffix(b"\r").unwrap_or(line))
     }
 
+    /// The bytes not yet handed out (an unfinished line).
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
     /// Takes the bytes not yet handed out as lines (after a protocol
     /// switch, they belong to the next layer).
     pub fn take_pending(&mut self) -> Vec<u8> {
