@@ -301,3 +301,25 @@ fn tokens_log_in_without_the_password_until_revoked_or_expired() {
     late.expect(WELCOME);
     expect_error(&mut late, "bad_password", None);
 }
+
+#[test]
+fn a_clients_since_never_sets_a_rooms_numbering() {
+    let db = TempDb::new("resume-huge-since");
+    let server = start(&db, &[]);
+    let (mut bob, ack, _) = connect(&server, json!({"name": "bob"}));
+    let epoch = ack["payload"]["epoch"].clone();
+    // A room nobody has spoken in, entered "after" the largest number.
+    send(
+        &mut bob,
+        &json!({"type": "join", "payload": {"room": "fresh", "since": u64::MAX, "epoch": epoch}}),
+    );
+    let joined = recv(&mut bob);
+    assert_eq!(joined["payload"]["event"], "join", "{joined}");
+    let history = recv(&mut bob);
+    assert!(items(&history).is_empty(), "{history}");
+    let mut alice = server.login("alice");
+    alice.send("/join fresh");
+    alice.read_until(|l| l == "* you joined #fresh");
+    say(&mut alice, ["first words".to_string()]);
+    assert_eq!(message(&mut bob), ("first words".to_string(), 0));
+}

@@ -246,16 +246,18 @@ impl History {
         self.release(slot);
     }
 
-    /// Puts a room in place from what the database had after `after`
-    /// (oldest first): its newest messages, numbered on from the last.
-    pub fn load_after(&mut self, room: &str, messages: &[Recorded], truncated: bool, after: u64) {
+    /// Puts a room in place from what the database had after a resume's
+    /// `seq` (oldest first): its newest messages, and `next`, the number
+    /// the database says the room's next message gets.
+    pub fn load_after(&mut self, room: &str, messages: &[Recorded], truncated: bool, next: u64) {
         let slot = self.slot(room);
         let tail = &mut self.tails[slot];
         let skip = messages.len().saturating_sub(self.cap);
         tail.truncated = truncated || skip > 0;
         tail.next_seq = tail
             .next_seq
-            .max(messages.last().map_or(after + 1, |m| m.seq + 1));
+            .max(next)
+            .max(messages.last().map_or(0, |m| m.seq.saturating_add(1)));
         tail.messages = messages[skip..].iter().cloned().collect();
         self.release(slot);
     }

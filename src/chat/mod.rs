@@ -208,6 +208,12 @@ pub enum Outcome {
     NoAccount,
     AlreadyRegistered,
     History(Vec<Recorded>),
+    /// A resume's query (`after`): the messages, and the number the
+    /// room's next message gets, as the database knows it.
+    Resumed {
+        messages: Vec<Recorded>,
+        next: u64,
+    },
     /// Not run: too many jobs waiting, or the database failed.
     Busy,
 }

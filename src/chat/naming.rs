@@ -90,27 +90,30 @@ impl Chat {
                 self.user_mut(conn).account = None;
                 out.send(conn, error(ProtoError::NotRegistered(name.to_string())));
             }
-            (Wait::Entering { room, name }, Outcome::History(messages)) => {
+            (
+                Wait::Entering { room, name },
+                outcome @ (Outcome::History(_) | Outcome::Resumed { .. }),
+            ) => {
                 let resume = self.users[conn.0]
                     .as_mut()
                     .and_then(|u| u.resume.as_deref_mut())
                     .filter(|r| r.same_epoch);
-                match resume {
-                    Some(r) => {
+                match (resume, outcome) {
+                    (Some(r), Outcome::Resumed { messages, next }) => {
                         // What the database had after the client's `seq`;
-                        // memory learns the room from it if it must.
-                        let after = r.seq;
+                        // memory learns the room from it if it must, its
+                        // numbering from the database, never the client.
                         if !self.history.has(&room) {
                             let older = messages.first().is_none_or(|m| m.seq > 0);
-                            self.history.load_after(&room, &messages, older, after);
+                            self.history.load_after(&room, &messages, older, next);
                         }
                         r.fetched = Some(messages);
                     }
-                    None if !self.history.has(&room) => {
+                    (_, Outcome::History(messages)) if !self.history.has(&room) => {
                         let older = messages.len() >= self.history.cap();
                         self.history.load(&room, messages, older);
                     }
-                    None => {}
+                    _ => {}
                 }
                 match name {
                     None => self.move_to(conn, &room, out),

@@ -460,9 +460,22 @@ impl Storage {
                 room,
                 count,
                 after,
+                ..
+            }) if after.is_some() => match self.store.numbered(&room, after, None, count) {
+                Ok(messages) => {
+                    let next = self.store.next_seq(&room);
+                    to_loop.job(ticket, Outcome::Resumed { messages, next })
+                }
+                Err(e) => self.failed(ticket, &e),
+            },
+            StoreOp::Job(Job::History {
+                ticket,
+                room,
+                count,
                 before,
-            }) => match if after.is_some() || before.is_some() {
-                self.store.numbered(&room, after, before, count)
+                ..
+            }) => match if before.is_some() {
+                self.store.numbered(&room, None, before, count)
             } else {
                 self.store.recent(&room, count)
             } {

@@ -468,6 +468,15 @@ impl Store {
         Ok(newest_first)
     }
 
+    /// The number the next message recorded in `room` gets (0 if none
+    /// ever was).
+    pub fn next_seq(&self, room: &str) -> u64 {
+        self.room_ids
+            .get(room.to_ascii_lowercase().as_str())
+            .and_then(|id| self.counts.get(id))
+            .map_or(0, |c| c.next.max(0) as u64)
+    }
+
     /// Messages of `room` by number, oldest first: with `after`, those
     /// after it (the newest `n`, and one more if there are more, so the
     /// caller knows); with `before`, the newest `n` before it.
