@@ -83,7 +83,8 @@ fn ten_thousand_token_logins_after_a_restart() {
         for i in issued.len()..USERS {
             let name = format!("user{i}");
             assert!(store.add_account(&name, &hash, Timestamp::now()).unwrap());
-            issued.push((name.clone(), tokens.make(&name, expires, 0)));
+            let generation = store.token_generation(&name).unwrap().unwrap();
+            issued.push((name.clone(), tokens.make(&name, expires, generation)));
         }
     }
 

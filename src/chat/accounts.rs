@@ -106,7 +106,7 @@ impl Chat {
     /// The account `name` was just created (by this server; told before
     /// the registration's own outcome): the chat knows it even if the
     /// connection that asked is gone, and any older claim on it ends.
-    pub fn account_added(&mut self, name: Name) {
+    pub fn account_added(&mut self, name: Name, tokens: u32) {
         let key: Box<str> = name.to_ascii_lowercase().into();
         self.release_claims(&key);
         self.accounts.insert(
@@ -114,7 +114,7 @@ impl Chat {
             Account {
                 name,
                 role: Role::User,
-                tokens: 0,
+                tokens,
             },
         );
     }
@@ -242,7 +242,7 @@ mod tests {
         s.say(c, "any password");
         assert!(s.answer(Outcome::NoAccount)[&c.0][0].starts_with("* you joined"));
         s.say(c, "/register newowner9");
-        s.chat.account_added(Name::from("dave"));
+        s.chat.account_added(Name::from("dave"), 0);
         s.answer(Outcome::Done);
         assert_eq!(
             s.say(a, "/nick dave")[&a.0],
@@ -250,7 +250,7 @@ mod tests {
         );
         // And a registration finished for a connection gone by then is
         // known all the same.
-        s.chat.account_added(Name::from("Erin"));
+        s.chat.account_added(Name::from("Erin"), 0);
         let e = s.user("x");
         assert_eq!(
             s.say(e, "/nick erin")[&e.0],

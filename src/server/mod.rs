@@ -1463,7 +1463,7 @@ impl Server {
                     self.chat.job_done(ticket, outcome, &mut self.out);
                     self.answered(ticket.conn);
                 }
-                Reply::AccountAdded(name) => self.chat.account_added(name),
+                Reply::AccountAdded(name, generation) => self.chat.account_added(name, generation),
                 Reply::Accounts(names, generations) => {
                     info!("accounts changed in the database: {} now", names.len());
                     self.chat.set_accounts(names, &mut self.out);

@@ -45,7 +45,7 @@ pub enum Reply {
     /// command).
     Accounts(Vec<(Name, Role)>, Vec<(Name, u32)>),
     /// This server registered `name`.
-    AccountAdded(Name),
+    AccountAdded(Name, u32),
 }
 
 enum StoreOp {
@@ -441,7 +441,8 @@ impl Storage {
                     Ok(true) => {
                         // First, so the chat learns of the account even if
                         // the connection that asked is gone by now.
-                        to_loop.send(Reply::AccountAdded(name));
+                        let generation = self.store.token_generation(&name).ok().flatten();
+                        to_loop.send(Reply::AccountAdded(name, generation.unwrap_or(0)));
                         to_loop.job(ticket, Outcome::Done);
                     }
                     Ok(false) => to_loop.job(ticket, Outcome::AlreadyRegistered),

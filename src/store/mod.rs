@@ -259,6 +259,18 @@ impl Store {
             .map_err(ctx("cannot list accounts"))
     }
 
+    /// The session-token generation of the account `name` (any case).
+    pub fn token_generation(&self, name: &str) -> Result<Option<u32>, Error> {
+        self.db
+            .prepare_cached("SELECT token_gen FROM accounts WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row([name.to_ascii_lowercase()], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|g| g.map(|g| g.clamp(0, i64::from(u32::MAX)) as u32))
+            .map_err(ctx("cannot read an account"))
+    }
+
     /// Each account's session-token generation.
     pub fn token_generations(&self) -> Result<Vec<(Name, u32)>, Error> {
         let mut stmt = self
@@ -320,15 +332,26 @@ impl Store {
             .map_err(ctx("cannot read an account"))
     }
 
-    /// Creates the account; false if the name is registered already.
+    /// Creates the account; false if the name is registered already. Its
+    /// session tokens start at a random generation, so a token of an
+    /// earlier account of the same name (deleted since) never works.
     pub fn add_account(&self, name: &str, hash: &str, now: Timestamp) -> Result<bool, Error> {
+        let mut generation = [0u8; 4];
+        crate::crypto::random(&mut generation);
+        let generation = u32::from_le_bytes(generation) >> 1;
         self.db
             .prepare_cached(
-                "INSERT INTO accounts (key, name, hash, created) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO accounts (key, name, hash, created, token_gen)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING",
             )
             .and_then(|mut s| {
-                s.execute(params![name.to_ascii_lowercase(), name, hash, now.0 as i64])
+                s.execute(params![
+                    name.to_ascii_lowercase(),
+                    name,
+                    hash,
+                    now.0 as i64,
+                    generation
+                ])
             })
             .map(|n| n == 1)
             .map_err(ctx("cannot create an account"))
@@ -682,9 +705,13 @@ mod tests {
         assert!(s.set_password_hash("aLICE", "h3").unwrap());
         assert_eq!(s.password_hash("Alice").unwrap().as_deref(), Some("h3"));
         assert!(!s.set_password_hash("bob", "h").unwrap());
+        let generation = s.token_generation("alice").unwrap();
         assert!(s.delete_account("alice").unwrap());
         assert!(!s.delete_account("alice").unwrap());
         assert_eq!(s.password_hash("alice").unwrap(), None);
+        // The name registered again: the old account's tokens stay void.
+        assert!(s.add_account("alice", "h4", Timestamp(7)).unwrap());
+        assert_ne!(s.token_generation("alice").unwrap(), generation);
     }
 
     #[test]
