@@ -75,6 +75,7 @@ impl Chat {
 mod tests {
     use super::super::script::*;
     use super::*;
+    use crate::wire::proto::Since;
 
     #[test]
     fn history_is_replayed_on_entering_and_listed_on_request() {
@@ -219,5 +220,54 @@ mod tests {
             s.say(a, "/history")[&a.0],
             got(&["* history of #lobby: 0 messages", "* end of /history"])
         );
+    }
+
+    #[test]
+    fn a_resume_from_the_database_adds_what_was_said_while_it_was_read() {
+        let mut s = Script::with(ChatConfig::default());
+        s.chat.set_identity("e1", b"secret");
+        let alice = s.user("alice");
+        for i in 0..30 {
+            s.say(alice, &format!("m{i}"));
+        }
+        // bob saw up to m2 (seq 2): memory holds only the newest 20.
+        let bob = s.open();
+        s.take();
+        let cmd = Command::Connect {
+            name: "bob",
+            room: None,
+            password: None,
+            token: None,
+            since: Some(Since {
+                seq: 2,
+                epoch: "e1",
+            }),
+        };
+        s.chat.handle(bob, cmd, &mut s.out);
+        s.take();
+        assert!(matches!(&s.jobs[..], [Job::History { after: Some(2), .. }]));
+        // Said while the database was read.
+        s.say(alice, "late");
+        let stored: Vec<Recorded> = (3..30)
+            .map(|i| Recorded {
+                sender: "alice".into(),
+                text: format!("m{i}").into(),
+                ts: Timestamp(0),
+                seq: i,
+            })
+            .collect();
+        let seen = s.answer(Outcome::Resumed {
+            messages: stored,
+            next: 30,
+        });
+        let lines = &seen[&bob.0];
+        assert!(lines[0].starts_with("* you joined #lobby as bob"));
+        let said: Vec<&str> = lines[1..]
+            .iter()
+            .filter_map(|l| l.split("> ").nth(1))
+            .collect();
+        let mut want: Vec<String> = (3..30).map(|i| format!("m{i}")).collect();
+        want.push("late".into());
+        assert_eq!(said, want, "every missed message once, in order");
     }
 }

@@ -76,18 +76,23 @@ impl Chat {
             None => (self.history.newest(slot, n), false),
             Some(r) if !r.same_epoch => (self.history.newest(slot, n), true),
             Some(Resume {
+                seq,
                 fetched: Some(mut fetched),
                 ..
             }) => {
-                // The database's part, then what was said since it was read.
-                let last = fetched.last().map(|m| m.seq);
-                if let Some(last) = last
-                    && let Some((newer, _)) = self.history.after(slot, last, MAX_RESUME)
-                {
-                    fetched.extend(newer);
-                }
+                // The database's part, then what was said since it was
+                // read; if memory no longer reaches back that far, the
+                // client is told it missed more.
+                let from = fetched.last().map_or(seq, |m| m.seq);
+                let gap = match self.history.after(slot, from, MAX_RESUME) {
+                    Some((newer, more)) => {
+                        fetched.extend(newer);
+                        more
+                    }
+                    None => true,
+                };
                 let skip = fetched.len().saturating_sub(MAX_RESUME);
-                (fetched.split_off(skip), skip > 0)
+                (fetched.split_off(skip), gap || skip > 0)
             }
             Some(r) => self
                 .history
