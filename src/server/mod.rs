@@ -1157,26 +1157,8 @@ impl Server {
                     debug!("conn #{}: TLS handshake done", self.conns.slab[key].serial);
                     self.metrics.tls_handshakes += 1;
                 }
-                let c = &mut self.conns.slab[key];
-                if let Some(ws) = c.stack.ws.as_deref_mut()
-                    && !ws.control.is_empty()
-                {
-                    // Pongs, in order with the events before them.
-                    let control = std::mem::take(&mut ws.control);
-                    c.out
-                        .push(&self.conns.logs[Mode::WebSocket as usize], &control);
-                    self.conns.mark_dirty(key);
-                    // Pongs count toward --max-outbuf like any output: a
-                    // client that pings and never reads is dropped.
-                    if self.conns.over_limit(key, 0) {
-                        return false;
-                    }
-                }
-                if arrival.ws_closed.is_some() {
-                    // The client closed: like a FIN, what it sent before
-                    // is handled first, then its close is answered in kind
-                    // (a WebSocket closed without quit is a disconnect).
-                    self.conns.slab[key].eof = true;
+                if !self.websocket_arrived(key, arrival.ws_closed.is_some()) {
+                    return false;
                 }
                 if arrival.greet {
                     // Greeted at its first line (which may be an HTTP
@@ -1192,9 +1174,7 @@ impl Server {
             Err(e) => {
                 info!("conn #{} {}: {e}", c.serial, c.peer);
                 if let StackError::WebSocket(v) = e {
-                    let log = &self.conns.logs[Mode::WebSocket as usize];
-                    close_websocket(c, log, v.code);
-                    self.conns.close(key, CloseReason::WebSocketError);
+                    self.websocket_failed(key, v.code);
                     return false;
                 }
                 if let StackError::NoCertificate = e {
@@ -1285,9 +1265,7 @@ impl Server {
                     Err(_) if c.mode == Some(Mode::WebSocket) => {
                         // RFC 6455: a text message that is not UTF-8 ends
                         // the connection, with 1007.
-                        let log = &self.conns.logs[Mode::WebSocket as usize];
-                        close_websocket(c, log, ws::CLOSE_INVALID_DATA);
-                        self.conns.close(key, CloseReason::WebSocketError);
+                        self.websocket_failed(key, ws::CLOSE_INVALID_DATA);
                         return false;
                     }
                     Err(_) => self.out.send(conn, Event::Error(ProtoError::InvalidUtf8)),
@@ -1408,32 +1386,54 @@ impl Server {
         c.mode = Some(Mode::WebSocket);
         self.websockets += 1;
         match c.stack.start_websocket() {
-            Ok(arrival) if arrival.ws_closed.is_some() => {
-                let log = &self.conns.logs[Mode::WebSocket as usize];
-                close_websocket(c, log, ws::CLOSE_NORMAL);
-                self.conns.close(key, CloseReason::PeerClosed);
-                return false;
+            Ok(arrival) => {
+                if !self.websocket_arrived(key, arrival.ws_closed.is_some()) {
+                    return false;
+                }
             }
-            Ok(_) => {}
             Err(e) => {
                 info!("conn #{} {}: {e}", c.serial, c.peer);
-                if let StackError::WebSocket(v) = e {
-                    let log = &self.conns.logs[Mode::WebSocket as usize];
-                    close_websocket(c, log, v.code);
-                }
-                self.conns.close(key, CloseReason::WebSocketError);
+                let code = match e {
+                    StackError::WebSocket(v) => v.code,
+                    _ => ws::CLOSE_PROTOCOL,
+                };
+                self.websocket_failed(key, code);
                 return false;
             }
         }
+        self.greet(key);
+        true
+    }
+
+    /// What a WebSocket's input asks of the server: the pongs it owes,
+    /// queued in order and counted toward `--max-outbuf` like any output
+    /// (a client that pings and never reads is dropped), and the client's
+    /// close taken as a FIN: what came before it is handled first, then
+    /// the close is answered in kind. Returns false if it was dropped.
+    fn websocket_arrived(&mut self, key: usize, closed: bool) -> bool {
+        let c = &mut self.conns.slab[key];
         if let Some(ws) = c.stack.ws.as_deref_mut()
             && !ws.control.is_empty()
         {
             let control = std::mem::take(&mut ws.control);
             c.out
                 .push(&self.conns.logs[Mode::WebSocket as usize], &control);
+            self.conns.mark_dirty(key);
+            if self.conns.over_limit(key, 0) {
+                return false;
+            }
         }
-        self.greet(key);
+        if closed {
+            self.conns.slab[key].eof = true;
+        }
         true
+    }
+
+    /// A WebSocket broke the protocol: its close code, then the close.
+    fn websocket_failed(&mut self, key: usize, code: u16) {
+        let c = &mut self.conns.slab[key];
+        close_websocket(c, &self.conns.logs[Mode::WebSocket as usize], code);
+        self.conns.close(key, CloseReason::WebSocketError);
     }
 
     /// Pings every WebSocket (an idle one is found out when the ping
