@@ -132,59 +132,9 @@ impl Chat {
                 };
                 out.send_all(r.members.iter().copied().filter(|&m| m != conn), event);
             }
-            Command::History(n) => {
-                self.fold(room);
-                let n = n.min(self.cfg.history_keep);
-                let r = &self.rooms[room];
-                match self.history.recent(r.history, n) {
-                    Some(messages) => out.send(
-                        conn,
-                        Event::History {
-                            room: r.name.clone(),
-                            messages,
-                            listing: true,
-                            truncated: false,
-                        },
-                    ),
-                    None => {
-                        let room = r.name.clone();
-                        let wait = Wait::History { room: room.clone() };
-                        self.hand_out(conn, wait, out, |ticket| Job::History {
-                            ticket,
-                            room,
-                            count: n,
-                            after: None,
-                            before: None,
-                        });
-                    }
-                }
-            }
+            Command::History(n) => self.list_history(conn, room, n, None, out),
             Command::HistoryBefore { count, before } => {
-                self.fold(room);
-                let count = count.min(self.cfg.history_keep);
-                let r = &self.rooms[room];
-                match self.history.before(r.history, before, count) {
-                    Some(messages) => out.send(
-                        conn,
-                        Event::History {
-                            room: r.name.clone(),
-                            messages,
-                            listing: true,
-                            truncated: false,
-                        },
-                    ),
-                    None => {
-                        let room = r.name.clone();
-                        let wait = Wait::History { room: room.clone() };
-                        self.hand_out(conn, wait, out, |ticket| Job::History {
-                            ticket,
-                            room,
-                            count,
-                            after: None,
-                            before: Some(before),
-                        });
-                    }
-                }
+                self.list_history(conn, room, count, Some(before), out)
             }
             Command::JoinSince {
                 room: target,
@@ -337,6 +287,48 @@ impl Chat {
             | Command::Wall(_)
             | Command::Whois(_)
             | Command::SetRole { .. }) => self.moderation_command(conn, cmd, out),
+        }
+    }
+
+    /// `/history`: the newest `count` messages of `room` (before `seq`
+    /// `before`, when given), from memory if it holds them, else from the
+    /// database.
+    fn list_history(
+        &mut self,
+        conn: ConnId,
+        room: usize,
+        count: usize,
+        before: Option<u64>,
+        out: &mut Outbox,
+    ) {
+        self.fold(room);
+        let count = count.min(self.cfg.history_keep);
+        let r = &self.rooms[room];
+        let held = match before {
+            None => self.history.recent(r.history, count),
+            Some(seq) => self.history.before(r.history, seq, count),
+        };
+        match held {
+            Some(messages) => out.send(
+                conn,
+                Event::History {
+                    room: r.name.clone(),
+                    messages,
+                    listing: true,
+                    truncated: false,
+                },
+            ),
+            None => {
+                let room = r.name.clone();
+                let wait = Wait::History { room: room.clone() };
+                self.hand_out(conn, wait, out, |ticket| Job::History {
+                    ticket,
+                    room,
+                    count,
+                    after: None,
+                    before,
+                });
+            }
         }
     }
 
