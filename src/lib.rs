@@ -38,6 +38,9 @@
 //!   flags it stands for (checked by the flags' own parsers), and what
 //!   changed between two readings. Text in, arguments out; depends on
 //!   nothing of the server.
+//! - [`cluster`]: one chat across several nodes through NATS JetStream:
+//!   the subjects, buckets and encodings, and the link thread with its
+//!   own small runtime that hands batches to the loop through its waker.
 //! - [`loadgen`]: the load generator behind `chat-bench` and the benches:
 //!   subscribers and a publisher on one `mio` loop, against chatd or
 //!   Redis. Uses none of the server's modules.
@@ -50,6 +53,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod loadgen;

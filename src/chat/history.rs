@@ -350,6 +350,12 @@ impl History {
         tail.next_seq - 1
     }
 
+    /// Numbers the next message of `slot` `next` (a cluster numbers
+    /// messages by its one order, skipping those of other rooms).
+    pub fn set_next_seq(&mut self, slot: usize, next: u64) {
+        self.tails[slot].next_seq = next;
+    }
+
     /// The messages after `seq` (oldest first, at most `max`, the newest
     /// kept) if memory holds them all, with whether more than `max` were
     /// missed; `None` if older ones must come from the database.

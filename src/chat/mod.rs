@@ -14,6 +14,7 @@
 //! `throttle` the in-memory history and the wrong-password delays.
 
 mod accounts;
+mod cluster;
 pub mod history;
 pub mod moderation;
 mod naming;
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::chat::cluster::Remote;
+pub use crate::chat::cluster::{Presence, Shared};
 use crate::chat::history::{Chunk, History};
 use crate::chat::moderation::{Change, Moderation};
 use crate::chat::throttle::Throttle;
@@ -164,6 +167,14 @@ pub enum Job {
         after: Option<u64>,
         before: Option<u64>,
     },
+    /// Claim `name` across the cluster for `ticket`'s connection;
+    /// `takeover` replaces a holder (the same account on another node).
+    Claim {
+        ticket: Ticket,
+        name: Name,
+        room: Name,
+        takeover: bool,
+    },
 }
 
 impl std::fmt::Debug for Job {
@@ -172,6 +183,15 @@ impl std::fmt::Debug for Job {
             Job::Login { ticket, name, .. } => write!(f, "Login({name}, {ticket:?})"),
             Job::Register { ticket, name, .. } => write!(f, "Register({name}, {ticket:?})"),
             Job::Passwd { ticket, name, .. } => write!(f, "Passwd({name}, {ticket:?})"),
+            Job::Claim {
+                ticket,
+                name,
+                room,
+                takeover,
+            } => write!(
+                f,
+                "Claim({name} in {room}, takeover {takeover}, {ticket:?})"
+            ),
             Job::History {
                 ticket,
                 room,
@@ -192,7 +212,8 @@ impl Job {
             Job::Login { ticket, .. }
             | Job::Register { ticket, .. }
             | Job::Passwd { ticket, .. }
-            | Job::History { ticket, .. } => *ticket,
+            | Job::History { ticket, .. }
+            | Job::Claim { ticket, .. } => *ticket,
         }
     }
 }
@@ -214,6 +235,12 @@ pub enum Outcome {
         messages: Vec<Recorded>,
         next: u64,
     },
+    /// A cluster-wide claim on the lower-cased name `key`: granted or
+    /// refused (held elsewhere).
+    Claimed {
+        key: Box<str>,
+        ok: bool,
+    },
     /// Not run: too many jobs waiting, or the database failed.
     Busy,
 }
@@ -233,6 +260,8 @@ pub enum Output<'a> {
     Job(Job),
     /// Store a moderation change (nothing comes back).
     Store(Change),
+    /// Tell the other nodes of the cluster.
+    Share(Shared),
 }
 
 enum Action {
@@ -247,6 +276,7 @@ enum Action {
     },
     Job(Job),
     Store(Change),
+    Share(Shared),
 }
 
 /// Events with their recipients, in order. Recipient lists share one
@@ -283,6 +313,10 @@ impl Outbox {
         self.actions.push(Action::Store(change));
     }
 
+    pub fn share(&mut self, shared: Shared) {
+        self.actions.push(Action::Share(shared));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
@@ -298,6 +332,7 @@ impl Outbox {
                 Action::Close { conn, reason } => f(Output::Close { conn, reason }),
                 Action::Job(job) => f(Output::Job(job)),
                 Action::Store(change) => f(Output::Store(change)),
+                Action::Share(shared) => f(Output::Share(shared)),
             }
         }
         self.recipients.clear();
@@ -363,6 +398,13 @@ enum Wait {
     },
     History {
         room: Name,
+    },
+    /// A cluster-wide claim on `name` is out: to take it (entering
+    /// `room`), or to be renamed to it.
+    Claim {
+        name: Name,
+        room: Option<Name>,
+        rename: bool,
     },
     /// Entering `room`, whose recent history is being read from the
     /// database first: a named user's `/join`, or taking `name` with it.
@@ -461,6 +503,8 @@ pub struct Chat {
     /// batch it was made in.
     batch: u64,
     counts: Counts,
+    /// The other nodes, when this chat is one node of a cluster.
+    cluster: Option<Box<Remote>>,
 }
 
 /// Orders names as listings show them, ignoring ASCII case, without
@@ -506,6 +550,7 @@ impl Chat {
             record_bytes: 0,
             batch: 0,
             counts: Counts::default(),
+            cluster: None,
             cfg,
             users: Vec::new(),
             names: HashMap::new(),
@@ -684,6 +729,7 @@ impl Chat {
         reason: CloseReason,
         out: &mut Outbox,
     ) -> Option<Name> {
+        self.settle_claim(conn);
         let user = self.user(conn)?;
         let (name, gone) = (user.name.clone(), user.gone);
         if name.is_some() && !gone {

@@ -24,6 +24,13 @@ impl Chat {
             self.accounts.remove(&key);
             self.release_claims(&key);
         }
+        let here = self.users.get(conn.0).and_then(Option::as_ref);
+        if let Outcome::Claimed { key, ok: true } = &outcome
+            && here.is_none_or(|u| u.serial != ticket.serial || u.gone)
+        {
+            // Nobody here to take it: given up again.
+            self.claim_granted(None, key);
+        }
         let Some(user) = self.users.get_mut(conn.0).and_then(Option::as_mut) else {
             return;
         };
@@ -130,6 +137,24 @@ impl Chat {
             (Wait::Entering { name: Some(_), .. }, _) => {
                 out.send(conn, error(ProtoError::ServerBusy));
                 out.send(conn, Event::AskName);
+            }
+            (Wait::Claim { name, room, rename }, Outcome::Claimed { key, ok: true }) => {
+                self.claim_granted(Some(conn), &key);
+                let current = self.user(conn).and_then(|u| u.name.clone());
+                match current {
+                    Some(old) if rename => self.rename(conn, &old, &name, out),
+                    _ => self.take_name(conn, name, room, out),
+                }
+            }
+            (Wait::Claim { name, rename, .. }, outcome) => {
+                let e = match outcome {
+                    Outcome::Claimed { .. } => ProtoError::NameTaken(name.to_string()),
+                    _ => ProtoError::ServerBusy,
+                };
+                out.send(conn, error(e));
+                if !rename {
+                    out.send(conn, Event::AskName);
+                }
             }
             (Wait::History { room }, Outcome::History(messages)) => out.send(
                 conn,
@@ -431,6 +456,9 @@ impl Chat {
         room: Option<Name>,
         out: &mut Outbox,
     ) {
+        if !self.has_claim(conn, &name.to_ascii_lowercase()) {
+            return self.claim(conn, name, room, false, out);
+        }
         let target = room.as_deref().unwrap_or(LOBBY);
         if self.needs_load(target) || self.resume_needs_load(conn, target) {
             let wait = Wait::Entering {
@@ -451,6 +479,7 @@ impl Chat {
         out: &mut Outbox,
     ) {
         self.names.insert(name.to_ascii_lowercase().into(), conn);
+        self.settle_claim(conn);
         self.user_mut(conn).name = Some(name.clone());
         let id = match room {
             Some(r) => self.room_id(&r),
@@ -466,7 +495,7 @@ impl Chat {
             Event::Connected {
                 name,
                 room: room.name.clone(),
-                users: room.members.len(),
+                users: room.members.len() + self.remote_members(&room.name.to_ascii_lowercase()),
                 topic: room.topic.clone(),
                 epoch: self.epoch.clone(),
                 token,
@@ -493,6 +522,9 @@ impl Chat {
             .is_some_and(|a| *a == *key);
         match self.names.get(key.as_str()) {
             Some(&holder) if holder != conn => Err(ProtoError::NameTaken(name.to_string())),
+            None if !own && self.held_elsewhere(&key) => {
+                Err(ProtoError::NameTaken(name.to_string()))
+            }
             _ if self.accounts.contains_key(key.as_str()) && !own => {
                 Err(ProtoError::NameTaken(name.to_string()))
             }

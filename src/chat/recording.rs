@@ -16,6 +16,7 @@ impl Chat {
         for room in std::mem::take(&mut self.record_rooms) {
             self.fold(room);
         }
+        self.drop_transient_rooms();
         self.record_bytes = 0;
         self.batch += 1;
         std::mem::take(&mut self.records)
@@ -49,10 +50,38 @@ impl Chat {
     /// to be stored; returns its number in the room.
     pub(super) fn record(&mut self, room: usize, sender: &Name, text: &str) -> u64 {
         let seq = self.history.take_seq(self.rooms[room].history);
+        self.record_at(room, seq, sender, text, self.clock)
+    }
+
+    /// As `record`, numbered `seq` by the cluster's order (the numbers of
+    /// one room may skip those of others) and stamped `ts`.
+    pub(super) fn record_at(
+        &mut self,
+        room: usize,
+        seq: u64,
+        sender: &Name,
+        text: &str,
+        ts: Timestamp,
+    ) -> u64 {
+        self.history.set_next_seq(self.rooms[room].history, seq + 1);
+        // A chunk numbers its lines one after another: a skip starts a
+        // new one, once the last is in the in-memory history.
+        let current = match self.rooms[room].chunk {
+            Some((batch, i)) if batch == self.batch => {
+                let c = &self.records[i];
+                if c.first + c.count as u64 == seq {
+                    Some(i)
+                } else {
+                    self.fold(room);
+                    None
+                }
+            }
+            _ => None,
+        };
         let r = &mut self.rooms[room];
-        let i = match r.chunk {
-            Some((batch, i)) if batch == self.batch => i,
-            _ => {
+        let i = match current {
+            Some(i) => i,
+            None => {
                 let chunk = Chunk::with_capacity(r.name.clone(), r.chunk_hint, seq);
                 self.record_bytes += chunk.weight();
                 self.records.push(chunk);
@@ -64,7 +93,7 @@ impl Chat {
         };
         let chunk = &mut self.records[i];
         let before = chunk.weight();
-        chunk.push(self.clock, sender, text);
+        chunk.push(ts, sender, text);
         // Capacities only grow, so this never goes below zero.
         self.record_bytes += chunk.weight() - before;
         seq

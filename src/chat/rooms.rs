@@ -120,6 +120,16 @@ impl Chat {
                     return out.send(conn, Event::Error(e));
                 }
                 let text: std::sync::Arc<str> = text.into();
+                if self.in_cluster() {
+                    // Delivered when it comes back in the cluster's order.
+                    let shared = Shared::Room {
+                        room: self.rooms[room].name.clone(),
+                        from: name,
+                        text,
+                        ts: self.clock,
+                    };
+                    return out.share(shared);
+                }
                 let seq = (self.cfg.history_keep > 0).then(|| self.record(room, &name, &text));
                 self.counts.room_messages += 1;
                 let r = &self.rooms[room];
@@ -213,7 +223,24 @@ impl Chat {
                         },
                     )
                 }
-                None => out.send(conn, Event::Error(ProtoError::NoSuchUser(clip(to)))),
+                None => match self.remote_user(to.to_ascii_lowercase().as_str()) {
+                    Some(_)
+                        if let Err(e) = self.may_speak(conn, &name.to_ascii_lowercase(), None) =>
+                    {
+                        out.send(conn, Event::Error(e))
+                    }
+                    Some(to) => {
+                        let ts = self.clock;
+                        let text = text.into();
+                        out.share(Shared::Direct {
+                            to,
+                            from: name,
+                            text,
+                            ts,
+                        })
+                    }
+                    None => out.send(conn, Event::Error(ProtoError::NoSuchUser(clip(to)))),
+                },
             },
             Command::Nick(new) => self.rename(conn, &name, strip_hash(new), out),
             Command::Join(target) => self.join(conn, strip_hash(target), out),
@@ -223,15 +250,20 @@ impl Chat {
                     .iter()
                     .map(|(_, r)| RoomInfo {
                         name: r.name.clone(),
-                        users: r.members.len(),
+                        users: r.members.len() + self.remote_members(&r.name.to_ascii_lowercase()),
                     })
+                    .chain(self.remote_rooms())
                     .collect();
                 rooms.sort_unstable_by(|a, b| cmp_ignore_case(&a.name, &b.name));
                 out.send(conn, Event::Rooms { rooms });
             }
             Command::Who => {
                 let r = &self.rooms[room];
-                let users = self.user_infos(r.members.iter().copied());
+                let mut users = self.user_infos(r.members.iter().copied());
+                if self.in_cluster() {
+                    users.extend(self.remote_infos(Some(&r.name)));
+                    users.sort_unstable_by(|a, b| cmp_ignore_case(&a.name, &b.name));
+                }
                 out.send(
                     conn,
                     Event::Who {
@@ -242,10 +274,13 @@ impl Chat {
             }
             Command::Users => {
                 let mut users = self.user_infos(self.names.values().copied());
+                users.extend(self.remote_infos(None));
                 users.extend(
                     self.accounts
                         .iter()
-                        .filter(|(key, _)| !self.names.contains_key(*key))
+                        .filter(|(key, _)| {
+                            !self.names.contains_key(*key) && !self.held_elsewhere(key)
+                        })
                         .map(|(_, a)| UserInfo {
                             name: a.name.clone(),
                             status: Status::Offline,
@@ -267,6 +302,7 @@ impl Chat {
                 let user = self.user_mut(conn);
                 user.status = status;
                 user.note = note.clone();
+                self.presence_changed(&name.to_ascii_lowercase());
                 self.announce(conn, NoticeKind::Status { status, note }, true, out);
             }
             Command::Quit(reason) => {
@@ -342,8 +378,14 @@ impl Chat {
             out.send(conn, Event::Info(Info::AlreadyNamed { name }));
             return;
         }
+        if !self.has_claim(conn, &new.to_ascii_lowercase()) {
+            return self.claim(conn, new.into(), None, true, out);
+        }
         self.names.remove(old.to_ascii_lowercase().as_str());
         self.names.insert(new.to_ascii_lowercase().into(), conn);
+        self.settle_claim(conn);
+        self.presence_changed(&old.to_ascii_lowercase());
+        self.presence_changed(&new.to_ascii_lowercase());
         self.user_mut(conn).name = Some(new.into());
         self.announce(conn, NoticeKind::Nick { old: old.clone() }, true, out);
     }
@@ -469,12 +511,19 @@ impl Chat {
         let user = self.user_mut(conn);
         user.room = room;
         user.pos = pos;
+        if self.cluster.is_some()
+            && let Some(name) = self.user(conn).and_then(|u| u.name.clone())
+        {
+            self.presence_changed(&name.to_ascii_lowercase());
+        }
     }
 
     /// Takes a named user out of its room and out of the name index.
     pub(super) fn remove(&mut self, conn: ConnId) {
-        if let Some(name) = &self.user(conn).expect("present user").name {
-            self.names.remove(name.to_ascii_lowercase().as_str());
+        if let Some(name) = self.user(conn).expect("present user").name.clone() {
+            let key = name.to_ascii_lowercase();
+            self.names.remove(key.as_str());
+            self.presence_changed(&key);
         }
         self.leave_room(conn);
     }

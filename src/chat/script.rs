@@ -14,6 +14,8 @@ pub(super) struct Script {
     pub(super) jobs: Vec<Job>,
     /// Moderation changes handed out to be stored.
     pub(super) stored: Vec<Change>,
+    /// What was handed out for the other nodes of a cluster.
+    pub(super) shared: Vec<Shared>,
 }
 
 impl Script {
@@ -34,6 +36,7 @@ impl Script {
             closed: Vec::new(),
             jobs: Vec::new(),
             stored: Vec::new(),
+            shared: Vec::new(),
         }
     }
 
@@ -43,6 +46,7 @@ impl Script {
         let closed = &mut self.closed;
         let jobs = &mut self.jobs;
         let stored = &mut self.stored;
+        let shared = &mut self.shared;
         self.out.drain(|o| match o {
             Output::Send { event, to } => {
                 let mut buf = Vec::new();
@@ -56,6 +60,7 @@ impl Script {
             Output::Close { conn, reason } => closed.push((conn, reason)),
             Output::Job(job) => jobs.push(job),
             Output::Store(change) => stored.push(change),
+            Output::Share(s) => shared.push(s),
         });
         seen
     }

@@ -34,7 +34,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use socket2::{Domain, Socket, Type};
 
-use crate::chat::{Chat, ChatConfig, ConnId, Outbox, Outcome, Output, Ticket};
+use crate::chat::{
+    Chat, ChatConfig, ConnId, Job, Outbox, Outcome, Output, Presence, Shared, Ticket,
+};
+use crate::cluster::Kind;
+use crate::cluster::link::{FromLink, Link};
 use crate::server::conn::{Budget, Conn, State, configure_socket};
 use crate::server::stack::{Phase, StackError, WELCOME_DELAY};
 use crate::server::tls::{PLAIN_ALERT_HANDSHAKE_FAILURE, TlsConfig};
@@ -45,7 +49,7 @@ use crate::store::password::Cost;
 use crate::wire::cidr::Cidr;
 use crate::wire::json;
 use crate::wire::lines::Line;
-use crate::wire::proto::{CloseReason, Event, Mode, ProtoError, Timestamp, encode_text};
+use crate::wire::proto::{CloseReason, Event, Mode, ProtoError, Status, Timestamp, encode_text};
 use crate::wire::ws;
 
 /// How often every WebSocket is pinged, so idle ones are found out and
@@ -148,6 +152,8 @@ pub struct Config {
     pub allow_plain: Vec<Cidr>,
     /// Origins besides the server's own allowed to open a WebSocket.
     pub web_origins: Vec<String>,
+    /// One chat with the other nodes of this cluster (`--cluster`).
+    pub cluster: Option<crate::cluster::Settings>,
 }
 
 /// The addresses `--allow-plain` allows by default: this machine.
@@ -174,6 +180,7 @@ impl Default for Config {
             require_tls: false,
             allow_plain: default_allow_plain(),
             web_origins: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -489,6 +496,23 @@ impl Conns {
 }
 
 /// Appends `event` as `mode` writes it, with the request `id` in JSON.
+/// Published messages not yet acknowledged past which senders are not
+/// read (as when storage falls behind) until NATS catches up.
+pub const CLUSTER_BACKLOG: usize = 10_000;
+
+/// Hands a message for the other nodes to the link.
+fn share(link: &Link, shared: Shared) {
+    match shared {
+        Shared::Room {
+            room,
+            from,
+            text,
+            ts,
+        } => link.publish(Kind::Room, &room, &from, &text, ts),
+        Shared::Direct { to, from, text, ts } => link.publish(Kind::Direct, &to, &from, &text, ts),
+    }
+}
+
 fn encode(mode: Mode, event: &Event, id: Option<&json::RawValue>, buf: &mut Vec<u8>) {
     match mode {
         Mode::Text => encode_text(event, buf),
@@ -596,14 +620,30 @@ pub struct Server {
     /// Open WebSocket connections, and when they are next pinged.
     websockets: usize,
     next_ws_ping: Instant,
+    /// The link to the other nodes, under `--cluster`.
+    link: Option<Link>,
 }
 
 impl Server {
     /// A server on an already-bound listener (so tests can bind port 0).
     /// Opens the database first: one that cannot be used is an error here.
     pub fn new(listener: std::net::TcpListener, cfg: Config) -> io::Result<Server> {
-        let store = Store::open(&cfg.db, cfg.chat.history_keep)
+        let mut store = Store::open(&cfg.db, cfg.chat.history_keep)
             .map_err(|e| io::Error::other(format!("cannot use database {}: {e}", cfg.db)))?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        // Joined first: the stream's lineage decides what of the local
+        // history is still good.
+        let mut link = None;
+        let mut lineage = None;
+        if let Some(settings) = &cfg.cluster {
+            let (l, started) = Link::start(settings.clone(), waker.clone())?;
+            let cursor = store
+                .cluster_cursor(&started.epoch)
+                .map_err(|e| io::Error::other(format!("cannot use database {}: {e}", cfg.db)))?;
+            link = Some((l, cursor, settings.node.clone()));
+            lineage = Some(started);
+        }
         let mut chat = Chat::new(cfg.chat.clone());
         let wall = Timestamp::now();
         chat.set_clock(wall, Instant::now());
@@ -622,7 +662,10 @@ impl Server {
         );
         chat.set_accounts(names, &mut Outbox::default());
         chat.set_token_generations(generations);
-        chat.set_identity(&epoch, &secret);
+        match &lineage {
+            Some(cluster) => chat.set_identity(&cluster.epoch, &cluster.secret),
+            None => chat.set_identity(&epoch, &secret),
+        }
         chat.load_moderation(moderation);
         for (room, messages, older) in tails {
             chat.load_history(&room, messages, older);
@@ -630,10 +673,13 @@ impl Server {
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let mut listener = TcpListener::from_std(listener);
-        let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let link = link.map(|(mut l, cursor, node)| {
+            chat.join_cluster(&node);
+            l.begin(cursor);
+            l
+        });
         let backend = Backend::start(store, cfg.hash_cost, cfg.auth_queue, waker.clone())?;
         Ok(Server {
             poll,
@@ -673,6 +719,7 @@ impl Server {
             per_ip: HashMap::new(),
             websockets: 0,
             next_ws_ping: Instant::now() + WS_PING_EVERY,
+            link,
             config_slot: Arc::new(Mutex::new(None)),
         })
     }
@@ -721,6 +768,7 @@ impl Server {
                         self.take_new_certificate();
                         self.answer_scrapes();
                         self.take_new_config();
+                        self.take_from_cluster();
                     }
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -1208,7 +1256,11 @@ impl Server {
             if c.stack.lines.is_empty() {
                 return true;
             }
-            if self.backend.behind(self.chat.record_bytes()) {
+            let cluster_behind = self
+                .link
+                .as_ref()
+                .is_some_and(|l| l.waiting() > CLUSTER_BACKLOG);
+            if self.backend.behind(self.chat.record_bytes()) || cluster_behind {
                 // Storage is far behind: nobody is read until it catches
                 // up, so what waits to be stored stays bounded. Noted once
                 // however often it is served meanwhile.
@@ -1478,6 +1530,67 @@ impl Server {
         }
     }
 
+    /// Hands what came from the other nodes to the chat: messages in the
+    /// cluster's order (the cursor follows them to the database),
+    /// presence changes, answers to claims.
+    fn take_from_cluster(&mut self) {
+        let Some(link) = &self.link else { return };
+        let batch = link.take();
+        if batch.is_empty() {
+            return;
+        }
+        let mut last = None;
+        for item in batch {
+            match item {
+                FromLink::Said { seq, kind, said } => {
+                    let ts = Timestamp(said.ts);
+                    match kind {
+                        Kind::Room => self.chat.remote_room(
+                            seq,
+                            &said.to,
+                            &said.from,
+                            &said.text,
+                            ts,
+                            &mut self.out,
+                        ),
+                        Kind::Direct => self.chat.remote_direct(
+                            &said.to,
+                            &said.from,
+                            &said.text,
+                            ts,
+                            &mut self.out,
+                        ),
+                    }
+                    last = Some(seq);
+                }
+                FromLink::Presence { key, presence } => {
+                    self.chat.remote_presence(&key, presence, &mut self.out)
+                }
+                FromLink::Claimed {
+                    ticket,
+                    key,
+                    granted,
+                } => {
+                    let outcome = match granted {
+                        Some(ok) => Outcome::Claimed {
+                            key: key.into(),
+                            ok,
+                        },
+                        None => Outcome::Busy,
+                    };
+                    // What was said before goes out before the answer.
+                    self.dispatch();
+                    self.chat.job_done(ticket, outcome, &mut self.out);
+                    self.answered(ticket.conn);
+                }
+            }
+        }
+        if let Some(seq) = last {
+            self.backend.set_cursor(seq);
+        }
+        self.dispatch();
+    }
+
     /// Queues what the chat said after a job for `conn`; if it no longer
     /// waits, the answer carries its request's id and its input is read
     /// again.
@@ -1494,9 +1607,19 @@ impl Server {
         }
     }
 
+    /// Whether too many published messages wait for NATS.
+    fn cluster_behind(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.waiting() > CLUSTER_BACKLOG)
+    }
+
     /// Reads from held connections again once storage has caught up.
     fn release_held(&mut self) {
-        if self.conns.held.is_empty() || self.backend.behind(self.chat.record_bytes()) {
+        if self.conns.held.is_empty()
+            || self.backend.behind(self.chat.record_bytes())
+            || self.cluster_behind()
+        {
             return;
         }
         for key in std::mem::take(&mut self.conns.held) {
@@ -1554,6 +1677,7 @@ impl Server {
                 chat,
                 backend,
                 metrics,
+                link,
                 ..
             } = self;
             out.drain(|o| match o {
@@ -1578,6 +1702,29 @@ impl Server {
                     backend.record(chat.take_records(), bytes);
                     backend.change(change);
                 }
+                Output::Share(shared) => {
+                    if let Some(link) = link {
+                        share(link, shared);
+                    }
+                }
+                Output::Job(Job::Claim {
+                    ticket,
+                    name,
+                    room,
+                    takeover,
+                }) => match (link.as_ref(), chat.node()) {
+                    (Some(link), Some(node)) => {
+                        let presence = Presence {
+                            name: name.clone(),
+                            node,
+                            room,
+                            status: Status::Online,
+                            note: None,
+                        };
+                        link.claim(ticket, &name.to_ascii_lowercase(), &presence, takeover);
+                    }
+                    _ => refused.push(ticket),
+                },
                 Output::Job(job) => {
                     // Messages recorded before the job are stored before
                     // it runs: a history query sees them.
@@ -1601,6 +1748,11 @@ impl Server {
     /// Removes dead connections (telling their rooms) and flushes every
     /// connection with output, until neither leaves work behind.
     fn finish_turn(&mut self) {
+        if let Some(link) = &self.link {
+            for (key, presence) in self.chat.take_presence() {
+                link.present(&key, presence.as_ref());
+            }
+        }
         let bytes = self.chat.record_bytes();
         self.backend.record(self.chat.take_records(), bytes);
         while !self.conns.dead.is_empty() || !self.conns.dirty.is_empty() {

@@ -49,7 +49,9 @@ pub enum Reply {
 }
 
 enum StoreOp {
-    Record(Vec<Chunk>, usize),
+    /// Chunks, the memory they hold, and the cluster stream's position
+    /// they reach.
+    Record(Vec<Chunk>, usize, Option<u64>),
     /// A login (read the hash, verify it on the hashing thread), a
     /// password change (read the hash, verify `old`, hash `new`, store
     /// it) or a history query. Registrations start on the hashing thread.
@@ -145,6 +147,8 @@ pub struct Backend {
     storage: Option<JoinHandle<()>>,
     stopped: Receiver<()>,
     stopping: bool,
+    /// The cluster stream's position the next batch reaches.
+    cursor: std::cell::Cell<Option<u64>>,
 }
 
 impl Backend {
@@ -205,6 +209,7 @@ impl Backend {
             storage: Some(storage),
             stopped,
             stopping: false,
+            cursor: std::cell::Cell::new(None),
         })
     }
 
@@ -244,12 +249,23 @@ impl Backend {
     }
 
     /// Queues messages to be stored; `bytes` counts against the backlog.
+    /// Notes that what the next batch holds reaches `seq` of the
+    /// cluster's stream; it is stored with that batch.
+    pub fn set_cursor(&self, seq: u64) {
+        self.cursor.set(Some(seq));
+    }
+
     pub fn record(&self, batch: Vec<Chunk>, bytes: usize) {
-        if batch.is_empty() {
+        let cursor = self.cursor.take();
+        if batch.is_empty() && cursor.is_none() {
             return;
         }
         self.backlog.bytes.fetch_add(bytes, Ordering::SeqCst);
-        if self.store.send(StoreOp::Record(batch, bytes)).is_err() {
+        if self
+            .store
+            .send(StoreOp::Record(batch, bytes, cursor))
+            .is_err()
+        {
             self.backlog.bytes.fetch_sub(bytes, Ordering::SeqCst);
         }
     }
@@ -358,13 +374,14 @@ impl Storage {
                 },
             };
             match op {
-                StoreOp::Record(mut batch, mut bytes) => {
+                StoreOp::Record(mut batch, mut bytes, mut cursor) => {
                     // Everything already queued goes into one transaction.
                     while let Ok(next) = rx.try_recv() {
                         match next {
-                            StoreOp::Record(more, b) => {
+                            StoreOp::Record(more, b, c) => {
                                 batch.extend(more);
                                 bytes += b;
+                                cursor = c.or(cursor);
                             }
                             other => {
                                 held.push_back(other);
@@ -373,7 +390,7 @@ impl Storage {
                         }
                     }
                     let count: usize = batch.iter().map(|c| c.count).sum();
-                    if let Err(e) = self.store.record(&batch) {
+                    if let Err(e) = self.store.record_upto(&batch, cursor) {
                         self.report(&format!("{count} messages not recorded: {e}"));
                     }
                     self.caught_up(bytes);
@@ -435,6 +452,9 @@ impl Storage {
             },
             StoreOp::Job(Job::Register { ticket, .. }) => {
                 self.failed(ticket, "a registration reached storage before its hash")
+            }
+            StoreOp::Job(Job::Claim { ticket, .. }) => {
+                self.failed(ticket, "a name claim reached storage, not the cluster")
             }
             StoreOp::AddAccount { ticket, name, hash } => {
                 match self.store.add_account(&name, &hash, Timestamp::now()) {

@@ -289,6 +289,35 @@ impl Store {
             .map_err(ctx("cannot list accounts"))
     }
 
+    /// Where this node's history of the cluster's stream `epoch` ends (0:
+    /// nothing yet). History of another stream (one made again since) is
+    /// dropped: its numbers mean nothing in this one.
+    pub fn cluster_cursor(&mut self, epoch: &str) -> Result<u64, Error> {
+        let read = |db: &Connection, key: &str| -> Result<Option<String>, Error> {
+            db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(ctx("cannot read the cluster cursor"))
+        };
+        if read(&self.db, "cluster_epoch")?.as_deref() == Some(epoch) {
+            let cursor = read(&self.db, "cluster_cursor")?;
+            return Ok(cursor.and_then(|c| c.parse().ok()).unwrap_or(0));
+        }
+        let tx = self.db.transaction().map_err(ctx("cannot reset history"))?;
+        tx.execute_batch("DELETE FROM chunks; DELETE FROM rooms;")
+            .and_then(|()| {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('cluster_epoch', ?1), \
+                     ('cluster_cursor', '0')",
+                    [epoch],
+                )
+            })
+            .map_err(ctx("cannot reset history"))?;
+        tx.commit().map_err(ctx("cannot reset history"))?;
+        self.room_ids.clear();
+        self.counts.clear();
+        Ok(0)
+    }
+
     /// The history's epoch and the token secret, made on first use: a new
     /// database is a new epoch.
     pub fn identity(&self) -> Result<(String, Vec<u8>), Error> {
@@ -390,7 +419,14 @@ impl Store {
     /// prunes rooms that went well past `keep` (a
     /// tenth over, so that pruning is not per message).
     pub fn record(&mut self, chunks: &[Chunk]) -> Result<(), Error> {
-        if self.keep == 0 || chunks.is_empty() {
+        self.record_upto(chunks, None)
+    }
+
+    /// As `record`, and in the same transaction notes `cursor`, the last
+    /// position of the cluster's stream these chunks hold: a restart goes
+    /// on from there, with nothing missed and nothing twice.
+    pub fn record_upto(&mut self, chunks: &[Chunk], cursor: Option<u64>) -> Result<(), Error> {
+        if (self.keep == 0 || chunks.is_empty()) && cursor.is_none() {
             return Ok(());
         }
         if self.stale {
@@ -401,17 +437,25 @@ impl Store {
             self.load_rooms()?;
             self.stale = false;
         }
-        let stored = self.try_record(chunks);
+        let stored = self.try_record(chunks, cursor);
         self.stale = stored.is_err();
         stored
     }
 
-    fn try_record(&mut self, chunks: &[Chunk]) -> Result<(), Error> {
+    fn try_record(&mut self, chunks: &[Chunk], cursor: Option<u64>) -> Result<(), Error> {
         let tx = self
             .db
             .transaction()
             .map_err(ctx("cannot record messages"))?;
+        if let Some(cursor) = cursor {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('cluster_cursor', ?1)",
+                [cursor.to_string()],
+            )
+            .map_err(ctx("cannot record the cluster cursor"))?;
+        }
         let mut touched = Vec::new();
+        let chunks = if self.keep == 0 { &[][..] } else { chunks };
         for chunk in chunks {
             let id = room_id(&tx, &mut self.room_ids, &chunk.room)?;
             let c = self.counts.entry(id).or_default();

@@ -184,6 +184,21 @@ struct Args {
     #[arg(long, value_name = "ORIGIN")]
     web_origin: Vec<String>,
 
+    /// Join a cluster: one chat with every node using the same NATS server
+    /// (JetStream on) and the same --cluster-name. nats://HOST:PORT,
+    /// repeatable for several servers of one NATS cluster.
+    #[arg(long, value_name = "URL")]
+    cluster: Vec<String>,
+
+    /// The cluster's name: its stream and buckets in NATS are named after it.
+    #[arg(long, value_name = "NAME", default_value = "chatd", value_parser = cluster_name)]
+    cluster_name: String,
+
+    /// This node's name in the cluster, its logs and metrics; unique per
+    /// node. Default: the host name and the listening port.
+    #[arg(long, value_name = "NAME", value_parser = cluster_name)]
+    node: Option<String>,
+
     /// More log detail (-v debug, -vv trace). Message text is only ever
     /// logged at debug level or below.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -476,8 +491,41 @@ fn server_config(args: &Args) -> Config {
             args.allow_plain.clone()
         },
         web_origins: args.web_origin.clone(),
+        cluster: cluster_settings(args),
         ..Config::default()
     }
+}
+
+fn cluster_name(s: &str) -> Result<String, String> {
+    if chatd::cluster::valid_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err("use 1 to 64 letters, digits, '_' or '-'".into())
+    }
+}
+
+/// How this node joins its cluster, under `--cluster`.
+fn cluster_settings(args: &Args) -> Option<chatd::cluster::Settings> {
+    if args.cluster.is_empty() {
+        return None;
+    }
+    let node = args.node.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| cluster_name(h).is_ok())
+            .unwrap_or_else(|| "node".into());
+        match resolve(&args.listen).map(|a| a.port()) {
+            Ok(port) if port != 0 => format!("{host}-{port}"),
+            _ => format!("{host}-{}", std::process::id()),
+        }
+    });
+    Some(chatd::cluster::Settings {
+        urls: args.cluster.clone(),
+        name: args.cluster_name.clone(),
+        node,
+        history_keep: args.history_keep,
+    })
 }
 
 fn tls_source(args: &Args) -> Option<TlsSource> {

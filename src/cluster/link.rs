@@ -1,0 +1,750 @@
+//! The cluster link: a helper thread with a small runtime of its own that
+//! talks to NATS, so the loop never waits on the network. The loop hands
+//! it what to publish and what to claim through channels; it hands back
+//! batches (stream messages in the stream's order, presence changes,
+//! claim answers) through a shared inbox, waking the loop with its one
+//! `mio::Waker` when the inbox was empty.
+//!
+//! - Publishing: messages go out in order with a `Nats-Msg-Id`, many
+//!   awaiting their acknowledgement at once. When the link fails, every
+//!   message not acknowledged is sent again, in order, with the same id:
+//!   the stream stores each once. `waiting` counts messages not yet
+//!   acknowledged, which the loop bounds.
+//! - Consuming: an ordered consumer from the node's cursor on: every
+//!   message, this node's own included, comes back in the stream's order.
+//! - Names: a claim is a `create` in the names bucket; an account whose
+//!   password was right takes the entry over; an entry of a node that
+//!   stopped beating is taken with a compare-and-set on its revision.
+//! - Nodes beat every second; a node silent for `NODE_TIMEOUT` is dead:
+//!   each survivor deletes its names (each delete conditional on the
+//!   revision the dead node wrote, so a user who came back elsewhere keeps
+//!   theirs).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use log::{info, warn};
+use mio::Waker;
+use tokio::sync::mpsc;
+
+use super::{Kind, Said, Settings};
+use crate::chat::{Presence, Ticket};
+use crate::wire::proto::Timestamp;
+
+/// A node silent this long is taken for dead.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// Publishes awaiting their acknowledgement at once.
+const WINDOW: usize = 512;
+/// How long setting up the link may take at start.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the link hands the loop.
+#[derive(Debug)]
+pub enum FromLink {
+    /// A message of the stream, numbered `seq`.
+    Said { seq: u64, kind: Kind, said: Said },
+    /// The presence entry of `key` changed (`None`: given up).
+    Presence {
+        key: String,
+        presence: Option<Presence>,
+    },
+    /// A claim's answer: `None` if the link could not ask.
+    Claimed {
+        ticket: Ticket,
+        key: String,
+        granted: Option<bool>,
+    },
+}
+
+/// What the link knows at start: the history's lineage, the token secret
+/// every node signs with, and where this node's history ends.
+pub struct Started {
+    pub epoch: String,
+    pub secret: Vec<u8>,
+}
+
+/// The link's state, shared with the loop and `/healthz`.
+#[derive(Default)]
+pub struct LinkState {
+    pub up: AtomicBool,
+    /// Published messages not acknowledged yet.
+    pub waiting: AtomicUsize,
+    /// Messages the client reported dropped (slow consumer).
+    pub dropped: AtomicUsize,
+}
+
+enum Op {
+    Claim {
+        ticket: Ticket,
+        key: String,
+        value: Bytes,
+        takeover: bool,
+    },
+    Present {
+        key: String,
+        value: Option<Bytes>,
+    },
+}
+
+/// The loop's end of the link.
+pub struct Link {
+    cluster: String,
+    publish: mpsc::UnboundedSender<(String, Bytes)>,
+    ops: mpsc::UnboundedSender<Op>,
+    inbox: Arc<Mutex<Vec<FromLink>>>,
+    pub state: Arc<LinkState>,
+    begin: Option<tokio::sync::oneshot::Sender<u64>>,
+}
+
+impl Link {
+    /// Starts consuming the stream after `cursor`, where this node's
+    /// history of the stream's epoch ends.
+    pub fn begin(&mut self, cursor: u64) {
+        if let Some(tx) = self.begin.take() {
+            let _ = tx.send(cursor);
+        }
+    }
+
+    /// Connects and makes the stream and buckets if they do not exist.
+    /// Fails if NATS cannot be reached or set up within `SETUP_TIMEOUT`.
+    /// Nothing is consumed before `begin`.
+    pub fn start(settings: Settings, waker: Arc<Waker>) -> io::Result<(Link, Started)> {
+        let (begin_tx, begin_rx) = tokio::sync::oneshot::channel();
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let inbox = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(LinkState::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let shared = Shared {
+            inbox: inbox.clone(),
+            waker,
+            state: state.clone(),
+            node: settings.node.clone(),
+            names: Mutex::new(HashMap::new()),
+            alive: Mutex::new(HashMap::new()),
+        };
+        let cluster = settings.name.clone();
+        std::thread::Builder::new()
+            .name("cluster".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(io::Error::other(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(run(
+                    settings, begin_rx, shared, publish_rx, ops_rx, ready_tx,
+                ));
+            })?;
+        let started = ready_rx
+            .recv_timeout(SETUP_TIMEOUT)
+            .map_err(|_| io::Error::other("the cluster link did not start in time"))??;
+        Ok((
+            Link {
+                cluster,
+                publish: publish_tx,
+                ops: ops_tx,
+                inbox,
+                state,
+                begin: Some(begin_tx),
+            },
+            started,
+        ))
+    }
+
+    /// Publishes a room message (`room` as said) or a direct message.
+    pub fn publish(&self, kind: Kind, to: &str, from: &str, text: &str, ts: Timestamp) {
+        let subject = match kind {
+            Kind::Room => super::room_subject(&self.cluster, to),
+            Kind::Direct => super::direct_subject(&self.cluster, to),
+        };
+        let payload = super::encode_said(to, from, text, ts);
+        self.state.waiting.fetch_add(1, Ordering::SeqCst);
+        if self.publish.send((subject, payload.into())).is_err() {
+            self.state.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Claims `key` (lower-cased) with `presence`.
+    pub fn claim(&self, ticket: Ticket, key: &str, presence: &Presence, takeover: bool) {
+        let value = super::encode_presence(presence).into();
+        let key = key.to_string();
+        let _ = self.ops.send(Op::Claim {
+            ticket,
+            key,
+            value,
+            takeover,
+        });
+    }
+
+    /// Tells the cluster what `key` looks like now, or gives it up.
+    pub fn present(&self, key: &str, presence: Option<&Presence>) {
+        let value = presence.map(|p| super::encode_presence(p).into());
+        let key = key.to_string();
+        let _ = self.ops.send(Op::Present { key, value });
+    }
+
+    /// What arrived since the last call, in order.
+    pub fn take(&self) -> Vec<FromLink> {
+        std::mem::take(&mut *self.inbox.lock().expect("inbox lock"))
+    }
+
+    /// Messages published and not yet acknowledged.
+    pub fn waiting(&self) -> usize {
+        self.state.waiting.load(Ordering::SeqCst)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state.up.load(Ordering::SeqCst)
+    }
+}
+
+/// What the link's tasks share.
+struct Shared {
+    inbox: Arc<Mutex<Vec<FromLink>>>,
+    waker: Arc<Waker>,
+    state: Arc<LinkState>,
+    node: String,
+    /// Every name entry's holder node and revision, as last seen or
+    /// written: older news of a key is dropped.
+    names: Mutex<HashMap<String, (String, u64)>>,
+    /// Nodes and when each last beat (this thread's clock).
+    alive: Mutex<HashMap<String, Instant>>,
+}
+
+impl Shared {
+    fn hand(&self, item: FromLink) {
+        let mut inbox = self.inbox.lock().expect("inbox lock");
+        let was_empty = inbox.is_empty();
+        inbox.push(item);
+        drop(inbox);
+        if was_empty && let Err(e) = self.waker.wake() {
+            warn!("cluster: cannot wake the loop: {e}");
+        }
+    }
+
+    fn is_alive(&self, node: &str) -> bool {
+        node == self.node
+            || self
+                .alive
+                .lock()
+                .expect("alive lock")
+                .get(node)
+                .is_some_and(|t| t.elapsed() < NODE_TIMEOUT)
+    }
+
+    /// Notes that `key` is at `revision`, held by `node` (`None`: given
+    /// up); false if news of a later revision came already.
+    fn note(&self, key: &str, node: Option<&str>, revision: u64) -> bool {
+        let mut names = self.names.lock().expect("names lock");
+        if names.get(key).is_some_and(|(_, r)| *r > revision) {
+            return false;
+        }
+        match node {
+            Some(n) => {
+                names.insert(key.to_string(), (n.to_string(), revision));
+            }
+            // Kept as a tombstone, so older news stays dropped.
+            None => {
+                names.insert(key.to_string(), (String::new(), revision));
+            }
+        }
+        true
+    }
+}
+
+type Setup = Result<Started, io::Error>;
+
+async fn run(
+    settings: Settings,
+    begin: tokio::sync::oneshot::Receiver<u64>,
+    shared: Shared,
+    publish_rx: mpsc::UnboundedReceiver<(String, Bytes)>,
+    ops_rx: mpsc::UnboundedReceiver<Op>,
+    ready: std::sync::mpsc::Sender<Setup>,
+) {
+    let shared = Arc::new(shared);
+    let set_up = match set_up(&settings, shared.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let (js, stream, buckets, started) = set_up;
+    shared.state.up.store(true, Ordering::SeqCst);
+    let _ = ready.send(Ok(started));
+    let Ok(start_after) = begin.await else { return };
+    info!(
+        "cluster {}: node {} joined; history from stream position {}",
+        settings.name,
+        settings.node,
+        start_after + 1
+    );
+    let cluster = settings.name.clone();
+    tokio::join!(
+        consume(stream, cluster, start_after, shared.clone()),
+        publish(js, publish_rx, shared.clone()),
+        names_ops(buckets.names.clone(), ops_rx, shared.clone()),
+        watch_names(buckets.names.clone(), shared.clone()),
+        beat(buckets.nodes.clone(), settings.node.clone()),
+        watch_nodes(buckets.nodes, buckets.names, shared),
+    );
+}
+
+struct Buckets {
+    names: kv::Store,
+    nodes: kv::Store,
+}
+
+async fn set_up(
+    settings: &Settings,
+    shared: Arc<Shared>,
+) -> io::Result<(jetstream::Context, stream::Stream, Buckets, Started)> {
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |e: Box<dyn std::error::Error + Send + Sync>| io::Error::other(format!("{what}: {e}"))
+    };
+    let events = shared.clone();
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("chatd {}", settings.node))
+        .connection_timeout(Duration::from_secs(5))
+        // The client drops messages past a subscription's buffer: room
+        // for bursts, and drops are counted.
+        .subscription_capacity(1 << 16)
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let shared = events.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        info!("cluster: connected to NATS");
+                        shared.state.up.store(true, Ordering::SeqCst);
+                    }
+                    async_nats::Event::Disconnected => {
+                        warn!("cluster: lost NATS; holding messages until it is back");
+                        shared.state.up.store(false, Ordering::SeqCst);
+                    }
+                    async_nats::Event::SlowConsumer(n) => {
+                        warn!("cluster: NATS client dropped messages (slow consumer {n})");
+                        shared.state.dropped.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => info!("cluster: {other}"),
+                }
+            }
+        })
+        .connect(settings.urls.as_slice())
+        .await
+        .map_err(|e| io::Error::other(format!("cannot reach NATS at {:?}: {e}", settings.urls)))?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build(client);
+    let keep = settings.history_keep.clamp(1, i64::MAX as usize) as i64;
+    let cluster = &settings.name;
+    let mut stream = js
+        .get_or_create_stream(stream::Config {
+            name: super::stream_name(cluster),
+            subjects: vec![format!("{cluster}.room.*"), format!("{cluster}.dm.*")],
+            max_messages_per_subject: keep,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err("cannot make the cluster's stream")(e.into()))?;
+    let created = stream
+        .info()
+        .await
+        .map_err(|e| err("cannot read the cluster's stream")(e.into()))?
+        .created;
+    let epoch = format!("{:x}", created.unix_timestamp_nanos());
+    let names = bucket(&js, &format!("{cluster}_names")).await?;
+    let nodes = bucket(&js, &format!("{cluster}_nodes")).await?;
+    let meta = bucket(&js, &format!("{cluster}_meta")).await?;
+    let secret = token_secret(&meta).await?;
+    // A previous life of this node may have left names behind.
+    let mut keys = names
+        .keys()
+        .await
+        .map_err(|e| err("cannot list names")(e.into()))?;
+    while let Some(Ok(key)) = keys.next().await {
+        if let Ok(Some(entry)) = names.entry(key.clone()).await
+            && entry.operation == kv::Operation::Put
+            && super::node_of(&entry.value).as_deref() == Some(&settings.node)
+        {
+            let _ = names
+                .delete_expect_revision(&key, Some(entry.revision))
+                .await;
+        }
+    }
+    Ok((
+        js,
+        stream,
+        Buckets { names, nodes },
+        Started { epoch, secret },
+    ))
+}
+
+/// A key-value bucket, its stream made directly if it does not exist.
+async fn bucket(js: &jetstream::Context, name: &str) -> io::Result<kv::Store> {
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| io::Error::other(format!("cannot make bucket {name}: {e}")))?;
+    js.get_key_value(name)
+        .await
+        .map_err(|e| io::Error::other(format!("cannot open bucket {name}: {e}")))
+}
+
+/// The cluster's token secret: the first node makes it.
+async fn token_secret(meta: &kv::Store) -> io::Result<Vec<u8>> {
+    let read = || async {
+        meta.get("token_secret")
+            .await
+            .map_err(|e| io::Error::other(format!("cannot read the token secret: {e}")))
+    };
+    if let Some(secret) = read().await? {
+        return Ok(secret.to_vec());
+    }
+    let mut fresh = vec![0u8; 32];
+    crate::crypto::random(&mut fresh);
+    let _ = meta.create("token_secret", fresh.clone().into()).await;
+    // Another node may have made it first: theirs holds.
+    Ok(read().await?.map_or(fresh, |s| s.to_vec()))
+}
+
+/// Every message of the stream after `after`, in order, to the loop.
+async fn consume(stream: stream::Stream, cluster: String, mut after: u64, shared: Arc<Shared>) {
+    loop {
+        let deliver_policy = if after == 0 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            }
+        };
+        let config = consumer::pull::OrderedConfig {
+            deliver_policy,
+            ..Default::default()
+        };
+        let messages = match stream.create_consumer(config).await {
+            Ok(c) => c.messages().await,
+            Err(e) => {
+                warn!("cluster: cannot make the stream's consumer: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("cluster: cannot read the stream: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while let Some(next) = messages.next().await {
+            let message = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!("cluster: reading the stream: {e}");
+                    break;
+                }
+            };
+            let Ok(meta) = message.info() else { continue };
+            let seq = meta.stream_sequence;
+            if seq <= after {
+                continue;
+            }
+            after = seq;
+            let Some(kind) = super::kind_of(&cluster, &message.subject) else {
+                continue;
+            };
+            match serde_json::from_slice::<Said>(&message.payload) {
+                Ok(said) => shared.hand(FromLink::Said { seq, kind, said }),
+                Err(e) => warn!("cluster: message {seq} unreadable: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes in order, `WINDOW` awaiting acknowledgement at once; after a
+/// failure, everything not acknowledged goes again with the same ids.
+async fn publish(
+    js: jetstream::Context,
+    mut rx: mpsc::UnboundedReceiver<(String, Bytes)>,
+    shared: Arc<Shared>,
+) {
+    let boot = {
+        let mut b = [0u8; 6];
+        crate::crypto::random(&mut b);
+        crate::crypto::hex(&b)
+    };
+    let mut next_id: u64 = 0;
+    // Not yet acknowledged, oldest first: id, subject, payload.
+    let mut queue: VecDeque<(String, String, Bytes)> = VecDeque::new();
+    let mut sent = 0usize;
+    let mut acks = futures_util::stream::FuturesOrdered::new();
+    loop {
+        let mut failed = false;
+        while acks.len() < WINDOW && sent < queue.len() {
+            let (id, subject, payload) = &queue[sent];
+            let message = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(id);
+            match js.send_publish(subject.clone(), message).await {
+                Ok(ack) => acks.push_back(ack.into_future()),
+                Err(e) => {
+                    warn!("cluster: cannot publish: {e}");
+                    failed = true;
+                    break;
+                }
+            }
+            sent += 1;
+        }
+        if !failed {
+            tokio::select! {
+                more = rx.recv() => match more {
+                    Some((subject, payload)) => {
+                        next_id += 1;
+                        queue.push_back((format!("{}-{boot}-{next_id}", shared.node), subject, payload));
+                    }
+                    None => return,
+                },
+                Some(ack) = acks.next(), if !acks.is_empty() => match ack {
+                    Ok(_) => {
+                        queue.pop_front();
+                        sent -= 1;
+                        shared.state.waiting.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        warn!("cluster: a publish was not acknowledged: {e}");
+                        failed = true;
+                    }
+                },
+            }
+        }
+        if failed {
+            acks = futures_util::stream::FuturesOrdered::new();
+            sent = 0;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Claims and presence changes, one at a time in the order asked.
+async fn names_ops(names: kv::Store, mut rx: mpsc::UnboundedReceiver<Op>, shared: Arc<Shared>) {
+    while let Some(op) = rx.recv().await {
+        match op {
+            Op::Claim {
+                ticket,
+                key,
+                value,
+                takeover,
+            } => {
+                let granted = claim(&names, &key, value, takeover, &shared).await;
+                shared.hand(FromLink::Claimed {
+                    ticket,
+                    key,
+                    granted,
+                });
+            }
+            Op::Present { key, value } => {
+                // Until it works: a presence lost would leave the other
+                // nodes wrong.
+                let mut tries = 0u32;
+                while let Err(e) = present(&names, &key, value.clone(), &shared).await {
+                    tries += 1;
+                    if tries == 1 || tries.is_multiple_of(20) {
+                        warn!("cluster: cannot update {key}: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn claim(
+    names: &kv::Store,
+    key: &str,
+    value: Bytes,
+    takeover: bool,
+    shared: &Shared,
+) -> Option<bool> {
+    match names.create(key, value.clone()).await {
+        Ok(revision) => {
+            shared.note(key, Some(&shared.node), revision);
+            return Some(true);
+        }
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+        Err(e) => {
+            warn!("cluster: cannot claim {key}: {e}");
+            return None;
+        }
+    }
+    let entry = names.entry(key).await.ok()??;
+    let holder = super::node_of(&entry.value).unwrap_or_default();
+    let free = entry.operation != kv::Operation::Put || !shared.is_alive(&holder);
+    if !(takeover || free) {
+        return Some(false);
+    }
+    match names.update(key, value, entry.revision).await {
+        Ok(revision) => {
+            shared.note(key, Some(&shared.node), revision);
+            Some(true)
+        }
+        // Someone else changed it meanwhile.
+        Err(_) => Some(false),
+    }
+}
+
+/// Writes this node's presence for `key`, or deletes the entry if it is
+/// still this node's.
+async fn present(
+    names: &kv::Store,
+    key: &str,
+    value: Option<Bytes>,
+    shared: &Shared,
+) -> Result<(), async_nats::Error> {
+    let known = shared.names.lock().expect("names lock").get(key).cloned();
+    let Some((node, revision)) = known.filter(|(n, _)| *n == shared.node) else {
+        // Not this node's (any more): another node took it over.
+        return Ok(());
+    };
+    let _ = node;
+    match value {
+        Some(v) => match names.update(key, v, revision).await {
+            Ok(r) => {
+                shared.note(key, Some(&shared.node), r);
+                Ok(())
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        None => match names.delete_expect_revision(key, Some(revision)).await {
+            Ok(()) => {
+                shared.note(key, None, revision + 1);
+                Ok(())
+            }
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// Every change of the names bucket, to the loop (this node's own too:
+/// the loop ignores those).
+async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
+    loop {
+        let mut watch = match names.watch_all().await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!("cluster: cannot watch names: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while let Some(Ok(entry)) = watch.next().await {
+            let presence = match entry.operation {
+                kv::Operation::Put => super::decode_presence(&entry.value),
+                _ => None,
+            };
+            let node = presence.as_ref().map(|p| p.node.to_string());
+            if !shared.note(&entry.key, node.as_deref(), entry.revision) {
+                continue;
+            }
+            shared.hand(FromLink::Presence {
+                key: entry.key,
+                presence,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn beat(nodes: kv::Store, node: String) {
+    let mut n: u64 = 0;
+    loop {
+        n += 1;
+        if let Err(e) = nodes.put(&node, n.to_string().into()).await {
+            warn!("cluster: heartbeat failed: {e}");
+        }
+        tokio::time::sleep(BEAT_EVERY).await;
+    }
+}
+
+/// Watches the heartbeats; a node silent for `NODE_TIMEOUT` loses its
+/// names (only the entries it still holds).
+async fn watch_nodes(nodes: kv::Store, names: kv::Store, shared: Arc<Shared>) {
+    let mut watch = None;
+    let mut check = tokio::time::interval(BEAT_EVERY);
+    loop {
+        if watch.is_none() {
+            watch = nodes.watch_all().await.ok();
+        }
+        let Some(w) = watch.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        tokio::select! {
+            entry = w.next() => match entry {
+                Some(Ok(e)) if e.operation == kv::Operation::Put => {
+                    shared.alive.lock().expect("alive lock").insert(e.key, Instant::now());
+                }
+                Some(Ok(e)) => {
+                    shared.alive.lock().expect("alive lock").remove(&e.key);
+                }
+                _ => watch = None,
+            },
+            _ = check.tick() => {
+                let dead: Vec<String> = shared
+                    .alive
+                    .lock()
+                    .expect("alive lock")
+                    .iter()
+                    .filter(|(n, t)| **n != shared.node && t.elapsed() >= NODE_TIMEOUT)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for node in dead {
+                    let held: Vec<(String, u64)> = shared
+                        .names
+                        .lock()
+                        .expect("names lock")
+                        .iter()
+                        .filter(|(_, (n, _))| *n == node)
+                        .map(|(k, (_, r))| (k.clone(), *r))
+                        .collect();
+                    info!("cluster: node {node} stopped beating; freeing its {} names", held.len());
+                    for (key, revision) in held {
+                        let _ = names.delete_expect_revision(&key, Some(revision)).await;
+                    }
+                    shared.alive.lock().expect("alive lock").remove(&node);
+                    let _ = nodes.delete(&node).await;
+                }
+            }
+        }
+    }
+}
