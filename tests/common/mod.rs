@@ -8,6 +8,7 @@
 
 pub mod flood;
 pub mod json;
+pub mod nats;
 pub mod proc;
 pub mod time;
 pub mod ws;
