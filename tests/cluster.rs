@@ -175,3 +175,242 @@ fn two_nodes_are_one_chat_in_both_modes() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A JSON `/history` of `count` on `c`: (sender, text, seq), oldest first.
+#[track_caller]
+fn history(c: &mut Client, count: usize) -> Vec<(String, String, u64)> {
+    send(
+        c,
+        &json!({"type": "history", "payload": {"count": count}, "id": "h"}),
+    );
+    loop {
+        let v = recv(c);
+        if v["type"] == "history" && v["id"] == "h" {
+            return v["payload"]["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| {
+                    (
+                        m["sender"].as_str().unwrap().to_string(),
+                        m["text"].as_str().unwrap().to_string(),
+                        m["seq"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+        }
+    }
+}
+
+#[test]
+fn writers_on_three_nodes_flooding_one_room_leave_one_order_everywhere() {
+    const EACH: usize = 300;
+    let nats = Nats::start();
+    let nodes: Vec<Server> = (1..=3)
+        .map(|i| node(&nats, &format!("n{i}"), &[]))
+        .collect();
+    let mut readers: Vec<Client> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json_user(n, json!({"name": format!("reader{i}")})).0)
+        .collect();
+    let mut writers: Vec<Client> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| user(n, &format!("w{i}")))
+        .collect();
+    let sending: Vec<thread::JoinHandle<Client>> = writers
+        .drain(..)
+        .enumerate()
+        .map(|(i, mut w)| {
+            thread::spawn(move || {
+                for k in 0..EACH {
+                    w.send(&format!("w{i} says {k}"));
+                }
+                w
+            })
+        })
+        .collect();
+    let seen: Vec<Vec<(String, String, u64)>> = readers
+        .iter_mut()
+        .map(|r| (0..3 * EACH).map(|_| next_message(r)).collect())
+        .collect();
+    let _writers: Vec<Client> = sending.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, s) in seen.iter().enumerate() {
+        assert_eq!(s, &seen[0], "reader {i} saw another order");
+        assert!(s.windows(2).all(|w| w[0].2 < w[1].2), "seq grows");
+        for w in 0..3 {
+            let mine: Vec<&str> = s
+                .iter()
+                .filter(|m| m.0 == format!("w{w}"))
+                .map(|m| m.1.as_str())
+                .collect();
+            let sent: Vec<String> = (0..EACH).map(|k| format!("w{w} says {k}")).collect();
+            assert_eq!(mine, sent, "w{w}'s messages, each once, in order");
+        }
+    }
+    // Every node's history holds the same messages with the same seq.
+    for r in readers.iter_mut() {
+        assert_eq!(history(r, 1000), seen[0]);
+    }
+}
+
+#[test]
+fn a_client_resumes_on_another_node_with_exactly_what_it_missed() {
+    let nats = Nats::start();
+    let n1 = node(&nats, "n1", &[]);
+    let n2 = node(&nats, "n2", &[]);
+    let mut alice = user(&n1, "alice");
+    let (mut bob, ack) = json_user(&n1, json!({"name": "bob"}));
+    let epoch = ack["payload"]["epoch"].as_str().unwrap().to_string();
+    alice.send("before");
+    let (_, _, last) = next_message(&mut bob);
+    drop(bob);
+    // bob's node saw him go; alice learns it through her own node.
+    alice
+        .read_until(|l| l.starts_with("* bob has left") || l.starts_with("* bob has disconnected"));
+    let missed: Vec<String> = (0..50).map(|i| format!("missed {i}")).collect();
+    // A third user reads them live, to know they went round.
+    let (mut carol, _) = json_user(&n2, json!({"name": "carol"}));
+    for m in &missed {
+        alice.send(m);
+    }
+    for _ in &missed {
+        next_message(&mut carol);
+    }
+    let mut bob = n2.connect();
+    let started = Instant::now();
+    send(
+        &mut bob,
+        &json!({"type": "connect", "payload": {"name": "bob", "since": last, "epoch": epoch}}),
+    );
+    bob.expect(WELCOME);
+    let ack = recv(&mut bob);
+    assert_eq!(
+        ack["payload"]["epoch"],
+        epoch.as_str(),
+        "one epoch everywhere"
+    );
+    let resumed = recv(&mut bob);
+    let took = started.elapsed();
+    assert_eq!(resumed["type"], "history", "{resumed}");
+    let texts: Vec<&str> = resumed["payload"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, missed, "exactly the missed messages");
+    eprintln!("resume of 50 missed messages on another node: {took:?}");
+}
+
+#[test]
+fn a_killed_node_s_users_are_gone_within_ten_seconds_and_their_names_free() {
+    let nats = Nats::start();
+    let n1 = node(&nats, "n1", &[]);
+    let mut n2 = node(&nats, "n2", &[]);
+    let mut alice = user(&n1, "alice");
+    let _bob = user(&n2, "bob");
+    let _carol = user(&n2, "carol");
+    alice.read_until(|l| l == "* carol has joined #lobby");
+    let killed = Instant::now();
+    n2.signal(libc::SIGKILL);
+    n2.wait_exit(Duration::from_secs(5));
+    let mut gone = HashSet::new();
+    while gone.len() < 2 {
+        let l = wait_line(&mut alice, Duration::from_secs(10), |l| {
+            l.starts_with("* bob ") || l.starts_with("* carol ")
+        });
+        gone.insert(l.split(' ').nth(1).unwrap().to_string());
+    }
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    eprintln!("a killed node's users shown gone after {took:?}");
+    assert_eq!(
+        listing(&mut alice, "/who", "* end of /who"),
+        ["* users in #lobby: 1", "*   alice online"]
+    );
+    // Their names are free on the surviving node.
+    let mut bob = n1.connect();
+    bob.send("bob");
+    bob.expect(WELCOME);
+    bob.expect_prefix("* you joined #lobby as bob");
+}
+
+#[test]
+fn nats_stopping_for_a_while_loses_nothing_and_doubles_nothing() {
+    let mut nats = Nats::start();
+    let n1 = node(&nats, "n1", &[]);
+    let n2 = node(&nats, "n2", &[]);
+    let mut alice = user(&n1, "alice");
+    let (mut bob, _) = json_user(&n2, json!({"name": "bob"}));
+    alice.send("before");
+    assert_eq!(next_message(&mut bob).1, "before");
+    nats.stop();
+    // Said while NATS is away: held in order, in the node.
+    let during: Vec<String> = (0..20).map(|i| format!("during {i}")).collect();
+    for m in &during {
+        alice.send(m);
+    }
+    // The connections stay.
+    alice.send("/help");
+    alice.read_until(|l| l == "* end of /help");
+    thread::sleep(Duration::from_secs(2));
+    nats.resume();
+    alice.send("after");
+    let got: Vec<String> = (0..21).map(|_| next_message(&mut bob).1).collect();
+    let mut want = during.clone();
+    want.push("after".into());
+    assert_eq!(got, want, "in order, each once");
+    // Nothing more comes: no message twice.
+    alice.send("last");
+    assert_eq!(next_message(&mut bob).1, "last");
+    let all: Vec<String> = history(&mut bob, 100).into_iter().map(|m| m.1).collect();
+    let mut want = vec!["before".to_string()];
+    want.extend(during);
+    want.extend(["after".to_string(), "last".to_string()]);
+    assert_eq!(all, want);
+}
+
+#[test]
+fn a_restarted_node_catches_up_its_history_from_the_stream() {
+    let nats = Nats::start();
+    let db = TempDb::new("cluster-restart");
+    let n1 = node(&nats, "n1", &[]);
+    let mut n2 = node(&nats, "n2", &["--db", db.as_str()]);
+    let mut alice = user(&n1, "alice");
+    let (mut bob, _) = json_user(&n2, json!({"name": "bob"}));
+    for i in 0..10 {
+        alice.send(&format!("first {i}"));
+    }
+    for _ in 0..10 {
+        next_message(&mut bob);
+    }
+    drop(bob);
+    n2.signal(libc::SIGTERM);
+    n2.wait_exit(Duration::from_secs(10));
+    // Said while the node is down.
+    let (mut carol, _) = json_user(&n1, json!({"name": "carol"}));
+    for i in 0..10 {
+        alice.send(&format!("second {i}"));
+    }
+    for _ in 0..10 {
+        next_message(&mut carol);
+    }
+    let whole = history(&mut carol, 100);
+    assert_eq!(whole.len(), 20);
+    let n2 = node(&nats, "n2", &["--db", db.as_str()]);
+    let (mut bob, _) = json_user(&n2, json!({"name": "bob"}));
+    // The restarted node reads on from its cursor: once caught up, its
+    // history is the same.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = history(&mut bob, 100);
+        if h == whole {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history stayed {h:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    n2.wait_log("history from stream position 11");
+}

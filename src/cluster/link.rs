@@ -129,6 +129,7 @@ impl Link {
             node: settings.node.clone(),
             names: Mutex::new(HashMap::new()),
             alive: Mutex::new(HashMap::new()),
+            reconnected: tokio::sync::watch::Sender::new(0),
         };
         let cluster = settings.name.clone();
         std::thread::Builder::new()
@@ -222,6 +223,10 @@ struct Shared {
     names: Mutex<HashMap<String, (String, u64)>>,
     /// Nodes and when each last beat (this thread's clock).
     alive: Mutex<HashMap<String, Instant>>,
+    /// Counts reconnections to NATS: the consumer and the watches are
+    /// made again at once, and what was not acknowledged is sent again,
+    /// rather than each waiting out its own timeout.
+    reconnected: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -332,6 +337,7 @@ async fn set_up(
                     async_nats::Event::Connected => {
                         info!("cluster: connected to NATS");
                         shared.state.up.store(true, Ordering::SeqCst);
+                        shared.reconnected.send_modify(|n| *n += 1);
                     }
                     async_nats::Event::Disconnected => {
                         warn!("cluster: lost NATS; holding messages until it is back");
@@ -436,7 +442,9 @@ async fn token_secret(meta: &kv::Store) -> io::Result<Vec<u8>> {
 
 /// Every message of the stream after `after`, in order, to the loop.
 async fn consume(stream: stream::Stream, cluster: String, mut after: u64, shared: Arc<Shared>) {
+    let mut reconnected = shared.reconnected.subscribe();
     loop {
+        reconnected.mark_unchanged();
         let deliver_policy = if after == 0 {
             consumer::DeliverPolicy::All
         } else {
@@ -464,13 +472,18 @@ async fn consume(stream: stream::Stream, cluster: String, mut after: u64, shared
                 continue;
             }
         };
-        while let Some(next) = messages.next().await {
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = reconnected.changed() => break,
+            };
             let message = match next {
-                Ok(m) => m,
-                Err(e) => {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
                     warn!("cluster: reading the stream: {e}");
                     break;
                 }
+                None => break,
             };
             let Ok(meta) = message.info() else { continue };
             let seq = meta.stream_sequence;
@@ -507,6 +520,7 @@ async fn publish(
     let mut queue: VecDeque<(String, String, Bytes)> = VecDeque::new();
     let mut sent = 0usize;
     let mut acks = futures_util::stream::FuturesOrdered::new();
+    let mut reconnected = shared.reconnected.subscribe();
     loop {
         let mut failed = false;
         while acks.len() < WINDOW && sent < queue.len() {
@@ -544,6 +558,10 @@ async fn publish(
                         failed = true;
                     }
                 },
+                _ = reconnected.changed() => {
+                    // Acks of what went out before may never come.
+                    failed = !queue.is_empty();
+                }
             }
         }
         if failed {
@@ -658,7 +676,9 @@ async fn present(
 /// Every change of the names bucket, to the loop (this node's own too:
 /// the loop ignores those).
 async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
+    let mut reconnected = shared.reconnected.subscribe();
     loop {
+        reconnected.mark_unchanged();
         let mut watch = match names.watch_all().await {
             Ok(w) => w,
             Err(e) => {
@@ -667,7 +687,14 @@ async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
                 continue;
             }
         };
-        while let Some(Ok(entry)) = watch.next().await {
+        loop {
+            let entry = tokio::select! {
+                next = watch.next() => match next {
+                    Some(Ok(entry)) => entry,
+                    _ => break,
+                },
+                _ = reconnected.changed() => break,
+            };
             let presence = match entry.operation {
                 kv::Operation::Put => super::decode_presence(&entry.value),
                 _ => None,
@@ -699,6 +726,7 @@ async fn beat(nodes: kv::Store, node: String) {
 /// Watches the heartbeats; a node silent for `NODE_TIMEOUT` loses its
 /// names (only the entries it still holds).
 async fn watch_nodes(nodes: kv::Store, names: kv::Store, shared: Arc<Shared>) {
+    let mut reconnected = shared.reconnected.subscribe();
     let mut watch = None;
     let mut check = tokio::time::interval(BEAT_EVERY);
     loop {
@@ -719,6 +747,14 @@ async fn watch_nodes(nodes: kv::Store, names: kv::Store, shared: Arc<Shared>) {
                 }
                 _ => watch = None,
             },
+            _ = reconnected.changed() => {
+                watch = None;
+                // Nobody could beat while the link was down: every node
+                // gets a fresh chance.
+                for t in shared.alive.lock().expect("alive lock").values_mut() {
+                    *t = Instant::now();
+                }
+            }
             _ = check.tick() => {
                 let dead: Vec<String> = shared
                     .alive
