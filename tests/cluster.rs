@@ -414,3 +414,70 @@ fn a_restarted_node_catches_up_its_history_from_the_stream() {
     }
     n2.wait_log("history from stream position 11");
 }
+
+/// Waits until `server` asks `name` for a password (its copy of the
+/// cluster's accounts has it), and answers `password`; returns the line
+/// that follows.
+#[track_caller]
+fn log_in(server: &Server, name: &str, password: &str) -> (Client, String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = server.connect();
+        c.send(name);
+        c.expect(WELCOME);
+        let l = c.line();
+        if l == format!("* password for {name}:") {
+            c.send(password);
+            let answer = c.line();
+            return (c, answer);
+        }
+        assert!(Instant::now() < deadline, "{name} stayed unregistered: {l}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_account_registered_on_one_node_logs_in_on_another() {
+    let nats = Nats::start();
+    let n1 = node(&nats, "n1", &[]);
+    let n2 = node(&nats, "n2", &[]);
+    let mut alice = user(&n1, "alice");
+    alice.send("/register first-pass1");
+    alice.expect("* alice is now registered: log in with this password from now on");
+    alice.send("/quit");
+    alice.read_until(|l| l.starts_with("* you have quit") || l.starts_with("* goodbye"));
+    let (mut alice, answer) = log_in(&n2, "alice", "first-pass1");
+    assert!(
+        answer.starts_with("* you joined #lobby as alice"),
+        "{answer}"
+    );
+    // Registering the same name on the other node is refused.
+    let mut other = user(&n1, "eve");
+    other.send("/nick alice");
+    other.expect("! name \"alice\" is taken, choose another");
+    // A new password applies everywhere; the old one no longer works.
+    alice.send("/passwd first-pass1 second-pass2");
+    alice.read_until(|l| l == "* password changed for alice");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, answer) = log_in(&n1, "alice", "first-pass1");
+        if answer == "! wrong password for alice" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old password still works: {answer}"
+        );
+    }
+    // The right one on the other node replaces the connection here.
+    let (_again, answer) = log_in(&n1, "alice", "second-pass2");
+    assert!(
+        answer.starts_with("* you joined #lobby as alice"),
+        "{answer}"
+    );
+    let rest = String::from_utf8(alice.read_to_eof()).unwrap();
+    assert!(
+        rest.ends_with("* you have disconnected (logged in from another connection)\n"),
+        "{rest}"
+    );
+}

@@ -33,7 +33,7 @@ use log::{info, warn};
 use mio::Waker;
 use tokio::sync::mpsc;
 
-use super::{Kind, Said, Settings};
+use super::{AccountRecord, Kind, Said, Settings};
 use crate::chat::{Presence, Ticket};
 use crate::wire::proto::Timestamp;
 
@@ -54,6 +54,11 @@ pub enum FromLink {
     Presence {
         key: String,
         presence: Option<Presence>,
+    },
+    /// An account changed in the cluster (`None`: deleted).
+    Account {
+        key: String,
+        record: Option<AccountRecord>,
     },
     /// A claim's answer: `None` if the link could not ask.
     Claimed {
@@ -91,6 +96,42 @@ enum Op {
         key: String,
         value: Option<Bytes>,
     },
+    Account {
+        change: AccountChange,
+        reply: std::sync::mpsc::Sender<Result<bool, String>>,
+    },
+}
+
+/// A change to the cluster's accounts, asked by the storage thread.
+#[derive(Debug)]
+pub enum AccountChange {
+    /// Register: false if the name is registered already.
+    Create(AccountRecord),
+    /// A new password hash, ending the account's sessions: false if there
+    /// is no such account.
+    SetHash { name: String, hash: String },
+}
+
+/// The storage thread's way to change the cluster's accounts; each call
+/// waits for NATS's answer (at most `ACCOUNT_TIMEOUT`).
+#[derive(Clone)]
+pub struct Accounts {
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+/// How long the storage thread waits for an account change.
+const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Accounts {
+    pub fn change(&self, change: AccountChange) -> Result<bool, String> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.ops
+            .send(Op::Account { change, reply })
+            .map_err(|_| "the cluster link has stopped".to_string())?;
+        answer
+            .recv_timeout(ACCOUNT_TIMEOUT)
+            .map_err(|_| "NATS did not answer in time".to_string())?
+    }
 }
 
 /// The loop's end of the link.
@@ -195,6 +236,14 @@ impl Link {
         let value = presence.map(|p| super::encode_presence(p).into());
         let key = key.to_string();
         let _ = self.ops.send(Op::Present { key, value });
+    }
+
+    /// A handle for the storage thread, which registers accounts and
+    /// changes passwords in the cluster.
+    pub fn accounts(&self) -> Accounts {
+        Accounts {
+            ops: self.ops.clone(),
+        }
     }
 
     /// What arrived since the last call, in order.
@@ -302,8 +351,14 @@ async fn run(
     tokio::join!(
         consume(stream, cluster, start_after, shared.clone()),
         publish(js, publish_rx, shared.clone()),
-        names_ops(buckets.names.clone(), ops_rx, shared.clone()),
+        names_ops(
+            buckets.names.clone(),
+            buckets.accounts.clone(),
+            ops_rx,
+            shared.clone()
+        ),
         watch_names(buckets.names.clone(), shared.clone()),
+        watch_accounts(buckets.accounts, shared.clone()),
         beat(buckets.nodes.clone(), settings.node.clone()),
         watch_nodes(buckets.nodes, buckets.names, shared),
     );
@@ -312,6 +367,7 @@ async fn run(
 struct Buckets {
     names: kv::Store,
     nodes: kv::Store,
+    accounts: kv::Store,
 }
 
 async fn set_up(
@@ -379,6 +435,7 @@ async fn set_up(
     let names = bucket(&js, &format!("{cluster}_names")).await?;
     let nodes = bucket(&js, &format!("{cluster}_nodes")).await?;
     let meta = bucket(&js, &format!("{cluster}_meta")).await?;
+    let accounts = bucket(&js, &format!("{cluster}_accounts")).await?;
     let secret = token_secret(&meta).await?;
     // A previous life of this node may have left names behind.
     let mut keys = names
@@ -395,12 +452,12 @@ async fn set_up(
                 .await;
         }
     }
-    Ok((
-        js,
-        stream,
-        Buckets { names, nodes },
-        Started { epoch, secret },
-    ))
+    let buckets = Buckets {
+        names,
+        nodes,
+        accounts,
+    };
+    Ok((js, stream, buckets, Started { epoch, secret }))
 }
 
 /// A key-value bucket, its stream made directly if it does not exist.
@@ -573,9 +630,17 @@ async fn publish(
 }
 
 /// Claims and presence changes, one at a time in the order asked.
-async fn names_ops(names: kv::Store, mut rx: mpsc::UnboundedReceiver<Op>, shared: Arc<Shared>) {
+async fn names_ops(
+    names: kv::Store,
+    accounts: kv::Store,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    shared: Arc<Shared>,
+) {
     while let Some(op) = rx.recv().await {
         match op {
+            Op::Account { change, reply } => {
+                let _ = reply.send(change_account(&accounts, change).await);
+            }
             Op::Claim {
                 ticket,
                 key,
@@ -670,6 +735,79 @@ async fn present(
             Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
             Err(e) => Err(e.into()),
         },
+    }
+}
+
+async fn change_account(accounts: &kv::Store, change: AccountChange) -> Result<bool, String> {
+    let encode = |r: &AccountRecord| Bytes::from(serde_json::to_vec(r).expect("strings encode"));
+    match change {
+        AccountChange::Create(record) => {
+            let key = record.name.to_ascii_lowercase();
+            match accounts.create(&key, encode(&record)).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(format!("cannot register in the cluster: {e}")),
+            }
+        }
+        AccountChange::SetHash { name, hash } => {
+            let key = name.to_ascii_lowercase();
+            // Compare-and-set, again if another change came in between.
+            for _ in 0..5 {
+                let entry = accounts
+                    .entry(key.clone())
+                    .await
+                    .map_err(|e| format!("cannot read the account: {e}"))?;
+                let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+                    return Ok(false);
+                };
+                let Ok(mut record) = serde_json::from_slice::<AccountRecord>(&entry.value) else {
+                    return Ok(false);
+                };
+                record.hash = hash.clone();
+                record.tokens = record.tokens.wrapping_add(1);
+                match accounts.update(&key, encode(&record), entry.revision).await {
+                    Ok(_) => return Ok(true),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(format!("cannot change the password: {e}")),
+                }
+            }
+            Err("the account kept changing".into())
+        }
+    }
+}
+
+/// Every change of the accounts bucket, to the loop (which has the
+/// database's copy follow).
+async fn watch_accounts(accounts: kv::Store, shared: Arc<Shared>) {
+    let mut reconnected = shared.reconnected.subscribe();
+    loop {
+        reconnected.mark_unchanged();
+        let mut watch = match accounts.watch_all().await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!("cluster: cannot watch accounts: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            let entry = tokio::select! {
+                next = watch.next() => match next {
+                    Some(Ok(entry)) => entry,
+                    _ => break,
+                },
+                _ = reconnected.changed() => break,
+            };
+            let record = match entry.operation {
+                kv::Operation::Put => serde_json::from_slice(&entry.value).ok(),
+                _ => None,
+            };
+            shared.hand(FromLink::Account {
+                key: entry.key,
+                record,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

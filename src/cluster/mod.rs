@@ -87,6 +87,18 @@ pub fn kind_of(cluster: &str, subject: &str) -> Option<Kind> {
     }
 }
 
+/// An account as the accounts bucket holds it: every node's copy of it
+/// (its database's row) follows this.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub name: String,
+    /// Argon2id, PHC string.
+    pub hash: String,
+    pub role: String,
+    /// Session tokens of another generation are void.
+    pub tokens: u32,
+}
+
 /// A presence entry, as JSON in the names bucket.
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {

@@ -680,7 +680,14 @@ impl Server {
             l.begin(cursor);
             l
         });
-        let backend = Backend::start(store, cfg.hash_cost, cfg.auth_queue, waker.clone())?;
+        let accounts = link.as_ref().map(Link::accounts);
+        let backend = Backend::start(
+            store,
+            cfg.hash_cost,
+            cfg.auth_queue,
+            waker.clone(),
+            accounts,
+        )?;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -1540,6 +1547,7 @@ impl Server {
             return;
         }
         let mut last = None;
+        let mut accounts = Vec::new();
         for item in batch {
             match item {
                 FromLink::Said { seq, kind, said } => {
@@ -1563,6 +1571,7 @@ impl Server {
                     }
                     last = Some(seq);
                 }
+                FromLink::Account { key, record } => accounts.push((key, record)),
                 FromLink::Presence { key, presence } => {
                     self.chat.remote_presence(&key, presence, &mut self.out)
                 }
@@ -1588,6 +1597,7 @@ impl Server {
         if let Some(seq) = last {
             self.backend.set_cursor(seq);
         }
+        self.backend.mirror(accounts);
         self.dispatch();
     }
 

@@ -26,6 +26,8 @@ use mio::Waker;
 use crate::chat::history::Chunk;
 use crate::chat::moderation::Change;
 use crate::chat::{Job, Outcome, Ticket};
+use crate::cluster::AccountRecord;
+use crate::cluster::link::{AccountChange, Accounts};
 use crate::store::Store;
 use crate::store::password::{self, Cost};
 use crate::wire::proto::{Name, Role, Timestamp};
@@ -69,6 +71,8 @@ enum StoreOp {
     },
     /// A moderation change or audit entry.
     Change(Change),
+    /// The cluster's accounts changed: the copy here follows.
+    Mirror(Vec<(String, Option<AccountRecord>)>),
     /// Store what is queued, prune, and stop.
     Stop,
 }
@@ -154,11 +158,14 @@ pub struct Backend {
 impl Backend {
     /// Starts both threads; `store` moves to the storage thread. At most
     /// `max_jobs` jobs wait at once; more are refused as busy.
+    /// Under `--cluster`, `cluster` registers accounts and changes
+    /// passwords in the cluster first; this database keeps a copy.
     pub fn start(
         store: Store,
         cost: Cost,
         max_jobs: usize,
         waker: Arc<Waker>,
+        cluster: Option<Accounts>,
     ) -> std::io::Result<Backend> {
         let (reply_tx, replies) = mpsc::channel();
         let (store_tx, store_rx) = mpsc::channel();
@@ -185,6 +192,7 @@ impl Backend {
                         backlog,
                         waker,
                         last_error: None,
+                        cluster,
                     };
                     worker.run(store_rx);
                     let _ = stopped_tx.send(());
@@ -267,6 +275,14 @@ impl Backend {
             .is_err()
         {
             self.backlog.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        }
+    }
+
+    /// Has this database's copy of the cluster's accounts follow `changes`;
+    /// the loop hears of the accounts after.
+    pub fn mirror(&self, changes: Vec<(String, Option<AccountRecord>)>) {
+        if !changes.is_empty() && self.store.send(StoreOp::Mirror(changes)).is_err() {
+            error!("the storage thread has stopped; account changes are not copied");
         }
     }
 
@@ -354,6 +370,8 @@ struct Storage {
     backlog: Arc<Backlog>,
     waker: Arc<Waker>,
     last_error: Option<Instant>,
+    /// Under `--cluster`: where accounts are registered first.
+    cluster: Option<Accounts>,
 }
 
 impl Storage {
@@ -455,6 +473,59 @@ impl Storage {
             }
             StoreOp::Job(Job::Claim { ticket, .. }) => {
                 self.failed(ticket, "a name claim reached storage, not the cluster")
+            }
+            StoreOp::Mirror(changes) => {
+                let now = Timestamp::now();
+                for (key, record) in &changes {
+                    if let Err(e) = self.store.mirror_account(key, record.as_ref(), now) {
+                        self.report(&e);
+                    }
+                }
+                match self
+                    .store
+                    .account_names()
+                    .and_then(|names| Ok((names, self.store.token_generations()?)))
+                {
+                    Ok((names, generations)) => to_loop.send(Reply::Accounts(names, generations)),
+                    Err(e) => self.report(&e),
+                }
+            }
+            StoreOp::AddAccount { ticket, name, hash } if self.cluster.is_some() => {
+                let generation = super::fresh_generation();
+                let record = AccountRecord {
+                    name: name.to_string(),
+                    hash: hash.clone(),
+                    role: Role::User.as_str().to_string(),
+                    tokens: generation,
+                };
+                let cluster = self.cluster.as_ref().expect("checked");
+                match cluster.change(AccountChange::Create(record)) {
+                    Ok(true) => {
+                        let now = Timestamp::now();
+                        if let Err(e) = self.store.add_account_with(&name, &hash, now, generation) {
+                            self.report(&e);
+                        }
+                        to_loop.send(Reply::AccountAdded(name, generation));
+                        to_loop.job(ticket, Outcome::Done);
+                    }
+                    Ok(false) => to_loop.job(ticket, Outcome::AlreadyRegistered),
+                    Err(e) => self.failed(ticket, &e),
+                }
+            }
+            StoreOp::SetHash { ticket, name, hash } if self.cluster.is_some() => {
+                let cluster = self.cluster.as_ref().expect("checked");
+                let change = AccountChange::SetHash {
+                    name: name.to_string(),
+                    hash: hash.clone(),
+                };
+                match cluster.change(change) {
+                    Ok(true) => match self.store.set_password_hash(&name, &hash) {
+                        Ok(_) => to_loop.job(ticket, Outcome::Done),
+                        Err(e) => self.failed(ticket, &e),
+                    },
+                    Ok(false) => to_loop.job(ticket, Outcome::NoAccount),
+                    Err(e) => self.failed(ticket, &e),
+                }
             }
             StoreOp::AddAccount { ticket, name, hash } => {
                 match self.store.add_account(&name, &hash, Timestamp::now()) {

@@ -365,9 +365,18 @@ impl Store {
     /// session tokens start at a random generation, so a token of an
     /// earlier account of the same name (deleted since) never works.
     pub fn add_account(&self, name: &str, hash: &str, now: Timestamp) -> Result<bool, Error> {
-        let mut generation = [0u8; 4];
-        crate::crypto::random(&mut generation);
-        let generation = u32::from_le_bytes(generation) >> 1;
+        self.add_account_with(name, hash, now, fresh_generation())
+    }
+
+    /// As `add_account`, with its tokens' generation given (a cluster's
+    /// nodes all use the one the account was registered with).
+    pub fn add_account_with(
+        &self,
+        name: &str,
+        hash: &str,
+        now: Timestamp,
+        generation: u32,
+    ) -> Result<bool, Error> {
         self.db
             .prepare_cached(
                 "INSERT INTO accounts (key, name, hash, created, token_gen)
@@ -396,6 +405,55 @@ impl Store {
             .and_then(|mut s| s.execute(params![name.to_ascii_lowercase(), hash]))
             .map(|n| n == 1)
             .map_err(ctx("cannot change a password"))
+    }
+
+    /// Makes this database's copy of a cluster's account what the cluster
+    /// says (`None`: deleted).
+    pub fn mirror_account(
+        &self,
+        key: &str,
+        record: Option<&crate::cluster::AccountRecord>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let Some(r) = record else {
+            return self.delete_account(key).map(|_| ());
+        };
+        self.db
+            .prepare_cached(
+                "INSERT INTO accounts (key, name, hash, created, role, token_gen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO UPDATE
+                 SET name = ?2, hash = ?3, role = ?5, token_gen = ?6",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.name.to_ascii_lowercase(),
+                    r.name,
+                    r.hash,
+                    now.0 as i64,
+                    r.role,
+                    r.tokens
+                ])
+            })
+            .map(|_| ())
+            .map_err(ctx("cannot copy an account"))
+    }
+
+    /// The account's hash, role and token generation.
+    pub fn account_record(&self, name: &str) -> Result<Option<(String, String, u32)>, Error> {
+        self.db
+            .query_row(
+                "SELECT hash, role, token_gen FROM accounts WHERE key = ?1",
+                [name.to_ascii_lowercase()],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get::<_, i64>(2)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(ctx("cannot read an account"))
     }
 
     /// Deletes the account; false if there is no such account.
@@ -868,4 +926,12 @@ mod tests {
         assert!(e.contains("cannot open"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// A random token generation for a new account: a name deleted and
+/// registered again does not revive the old account's tokens.
+pub fn fresh_generation() -> u32 {
+    let mut generation = [0u8; 4];
+    crate::crypto::random(&mut generation);
+    u32::from_le_bytes(generation) >> 1
 }
