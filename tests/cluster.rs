@@ -176,6 +176,13 @@ fn two_nodes_are_one_chat_in_both_modes() {
     }
 }
 
+/// The node's answer to `GET /healthz` on its chat port, whole.
+fn healthz(server: &Server) -> String {
+    let mut c = server.connect();
+    c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    String::from_utf8_lossy(&c.read_to_eof()).into_owned()
+}
+
 /// A JSON `/history` of `count` on `c`: (sender, text, seq), oldest first.
 #[track_caller]
 fn history(c: &mut Client, count: usize) -> Vec<(String, String, u64)> {
@@ -352,11 +359,21 @@ fn nats_stopping_for_a_while_loses_nothing_and_doubles_nothing() {
     for m in &during {
         alice.send(m);
     }
-    // The connections stay.
+    // The connections stay; the node says it has no link.
     alice.send("/help");
     alice.read_until(|l| l == "* end of /help");
+    let health = healthz(&n1);
+    assert!(
+        health.starts_with("HTTP/1.1 503") && health.contains("cluster: no link to NATS"),
+        "{health}"
+    );
     thread::sleep(Duration::from_secs(2));
     nats.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !healthz(&n1).starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "the link did not come back");
+        thread::sleep(Duration::from_millis(50));
+    }
     alice.send("after");
     let got: Vec<String> = (0..21).map(|_| next_message(&mut bob).1).collect();
     let mut want = during.clone();

@@ -134,6 +134,20 @@ impl Accounts {
     }
 }
 
+impl LinkState {
+    /// `Ok` while the link to NATS is up, else why this node is not
+    /// well: it keeps its connections, but what they say waits.
+    pub fn health(&self) -> Result<(), String> {
+        if self.up.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(format!(
+            "cluster: no link to NATS; {} messages waiting to go out",
+            self.waiting.load(Ordering::SeqCst)
+        ))
+    }
+}
+
 /// The loop's end of the link.
 pub struct Link {
     cluster: String,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use mio::Waker;
 
+use crate::cluster::link::LinkState;
 use crate::server::metrics::{CONTENT_TYPE, Heartbeat, ScrapeRequest};
 use crate::store::backend::{BacklogProbe, MAX_BACKLOG};
 
@@ -51,6 +52,7 @@ pub struct MetricsHandle {
     waker: Arc<Waker>,
     heartbeat: Arc<Heartbeat>,
     backlog: BacklogProbe,
+    cluster: Option<Arc<LinkState>>,
 }
 
 impl MetricsHandle {
@@ -59,12 +61,14 @@ impl MetricsHandle {
         waker: Arc<Waker>,
         heartbeat: Arc<Heartbeat>,
         backlog: BacklogProbe,
+        cluster: Option<Arc<LinkState>>,
     ) -> MetricsHandle {
         MetricsHandle {
             requests,
             waker,
             heartbeat,
             backlog,
+            cluster,
         }
     }
 
@@ -93,6 +97,9 @@ impl MetricsHandle {
                 "storage: behind, {} bytes waiting to be stored (limit {MAX_BACKLOG}); clients are not read",
                 self.backlog.bytes()
             ));
+        }
+        if let Some(link) = &self.cluster {
+            link.health()?;
         }
         Ok(())
     }

@@ -167,6 +167,9 @@ pub struct Snapshot {
     pub held_connections: u64,
     /// Jobs for the helper threads not answered yet.
     pub jobs_waiting: u64,
+    /// Under `--cluster`: whether the NATS link is up, and the messages
+    /// published but not acknowledged yet.
+    pub cluster: Option<(bool, u64)>,
 }
 
 impl Snapshot {
@@ -310,6 +313,20 @@ impl Collector for Snapshot {
             "Jobs (password checks, registrations, history reads) waiting for the helper threads; --auth-queue bounds it",
             self.jobs_waiting,
         )?;
+        if let Some((up, waiting)) = self.cluster {
+            gauge(
+                &mut e,
+                "chatd_cluster_link_up",
+                "1 while this node is connected to NATS (--cluster), else 0",
+                u64::from(up),
+            )?;
+            gauge(
+                &mut e,
+                "chatd_cluster_outgoing_waiting",
+                "Messages published to the cluster and not yet acknowledged; past 10000 senders are not read",
+                waiting,
+            )?;
+        }
         let buckets: Vec<(f64, u64)> = TURN_BUCKETS_NS
             .iter()
             .map(|&ns| ns as f64 / 1e9)
@@ -385,6 +402,7 @@ impl Server {
             self.waker.clone(),
             heartbeat,
             self.backend.backlog_probe(),
+            self.link.as_ref().map(|l| l.state.clone()),
         )
     }
 
@@ -417,6 +435,7 @@ impl Server {
             storage_backlog_bytes: self.backend.backlog_probe().bytes() as u64,
             held_connections: self.conns.held.len() as u64,
             jobs_waiting: self.backend.jobs() as u64,
+            cluster: self.link.as_ref().map(|l| (l.is_up(), l.waiting() as u64)),
             ..Snapshot::default()
         };
         for (_, c) in &self.conns.slab {

@@ -1423,7 +1423,11 @@ impl Server {
         let site = Site {
             tls,
             origins: &self.cfg.web_origins,
-            healthy: self.shutdown_deadline.is_none(),
+            unwell: if self.shutdown_deadline.is_some() {
+                Some("shutting down".to_string())
+            } else {
+                self.link.as_ref().and_then(|l| l.state.health().err())
+            },
         };
         let answer = web::answer(&head, &site);
         let request = head.split(|&b| b == b'\r').next().unwrap_or(&[]);

@@ -95,8 +95,9 @@ pub struct Site<'a> {
     pub tls: bool,
     /// Other origins allowed to open a WebSocket (`--web-origin`).
     pub origins: &'a [String],
-    /// Whether the server is serving (`/healthz`).
-    pub healthy: bool,
+    /// Why the server is not well (`/healthz`): shutting down, or no link
+    /// to its cluster; `None` when it is.
+    pub unwell: Option<String>,
 }
 
 /// The answer to a complete request head (`head` holds it with CRLFs, up
@@ -129,10 +130,9 @@ pub fn answer(head: &[u8], site: &Site<'_>) -> Answer {
         return upgrade(&header, site);
     }
     if path == "/healthz" {
-        return if site.healthy {
-            status(200, "ok\n")
-        } else {
-            status(503, "shutting down\n")
+        return match &site.unwell {
+            None => status(200, "ok\n"),
+            Some(why) => status(503, &format!("{why}\n")),
         };
     }
     let Some(&(_, kind, body)) = FILES.iter().find(|(p, ..)| *p == path) else {
@@ -253,7 +253,7 @@ mod tests {
         Site {
             tls: false,
             origins: &[],
-            healthy: true,
+            unwell: None,
         }
     }
 
