@@ -33,6 +33,21 @@ fn user(server: &Server, name: &str) -> Client {
     server.login(name)
 }
 
+/// Waits (at most 10 s) until `/who` on `c`'s node lists `name`; no join
+/// notice for `name` comes to `c` after this.
+#[track_caller]
+fn sees(c: &mut Client, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entry = format!("*   {name} ");
+    while !listing(c, "/who", "* end of /who")
+        .iter()
+        .any(|l| l.starts_with(&entry))
+    {
+        assert!(Instant::now() < deadline, "{name} never seen");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends a command and returns its listing up to `end`.
 #[track_caller]
 fn listing(c: &mut Client, command: &str, end: &str) -> Vec<String> {
@@ -103,6 +118,9 @@ fn two_nodes_are_one_chat_in_both_modes() {
     let n2 = node(&nats, "n2", &[]);
     let mut alice = user(&n1, "alice");
     let mut bob = user(&n2, "bob");
+    // Presence travels apart from messages: bob may hear alice arrive
+    // after his own login; /who shows when his node knows her.
+    sees(&mut bob, "alice");
     alice.expect("* bob has joined #lobby");
     // Text mode, both ways: nobody receives their own message.
     alice.send("hello from one");
@@ -181,6 +199,21 @@ fn healthz(server: &Server) -> String {
     let mut c = server.connect();
     c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
     String::from_utf8_lossy(&c.read_to_eof()).into_owned()
+}
+
+/// `/healthz` asked every 50 ms until its answer starts with `status`
+/// (for at most 10 s); that answer.
+#[track_caller]
+fn healthz_until(server: &Server, status: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = healthz(server);
+        if health.starts_with(status) {
+            return health;
+        }
+        assert!(Instant::now() < deadline, "never {status}; last:\n{health}");
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A JSON `/history` of `count` on `c`: (sender, text, seq), oldest first.
@@ -362,18 +395,12 @@ fn nats_stopping_for_a_while_loses_nothing_and_doubles_nothing() {
     // The connections stay; the node says it has no link.
     alice.send("/help");
     alice.read_until(|l| l == "* end of /help");
-    let health = healthz(&n1);
-    assert!(
-        health.starts_with("HTTP/1.1 503") && health.contains("cluster: no link to NATS"),
-        "{health}"
-    );
+    // The node learns of the loss when its NATS connection drops.
+    let health = healthz_until(&n1, "HTTP/1.1 503");
+    assert!(health.contains("cluster: no link to NATS"), "{health}");
     thread::sleep(Duration::from_secs(2));
     nats.resume();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !healthz(&n1).starts_with("HTTP/1.1 200") {
-        assert!(Instant::now() < deadline, "the link did not come back");
-        thread::sleep(Duration::from_millis(50));
-    }
+    healthz_until(&n1, "HTTP/1.1 200");
     alice.send("after");
     let got: Vec<String> = (0..21).map(|_| next_message(&mut bob).1).collect();
     let mut want = during.clone();

@@ -752,6 +752,14 @@ fn room_id(
     Ok(id)
 }
 
+/// A random token generation for a new account: a name deleted and
+/// registered again does not revive the old account's tokens.
+pub fn fresh_generation() -> u32 {
+    let mut generation = [0u8; 4];
+    crate::crypto::random(&mut generation);
+    u32::from_le_bytes(generation) >> 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -926,12 +934,4 @@ mod tests {
         assert!(e.contains("cannot open"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-/// A random token generation for a new account: a name deleted and
-/// registered again does not revive the old account's tokens.
-pub fn fresh_generation() -> u32 {
-    let mut generation = [0u8; 4];
-    crate::crypto::random(&mut generation);
-    u32::from_le_bytes(generation) >> 1
 }
