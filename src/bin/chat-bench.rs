@@ -107,6 +107,11 @@ struct Args {
     /// Print one line of key=value pairs instead of the report.
     #[arg(long)]
     kv: bool,
+
+    /// Connect the publisher here instead of --addr: another node of the
+    /// same cluster, so that every message goes through NATS.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub_addr: Option<String>,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -152,6 +157,7 @@ fn run(args: &Args) -> Result<bool, String> {
     setup.window = args.window;
     setup.timeout = Duration::from_secs(args.timeout);
     setup.server_pid = args.server_pid;
+    setup.pub_addr = args.pub_addr.as_deref().map(resolve).transpose()?;
     if args.tls {
         setup.tls =
             Some(loadgen::tls::client_config().map_err(|e| format!("cannot set up TLS: {e}"))?);

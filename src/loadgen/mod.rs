@@ -59,6 +59,9 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug)]
 pub struct Setup {
     pub addr: SocketAddr,
+    /// Where the publisher connects, if not to `addr`: another node of a
+    /// cluster, so that every message crosses between nodes.
+    pub pub_addr: Option<SocketAddr>,
     pub proto: Proto,
     /// Subscriber connections (idle connections for `idle`).
     pub subs: usize,
@@ -78,6 +81,7 @@ impl Setup {
     pub fn new(addr: SocketAddr, proto: Proto, subs: usize) -> Setup {
         Setup {
             addr,
+            pub_addr: None,
             proto,
             subs,
             size: DEFAULT_SIZE,
@@ -287,9 +291,11 @@ fn sub_name(i: usize) -> String {
 
 /// Opens `n` connections with tokens from `first_token`, each sending
 /// `hello(i)` and waiting for the server to accept it, a wave at a time.
+#[allow(clippy::too_many_arguments)]
 fn open(
     poll: &mut Poll,
     setup: &Setup,
+    addr: SocketAddr,
     n: usize,
     first_token: usize,
     name: &dyn Fn(usize) -> String,
@@ -305,7 +311,7 @@ fn open(
         while peers.len() < n && peers.len() - ready < CONNECT_WAVE {
             let i = peers.len();
             let mut socket =
-                TcpStream::connect(setup.addr).map_err(io_err(format!("connect {}", name(i))))?;
+                TcpStream::connect(addr).map_err(io_err(format!("connect {}", name(i))))?;
             poll.registry()
                 .register(
                     &mut socket,
@@ -316,7 +322,7 @@ fn open(
             let link = match &setup.tls {
                 None => Link::Plain(socket),
                 Some(config) => {
-                    let mut tls = TlsStream::new(config, socket, setup.addr)
+                    let mut tls = TlsStream::new(config, socket, addr)
                         .map_err(|e| BenchError::BadSetup(format!("TLS for {}: {e}", name(i))))?;
                     // rustls holds the hello until the handshake is done,
                     // and the first writable event sends the handshake.
@@ -544,6 +550,7 @@ impl Fanout {
         let subs = open(
             &mut poll,
             &setup,
+            setup.addr,
             setup.subs,
             0,
             &sub_name,
@@ -553,6 +560,7 @@ impl Fanout {
         let publisher = open(
             &mut poll,
             &setup,
+            setup.pub_addr.unwrap_or(setup.addr),
             1,
             setup.subs,
             &|_| wire::PUBLISHER.to_string(),
@@ -1079,6 +1087,7 @@ pub fn idle(setup: &Setup) -> Result<IdleStats, BenchError> {
     let mut peers = open(
         &mut poll,
         setup,
+        setup.addr,
         setup.subs,
         0,
         &sub_name,
