@@ -7,15 +7,27 @@
 WORK=$(mktemp -d)
 SERVER_PID=""
 ADDR=""
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
+# More processes a start_SIDE may start beside SERVER_PID (stopped with
+# it), and more chat-bench arguments it may set for its run.
+OTHER_PIDS=()
+BENCH_EXTRA=()
+# stop_pid PID: TERM, up to 5 s, then KILL.
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
     for _ in $(seq 50); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
+        kill -0 "$1" 2>/dev/null || break
         sleep 0.1
     done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+stop_server() {
+    local pid
+    for pid in ${OTHER_PIDS[@]+"${OTHER_PIDS[@]}"}; do stop_pid "$pid"; done
+    OTHER_PIDS=()
+    BENCH_EXTRA=()
+    [ -n "$SERVER_PID" ] || return 0
+    stop_pid "$SERVER_PID"
     SERVER_PID=""
 }
 trap 'stop_server; rm -rf "$WORK"' EXIT
@@ -59,7 +71,8 @@ start_on() {
             ADDR=127.0.0.1:$port
             return 0
         fi
-        stop_server
+        stop_pid "$SERVER_PID"
+        SERVER_PID=""
     done
     echo "$1 did not start:" >&2; tail "$log" >&2; return 1
 }
@@ -73,6 +86,7 @@ run() {
     # A server that will not start (a flag this build lacks, say) is one
     # failed run, listed at the end, not the end of the comparison.
     if ! "start_$server"; then
+        stop_server
         echo "$server $figure $rep FAILED the server did not start (its log is above)" >>"$RESULTS"
         printf '%-6s %-10s run %s: %s\n' "$server" "$figure" "$rep" "$(tail -n1 "$RESULTS" | cut -d' ' -f4-)" >&2
         return 0
@@ -81,7 +95,7 @@ run() {
     proto=$(proto_for "$server")
     local line
     if line=$(timeout $((2 * RUN_TIMEOUT + 30)) "$BENCH" --addr "$ADDR" --proto "$proto" \
-            --server-pid "$SERVER_PID" --timeout "$RUN_TIMEOUT" --kv "$@" 2>"$WORK/bench.err"); then
+            --server-pid "$SERVER_PID" --timeout "$RUN_TIMEOUT" --kv ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} "$@" 2>"$WORK/bench.err"); then
         echo "$server $figure $rep ok $line" >>"$RESULTS"
     else
         echo "$server $figure $rep FAILED $line $(tr '\n' ' ' <"$WORK/bench.err")" >>"$RESULTS"
