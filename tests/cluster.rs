@@ -525,3 +525,120 @@ fn an_account_registered_on_one_node_logs_in_on_another() {
         "{rest}"
     );
 }
+
+/// `chatd ARGS` against the cluster in `nats`, `stdin` given; its stdout,
+/// after asserting it succeeded.
+#[track_caller]
+fn operator(nats: &Nats, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(common::chatd_path())
+        .args(["--cluster", &nats.url()])
+        .args(["--argon2-memory", "64", "--argon2-passes", "1"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chatd");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    common::wait_child(&mut child, Duration::from_secs(20));
+    let out = child.wait_with_output().expect("chatd output");
+    assert!(
+        out.status.success(),
+        "chatd {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn roles_mutes_bans_and_topics_apply_on_every_node() {
+    let nats = Nats::start();
+    // The operator's commands act on the cluster's accounts in NATS.
+    operator(&nats, &["accounts", "add", "mo"], "mo-secret\n");
+    operator(&nats, &["accounts", "role", "mo", "moderator"], "");
+    let listed = operator(&nats, &["accounts", "list"], "");
+    assert_eq!(listed, "mo\tmoderator\n");
+    let n1 = node(&nats, "n1", &[]);
+    let n2 = node(&nats, "n2", &[]);
+    let (mut mo, answer) = log_in(&n2, "mo", "mo-secret");
+    assert!(answer.starts_with("* you joined #lobby as mo"), "{answer}");
+    let mut bob = user(&n1, "bob");
+    sees(&mut mo, "bob");
+    // A moderator on one node mutes a user on another.
+    mo.send("/mute bob 600 flood");
+    bob.read_until(|l| l.starts_with("* you were muted by mo"));
+    bob.send("hi");
+    bob.expect_prefix("! you are muted until ");
+    // A topic set on one node reaches the room's members on the other.
+    mo.send("/topic house rules");
+    bob.read_until(|l| l == "* mo set the topic of #lobby: house rules");
+    let mut carol = user(&n1, "carol");
+    carol.read_until(|l| l == "* topic of #lobby: house rules");
+    // A ban ends the connection on the other node, and holds there.
+    mo.send("/ban bob spam");
+    bob.read_until(|l| l == "* you were banned by mo (spam)");
+    bob.expect_eof();
+    let mut again = n1.connect();
+    again.send("bob");
+    again.expect(WELCOME);
+    again.expect("! bob is banned, choose another name");
+    // Every node's actions are in the cluster's audit, newest first.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let audit = operator(&nats, &["audit"], "");
+        let actions: Vec<&str> = audit
+            .lines()
+            .map(|l| l.split(' ').nth(2).unwrap_or(""))
+            .collect();
+        if actions == ["ban", "topic", "mute", "role"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "audit: {audit}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // A node started now learns who is here, the bans and the topics.
+    let n3 = node(&nats, "n3", &[]);
+    let mut dan = user(&n3, "dan");
+    sees(&mut dan, "carol");
+    sees(&mut dan, "mo");
+    // (What a new node reads of the buckets arrives apart from presence:
+    // asked again until there.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        dan.send("/topic");
+        let topic = wait_line(&mut dan, Duration::from_secs(5), |l| l.contains("topic"));
+        if topic == "* topic of #lobby: house rules" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no topic on the new node: {topic:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    loop {
+        let mut again = n3.connect();
+        again.send("bob");
+        again.expect(WELCOME);
+        let answer = again.line();
+        if answer == "! bob is banned, choose another name" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob not banned on the new node: {answer}"
+        );
+        again.send("/quit");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // A role set by the operator reaches its holder on a running node.
+    operator(&nats, &["accounts", "role", "mo", "user"], "");
+    mo.read_until(|l| l.starts_with("* you are now a user"));
+}

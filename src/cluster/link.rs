@@ -33,7 +33,8 @@ use log::{info, warn};
 use mio::Waker;
 use tokio::sync::mpsc;
 
-use super::{AccountRecord, Kind, Said, Settings};
+use super::{AccountRecord, Kind, Said, Settings, moderation};
+use crate::chat::moderation::Change;
 use crate::chat::{Presence, Ticket};
 use crate::wire::proto::Timestamp;
 
@@ -60,6 +61,8 @@ pub enum FromLink {
         key: String,
         record: Option<AccountRecord>,
     },
+    /// A moderation entry changed: the node that changed it, and how.
+    Moderation { node: String, change: Change },
     /// A claim's answer: `None` if the link could not ask.
     Claimed {
         ticket: Ticket,
@@ -100,6 +103,19 @@ enum Op {
         change: AccountChange,
         reply: std::sync::mpsc::Sender<Result<bool, String>>,
     },
+    /// Shared moderation, sent until NATS takes it.
+    Share(Sharing),
+}
+
+/// Moderation for the other nodes, as the link writes it.
+#[derive(Debug)]
+enum Sharing {
+    /// A mute, ban or room settings entry of the moderation bucket.
+    Entry { key: String, value: Bytes },
+    /// An account's role or token generation.
+    Account { name: String, edit: Edit },
+    /// An audit entry for the audit stream.
+    Audit(Bytes),
 }
 
 /// A change to the cluster's accounts, asked by the storage thread.
@@ -110,6 +126,29 @@ pub enum AccountChange {
     /// A new password hash, ending the account's sessions: false if there
     /// is no such account.
     SetHash { name: String, hash: String },
+}
+
+/// One edit of an account record.
+#[derive(Clone, Debug)]
+pub enum Edit {
+    /// A new password hash; the account's sessions end.
+    Hash(String),
+    Role(String),
+    /// Session tokens of another generation are void.
+    Tokens(u32),
+}
+
+impl Edit {
+    fn apply(&self, record: &mut AccountRecord) {
+        match self {
+            Edit::Hash(hash) => {
+                record.hash = hash.clone();
+                record.tokens = record.tokens.wrapping_add(1);
+            }
+            Edit::Role(role) => record.role = role.clone(),
+            Edit::Tokens(generation) => record.tokens = *generation,
+        }
+    }
 }
 
 /// The storage thread's way to change the cluster's accounts; each call
@@ -151,6 +190,7 @@ impl LinkState {
 /// The loop's end of the link.
 pub struct Link {
     cluster: String,
+    node: String,
     publish: mpsc::UnboundedSender<(String, Bytes)>,
     ops: mpsc::UnboundedSender<Op>,
     inbox: Arc<Mutex<Vec<FromLink>>>,
@@ -187,6 +227,7 @@ impl Link {
             reconnected: tokio::sync::watch::Sender::new(0),
         };
         let cluster = settings.name.clone();
+        let node = settings.node.clone();
         std::thread::Builder::new()
             .name("cluster".into())
             .spawn(move || {
@@ -210,6 +251,7 @@ impl Link {
         Ok((
             Link {
                 cluster,
+                node,
                 publish: publish_tx,
                 ops: ops_tx,
                 inbox,
@@ -250,6 +292,32 @@ impl Link {
         let value = presence.map(|p| super::encode_presence(p).into());
         let key = key.to_string();
         let _ = self.ops.send(Op::Present { key, value });
+    }
+
+    /// Shares a moderation change with the other nodes (roles and
+    /// session ends through the account records, mutes, bans and room
+    /// settings through the moderation bucket, the audit through its
+    /// stream). Sent in order, again until NATS takes it.
+    pub fn share(&self, change: &Change) {
+        let shared = match change {
+            Change::Role { name, role } => Sharing::Account {
+                name: name.to_string(),
+                edit: Edit::Role(role.as_str().to_string()),
+            },
+            Change::Tokens { name, generation } => Sharing::Account {
+                name: name.to_string(),
+                edit: Edit::Tokens(*generation),
+            },
+            Change::Audit(entry) => Sharing::Audit(moderation::encode_audit(entry).into()),
+            _ => match moderation::encode(&self.node, change) {
+                Some((key, value)) => Sharing::Entry {
+                    key,
+                    value: value.into(),
+                },
+                None => return,
+            },
+        };
+        let _ = self.ops.send(Op::Share(shared));
     }
 
     /// A handle for the storage thread, which registers accounts and
@@ -314,10 +382,11 @@ impl Shared {
     }
 
     /// Notes that `key` is at `revision`, held by `node` (`None`: given
-    /// up); false if news of a later revision came already.
+    /// up); false if news of this or a later revision came already (a
+    /// watch made again replays every key's last revision).
     fn note(&self, key: &str, node: Option<&str>, revision: u64) -> bool {
         let mut names = self.names.lock().expect("names lock");
-        if names.get(key).is_some_and(|(_, r)| *r > revision) {
+        if names.get(key).is_some_and(|(_, r)| *r >= revision) {
             return false;
         }
         match node {
@@ -364,15 +433,21 @@ async fn run(
     let cluster = settings.name.clone();
     tokio::join!(
         consume(stream, cluster, start_after, shared.clone()),
-        publish(js, publish_rx, shared.clone()),
+        publish(js.clone(), publish_rx, shared.clone()),
         names_ops(
-            buckets.names.clone(),
-            buckets.accounts.clone(),
+            Ops {
+                names: buckets.names.clone(),
+                accounts: buckets.accounts.clone(),
+                moderation: buckets.moderation.clone(),
+                audit: js.clone(),
+                audit_subject: moderation::audit_subject(&settings.name),
+            },
             ops_rx,
             shared.clone()
         ),
         watch_names(buckets.names.clone(), shared.clone()),
         watch_accounts(buckets.accounts, shared.clone()),
+        watch_moderation(buckets.moderation, shared.clone()),
         beat(buckets.nodes.clone(), settings.node.clone()),
         watch_nodes(buckets.nodes, buckets.names, shared),
     );
@@ -382,6 +457,7 @@ struct Buckets {
     names: kv::Store,
     nodes: kv::Store,
     accounts: kv::Store,
+    moderation: kv::Store,
 }
 
 async fn set_up(
@@ -450,6 +526,8 @@ async fn set_up(
     let nodes = bucket(&js, &format!("{cluster}_nodes")).await?;
     let meta = bucket(&js, &format!("{cluster}_meta")).await?;
     let accounts = bucket(&js, &format!("{cluster}_accounts")).await?;
+    let moderation = bucket(&js, &moderation::bucket_name(cluster)).await?;
+    audit_stream(&js, cluster).await?;
     let secret = token_secret(&meta).await?;
     // A previous life of this node may have left names behind.
     let mut keys = names
@@ -470,12 +548,30 @@ async fn set_up(
         names,
         nodes,
         accounts,
+        moderation,
     };
     Ok((js, stream, buckets, Started { epoch, secret }))
 }
 
+/// The cluster's audit stream, made if it does not exist.
+pub(super) async fn audit_stream(
+    js: &jetstream::Context,
+    cluster: &str,
+) -> io::Result<stream::Stream> {
+    js.get_or_create_stream(stream::Config {
+        name: moderation::audit_stream(cluster),
+        subjects: vec![moderation::audit_subject(cluster)],
+        max_messages: moderation::AUDIT_KEEP,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| io::Error::other(format!("cannot make the audit stream: {e}")))
+}
+
 /// A key-value bucket, its stream made directly if it does not exist.
-async fn bucket(js: &jetstream::Context, name: &str) -> io::Result<kv::Store> {
+pub(super) async fn bucket(js: &jetstream::Context, name: &str) -> io::Result<kv::Store> {
     js.get_or_create_stream(stream::Config {
         name: format!("KV_{name}"),
         subjects: vec![format!("$KV.{name}.>")],
@@ -643,17 +739,28 @@ async fn publish(
     }
 }
 
-/// Claims and presence changes, one at a time in the order asked.
-async fn names_ops(
+/// Where the link's one-at-a-time operations write.
+struct Ops {
     names: kv::Store,
     accounts: kv::Store,
-    mut rx: mpsc::UnboundedReceiver<Op>,
-    shared: Arc<Shared>,
-) {
+    moderation: kv::Store,
+    audit: jetstream::Context,
+    audit_subject: String,
+}
+
+/// Claims, presence changes and shared moderation, one at a time in the
+/// order asked.
+async fn names_ops(ops: Ops, mut rx: mpsc::UnboundedReceiver<Op>, shared: Arc<Shared>) {
+    let boot = {
+        let mut b = [0u8; 6];
+        crate::crypto::random(&mut b);
+        crate::crypto::hex(&b)
+    };
+    let mut audited: u64 = 0;
     while let Some(op) = rx.recv().await {
         match op {
             Op::Account { change, reply } => {
-                let _ = reply.send(change_account(&accounts, change).await);
+                let _ = reply.send(change_account(&ops.accounts, change).await);
             }
             Op::Claim {
                 ticket,
@@ -661,7 +768,7 @@ async fn names_ops(
                 value,
                 takeover,
             } => {
-                let granted = claim(&names, &key, value, takeover, &shared).await;
+                let granted = claim(&ops.names, &key, value, takeover, &shared).await;
                 shared.hand(FromLink::Claimed {
                     ticket,
                     key,
@@ -672,7 +779,7 @@ async fn names_ops(
                 // Until it works: a presence lost would leave the other
                 // nodes wrong.
                 let mut tries = 0u32;
-                while let Err(e) = present(&names, &key, value.clone(), &shared).await {
+                while let Err(e) = present(&ops.names, &key, value.clone(), &shared).await {
                     tries += 1;
                     if tries == 1 || tries.is_multiple_of(20) {
                         warn!("cluster: cannot update {key}: {e}");
@@ -680,6 +787,45 @@ async fn names_ops(
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
+            Op::Share(sharing) => {
+                // The same id on every try: the stream stores it once.
+                audited += 1;
+                let id = format!("{}-{boot}-audit-{audited}", shared.node);
+                let mut tries = 0u32;
+                while let Err(e) = share(&ops, &sharing, &id).await {
+                    tries += 1;
+                    if tries == 1 || tries.is_multiple_of(20) {
+                        warn!("cluster: cannot share {sharing:?}: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn share(ops: &Ops, sharing: &Sharing, id: &str) -> Result<(), String> {
+    match sharing {
+        Sharing::Entry { key, value } => ops
+            .moderation
+            .put(key, value.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        // No such account (deleted meanwhile): nothing to change.
+        Sharing::Account { name, edit } => {
+            edit_account(&ops.accounts, name, edit).await.map(|_| ())
+        }
+        Sharing::Audit(entry) => {
+            let message = jetstream::message::PublishMessage::build()
+                .payload(entry.clone())
+                .message_id(id);
+            let ack = ops
+                .audit
+                .send_publish(ops.audit_subject.clone(), message)
+                .await
+                .map_err(|e| e.to_string())?;
+            ack.await.map(|_| ()).map_err(|e| e.to_string())
         }
     }
 }
@@ -763,40 +909,49 @@ async fn change_account(accounts: &kv::Store, change: AccountChange) -> Result<b
                 Err(e) => Err(format!("cannot register in the cluster: {e}")),
             }
         }
-        AccountChange::SetHash { name, hash } => {
-            let key = name.to_ascii_lowercase();
-            // Compare-and-set, again if another change came in between.
-            for _ in 0..5 {
-                let entry = accounts
-                    .entry(key.clone())
-                    .await
-                    .map_err(|e| format!("cannot read the account: {e}"))?;
-                let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-                    return Ok(false);
-                };
-                let Ok(mut record) = serde_json::from_slice::<AccountRecord>(&entry.value) else {
-                    return Ok(false);
-                };
-                record.hash = hash.clone();
-                record.tokens = record.tokens.wrapping_add(1);
-                match accounts.update(&key, encode(&record), entry.revision).await {
-                    Ok(_) => return Ok(true),
-                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                    Err(e) => return Err(format!("cannot change the password: {e}")),
-                }
-            }
-            Err("the account kept changing".into())
-        }
+        AccountChange::SetHash { name, hash } => edit_account(accounts, &name, &Edit::Hash(hash))
+            .await
+            .map_err(|e| format!("cannot change the password: {e}")),
     }
 }
 
-/// Every change of the accounts bucket, to the loop (which has the
-/// database's copy follow).
+/// Edits the account `name` by compare-and-set, again if another change
+/// came in between; false if there is no such account.
+pub(super) async fn edit_account(
+    accounts: &kv::Store,
+    name: &str,
+    edit: &Edit,
+) -> Result<bool, String> {
+    let key = name.to_ascii_lowercase();
+    for _ in 0..5 {
+        let entry = accounts
+            .entry(key.clone())
+            .await
+            .map_err(|e| format!("cannot read the account: {e}"))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(false);
+        };
+        let Ok(mut record) = serde_json::from_slice::<AccountRecord>(&entry.value) else {
+            return Ok(false);
+        };
+        edit.apply(&mut record);
+        let value = Bytes::from(serde_json::to_vec(&record).expect("strings encode"));
+        match accounts.update(&key, value, entry.revision).await {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("the account kept changing".into())
+}
+
+/// Every account as it is, then every change of the accounts bucket, to
+/// the loop (which has the database's copy follow).
 async fn watch_accounts(accounts: kv::Store, shared: Arc<Shared>) {
     let mut reconnected = shared.reconnected.subscribe();
     loop {
         reconnected.mark_unchanged();
-        let mut watch = match accounts.watch_all().await {
+        let mut watch = match accounts.watch_with_history(">").await {
             Ok(w) => w,
             Err(e) => {
                 warn!("cluster: cannot watch accounts: {e}");
@@ -825,13 +980,47 @@ async fn watch_accounts(accounts: kv::Store, shared: Arc<Shared>) {
     }
 }
 
+/// Every change of the moderation bucket, to the loop (this node's own
+/// too: they settle the order of changes made at once on two nodes).
+async fn watch_moderation(moderation: kv::Store, shared: Arc<Shared>) {
+    let mut reconnected = shared.reconnected.subscribe();
+    loop {
+        reconnected.mark_unchanged();
+        let mut watch = match moderation.watch_with_history(">").await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!("cluster: cannot watch moderation: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            let entry = tokio::select! {
+                next = watch.next() => match next {
+                    Some(Ok(entry)) => entry,
+                    _ => break,
+                },
+                _ = reconnected.changed() => break,
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            match moderation::decode(&entry.key, &entry.value) {
+                Some((node, change)) => shared.hand(FromLink::Moderation { node, change }),
+                None => warn!("cluster: moderation entry {} unreadable", entry.key),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Every change of the names bucket, to the loop (this node's own too:
 /// the loop ignores those).
 async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
     let mut reconnected = shared.reconnected.subscribe();
     loop {
         reconnected.mark_unchanged();
-        let mut watch = match names.watch_all().await {
+        let mut watch = match names.watch_with_history(">").await {
             Ok(w) => w,
             Err(e) => {
                 warn!("cluster: cannot watch names: {e}");
@@ -883,7 +1072,7 @@ async fn watch_nodes(nodes: kv::Store, names: kv::Store, shared: Arc<Shared>) {
     let mut check = tokio::time::interval(BEAT_EVERY);
     loop {
         if watch.is_none() {
-            watch = nodes.watch_all().await.ok();
+            watch = nodes.watch_with_history(">").await.ok();
         }
         let Some(w) = watch.as_mut() else {
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -11,9 +11,14 @@
 //! - Key-value buckets (streams made directly: `nats-server` 2.9 refuses
 //!   the client's bucket creation): `<cluster>_names`, a name's holder and
 //!   presence; `<cluster>_nodes`, each node's heartbeat; `<cluster>_meta`,
-//!   the token secret every node signs with.
+//!   the token secret every node signs with; `<cluster>_accounts`, every
+//!   account with its hash, role and session generation;
+//!   `<cluster>_moderation`, mutes, bans and room settings (see
+//!   `moderation`, with the audit stream).
 
+pub mod admin;
 pub mod link;
+pub mod moderation;
 
 use serde::{Deserialize, Serialize};
 

@@ -1576,6 +1576,14 @@ impl Server {
                     last = Some(seq);
                 }
                 FromLink::Account { key, record } => accounts.push((key, record)),
+                FromLink::Moderation { node, change } => {
+                    let mine = self.chat.node().is_some_and(|n| *n == *node);
+                    if !mine {
+                        // This database's copy follows the cluster's.
+                        self.backend.change(change.clone());
+                    }
+                    self.chat.remote_moderation(change, mine, &mut self.out);
+                }
                 FromLink::Presence { key, presence } => {
                     self.chat.remote_presence(&key, presence, &mut self.out)
                 }
@@ -1711,6 +1719,9 @@ impl Server {
                 }
                 Output::Close { conn, reason } => conns.close(conn.0, reason),
                 Output::Store(change) => {
+                    if let Some(link) = link {
+                        link.share(&change);
+                    }
                     // After the messages said before it, as with jobs.
                     let bytes = chat.record_bytes();
                     backend.record(chat.take_records(), bytes);

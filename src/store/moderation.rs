@@ -44,7 +44,7 @@ impl Store {
                 .and_then(|mut s| s.execute(params![kind.as_str(), target.to_ascii_lowercase()]))
                 .map(|_| ())
                 .map_err(ctx("cannot lift a sanction")),
-            Change::Room { room, settings } => {
+            Change::Room { room, settings, .. } => {
                 let key = room.to_ascii_lowercase();
                 let result = if *settings == RoomSettings::default() {
                     self.db
@@ -195,7 +195,7 @@ const ACTIONS: [&str; 10] = [
     "kick", "mute", "unmute", "ban", "unban", "topic", "moderate", "wall", "role", "unknown",
 ];
 
-fn known_action(action: &str) -> &'static str {
+pub fn known_action(action: &str) -> &'static str {
     ACTIONS
         .iter()
         .find(|a| **a == action)
@@ -268,6 +268,7 @@ mod tests {
         let room = |settings: &RoomSettings| Change::Room {
             room: "Rust".into(),
             settings: settings.clone(),
+            by: "mod".into(),
         };
         s.apply(&room(&settings)).unwrap();
         assert_eq!(

@@ -186,12 +186,14 @@ struct Args {
 
     /// Join a cluster: one chat with every node using the same NATS server
     /// (JetStream on) and the same --cluster-name. nats://HOST:PORT,
-    /// repeatable for several servers of one NATS cluster.
-    #[arg(long, value_name = "URL")]
+    /// repeatable for several servers of one NATS cluster. With
+    /// `accounts` or `audit`: act on the cluster's accounts and audit.
+    #[arg(long, value_name = "URL", global = true)]
     cluster: Vec<String>,
 
     /// The cluster's name: its stream and buckets in NATS are named after it.
-    #[arg(long, value_name = "NAME", default_value = "chatd", value_parser = cluster_name)]
+    #[arg(long, value_name = "NAME", default_value = "chatd", value_parser = cluster_name,
+          global = true)]
     cluster_name: String,
 
     /// This node's name in the cluster, its logs and metrics; unique per

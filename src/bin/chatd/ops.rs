@@ -5,6 +5,9 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use chatd::chat::moderation::{AuditEntry, OPERATOR};
+use chatd::cluster::AccountRecord;
+use chatd::cluster::admin::Admin;
+use chatd::cluster::link::Edit;
 use chatd::store::Store;
 use chatd::store::password;
 use chatd::wire::proto::{Role, Timestamp, check_password, valid_name};
@@ -57,6 +60,9 @@ pub enum AccountsCmd {
 /// `chatd accounts ...`: one short transaction on the database, beside a
 /// running server if there is one (it notices within a second).
 pub fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
+    if !args.cluster.is_empty() {
+        return cluster_accounts(args, cmd);
+    }
     // Adding the first account may create the database (say, before the
     // first start with --registration closed); the rest need one.
     let creates = matches!(cmd, AccountsCmd::Add { .. });
@@ -146,16 +152,85 @@ fn read_password() -> Result<String, String> {
 
 /// `chatd audit`: moderation actions, newest first.
 pub fn audit(args: &Args, limit: usize) -> Result<(), String> {
+    if !args.cluster.is_empty() {
+        let admin = Admin::connect(&args.cluster, &args.cluster_name)?;
+        return print_audit(&admin.audited(limit)?);
+    }
     if args.db != ":memory:" && !std::path::Path::new(&args.db).exists() {
         return Err(format!("no database at {} (use --db PATH)", args.db));
     }
     let store =
         Store::open(&args.db, 0).map_err(|e| format!("cannot use database {}: {e}", args.db))?;
-    let entries = store.audit(limit)?;
-    for entry in &entries {
+    print_audit(&store.audit(limit)?)
+}
+
+fn print_audit(entries: &[AuditEntry]) -> Result<(), String> {
+    for entry in entries {
         println!("{entry}");
     }
     eprintln!("{} actions", entries.len());
+    Ok(())
+}
+
+/// `chatd accounts --cluster URL ...`: the same commands on the cluster's
+/// accounts in NATS; every node's copy follows within about a second.
+fn cluster_accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
+    let admin = Admin::connect(&args.cluster, &args.cluster_name)?;
+    let no_such = |name: &str| format!("no account named {name} in cluster {}", args.cluster_name);
+    match cmd {
+        AccountsCmd::List => {
+            let accounts = admin.accounts()?;
+            for a in &accounts {
+                println!("{}\t{}", a.name, a.role);
+            }
+            eprintln!("{} accounts", accounts.len());
+        }
+        AccountsCmd::Delete { name } => {
+            if !admin.delete(name)? {
+                return Err(no_such(name));
+            }
+            eprintln!("deleted {name}");
+        }
+        AccountsCmd::Add { name } => {
+            if !valid_name(name) {
+                return Err(format!(
+                    "invalid name {name:?}: use 1-32 letters, digits, _ or -"
+                ));
+            }
+            let password = read_password()?;
+            let record = AccountRecord {
+                name: name.clone(),
+                hash: password::hash(&password, cost(args)?)?,
+                role: Role::User.as_str().to_string(),
+                tokens: chatd::store::fresh_generation(),
+            };
+            if !admin.add(&record)? {
+                return Err(format!("{name} is already registered"));
+            }
+            eprintln!("added {name}");
+        }
+        AccountsCmd::Role { name, role } => {
+            if !admin.edit(name, Edit::Role(role.as_str().to_string()))? {
+                return Err(no_such(name));
+            }
+            admin.audit(&AuditEntry {
+                ts: Timestamp::now(),
+                by: OPERATOR.into(),
+                action: "role",
+                target: name.as_str().into(),
+                reason: Some(role.as_str().into()),
+            })?;
+            eprintln!("{name} is now {}", role.as_str());
+        }
+        AccountsCmd::Passwd { name } => {
+            let password = read_password()?;
+            let hash = password::hash(&password, cost(args)?)?;
+            if !admin.edit(name, Edit::Hash(hash))? {
+                return Err(no_such(name));
+            }
+            eprintln!("password changed for {name}");
+        }
+    }
     Ok(())
 }
 

@@ -101,6 +101,8 @@ pub enum Change {
     Room {
         room: Name,
         settings: RoomSettings,
+        /// Who changed them (told to the room's members on other nodes).
+        by: Name,
     },
     Audit(AuditEntry),
     /// The account's session tokens are now of this generation.
@@ -423,19 +425,35 @@ impl Chat {
     /// its room whatever the room's size, and to the actor, whose copy
     /// answers its request.
     fn tell(&self, actor: ConnId, target: Option<ConnId>, event: ModEvent, out: &mut Outbox) {
-        if let Some(t) = target
-            && let Some(user) = self.user(t)
-        {
-            let members = &self.rooms[user.room].members;
-            let others = members.iter().copied().filter(|&m| m != t && m != actor);
-            out.send_all(others, Event::Moderation(event.clone()));
-            let you = ModEvent {
-                you: true,
-                ..event.clone()
-            };
-            out.send(t, Event::Moderation(you));
+        if let Some(t) = target {
+            self.tell_target(t, Some(actor), &event, out);
         }
         out.send(actor, Event::Moderation(event));
+    }
+
+    /// Tells a moderation event about `target` to it and to its room but
+    /// the `actor`.
+    fn tell_target(
+        &self,
+        target: ConnId,
+        actor: Option<ConnId>,
+        event: &ModEvent,
+        out: &mut Outbox,
+    ) {
+        let Some(user) = self.user(target) else {
+            return;
+        };
+        let members = &self.rooms[user.room].members;
+        let others = members
+            .iter()
+            .copied()
+            .filter(|&m| m != target && Some(m) != actor);
+        out.send_all(others, Event::Moderation(event.clone()));
+        let you = ModEvent {
+            you: true,
+            ..event.clone()
+        };
+        out.send(target, Event::Moderation(you));
     }
 
     /// Tells everyone in `room` but the actor, then the actor.
@@ -644,17 +662,50 @@ impl Chat {
             reason: sanction.reason.clone(),
             you: false,
         };
-        let by_name = hit.len() == 1 && self.name_of(hit[0]).is_some_and(|n| **n == *shown);
-        for &c in &hit {
+        self.banish(&hit, &shown, Some(conn), &event, out);
+        out.send(conn, Event::Moderation(event));
+        self.audit(
+            &sanction.by,
+            "ban",
+            shown.clone(),
+            audit_reason(&sanction),
+            out,
+        );
+        out.store(Change::Sanction {
+            kind: SanctionKind::Ban,
+            target: shown,
+            sanction,
+        });
+        Ok(())
+    }
+
+    /// Ends the connections a ban on `shown` reaches (`hit`), telling
+    /// them, and their rooms but the `actor`, the ban.
+    pub(super) fn banish(
+        &mut self,
+        hit: &[ConnId],
+        shown: &Name,
+        actor: Option<ConnId>,
+        event: &ModEvent,
+        out: &mut Outbox,
+    ) {
+        let by_name = hit.len() == 1 && self.name_of(hit[0]).is_some_and(|n| **n == **shown);
+        for &c in hit {
             let Some(user) = self.user(c) else { continue };
             if user.name.is_none() {
                 // Still choosing a name: told as a banned newcomer is.
-                let until = sanction.until;
+                let until = match event.kind {
+                    ModKind::Ban { until } => until,
+                    _ => None,
+                };
                 out.send(c, Event::Error(ProtoError::AddressBanned { until }));
             } else if by_name {
                 // Its room hears the ban itself, as for a kick.
                 let members = &self.rooms[user.room].members;
-                let others = members.iter().copied().filter(|&m| m != c && m != conn);
+                let others = members
+                    .iter()
+                    .copied()
+                    .filter(|&m| m != c && Some(m) != actor);
                 out.send_all(others, Event::Moderation(event.clone()));
                 let you = ModEvent {
                     you: true,
@@ -677,20 +728,6 @@ impl Chat {
             self.user_mut(c).gone = true;
             out.close(c, CloseReason::Banned);
         }
-        out.send(conn, Event::Moderation(event));
-        self.audit(
-            &sanction.by,
-            "ban",
-            shown.clone(),
-            audit_reason(&sanction),
-            out,
-        );
-        out.store(Change::Sanction {
-            kind: SanctionKind::Ban,
-            target: shown,
-            sanction,
-        });
-        Ok(())
     }
 
     fn unban(&mut self, conn: ConnId, target: &str, out: &mut Outbox) -> Result<(), ProtoError> {
@@ -761,7 +798,7 @@ impl Chat {
         self.rooms[id].topic = Some(topic.clone());
         let by = self.actor(conn);
         let room = self.rooms[id].name.clone();
-        self.save_room(id, out);
+        self.save_room(id, &by, out);
         let event = ModEvent {
             kind: ModKind::Topic {
                 room: room.clone(),
@@ -786,8 +823,8 @@ impl Chat {
         self.require(conn, Role::Moderator, "moderate a room")?;
         let id = self.user(conn).expect("named user").room;
         self.rooms[id].moderated = on;
-        self.save_room(id, out);
         let by = self.actor(conn);
+        self.save_room(id, &by, out);
         let room = self.rooms[id].name.clone();
         let event = ModEvent {
             kind: ModKind::Moderate {
@@ -806,7 +843,7 @@ impl Chat {
     }
 
     /// Keeps room `id`'s settings by its name, and has them stored.
-    fn save_room(&mut self, id: usize, out: &mut Outbox) {
+    fn save_room(&mut self, id: usize, by: &Name, out: &mut Outbox) {
         let r = &self.rooms[id];
         let settings = RoomSettings {
             topic: r.topic.clone(),
@@ -823,6 +860,7 @@ impl Chat {
         out.store(Change::Room {
             room: r.name.clone(),
             settings,
+            by: by.clone(),
         });
     }
 
@@ -974,5 +1012,6 @@ fn not_banned(target: &str) -> ProtoError {
     ProtoError::NotSanctioned(format!("{} is not banned", clip(target)))
 }
 
+mod remote;
 #[cfg(test)]
 mod tests;

@@ -301,7 +301,8 @@ fn a_moderated_room_with_a_topic() {
         settings: RoomSettings {
             topic: Some("Algebra, chapter 3".into()),
             moderated: true
-        }
+        },
+        by: "mo".into(),
     }));
 }
 
