@@ -378,6 +378,26 @@ fn a_killed_node_s_users_are_gone_within_ten_seconds_and_their_names_free() {
 }
 
 #[test]
+fn a_login_on_another_node_replaces_a_dead_node_s_connection_at_once() {
+    let nats = Nats::start();
+    let n1 = node(&nats, "n1", &[]);
+    let mut n2 = node(&nats, "n2", &[]);
+    let mut bob = user(&n2, "bob");
+    bob.send("/register bob-pass-1");
+    bob.expect("* bob is now registered: log in with this password from now on");
+    n2.signal(libc::SIGKILL);
+    n2.wait_exit(Duration::from_secs(5));
+    // Long before the node is found dead (5 s without a heartbeat), the
+    // right password takes the name over.
+    let started = Instant::now();
+    let (_bob, answer) = log_in(&n1, "bob", "bob-pass-1");
+    assert!(answer.starts_with("* you joined #lobby as bob"), "{answer}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    eprintln!("a login replacing a dead node's connection took {took:?}");
+}
+
+#[test]
 fn nats_stopping_for_a_while_loses_nothing_and_doubles_nothing() {
     let mut nats = Nats::start();
     let n1 = node(&nats, "n1", &[]);
