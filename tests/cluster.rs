@@ -418,9 +418,17 @@ fn nats_stopping_for_a_while_loses_nothing_and_doubles_nothing() {
     // The node learns of the loss when its NATS connection drops.
     let health = healthz_until(&n1, "HTTP/1.1 503");
     assert!(health.contains("cluster: no link to NATS"), "{health}");
+    // No name can be claimed meanwhile: a newcomer hears so at once.
+    let mut dave = n1.connect();
+    dave.send("dave");
+    dave.expect(WELCOME);
+    dave.expect("! server busy, try again in a moment");
     thread::sleep(Duration::from_secs(2));
     nats.resume();
     healthz_until(&n1, "HTTP/1.1 200");
+    dave.expect("* choose a name:");
+    dave.send("dave");
+    dave.expect_prefix("* you joined #lobby as dave");
     alice.send("after");
     let got: Vec<String> = (0..21).map(|_| next_message(&mut bob).1).collect();
     let mut want = during.clone();

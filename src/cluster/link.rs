@@ -20,7 +20,7 @@
 //!   revision the dead node wrote, so a user who came back elsewhere keeps
 //!   theirs).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,8 @@ const BEAT_EVERY: Duration = Duration::from_secs(1);
 const WINDOW: usize = 512;
 /// How long setting up the link may take at start.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a name claim may take before its user hears `server busy`.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the link hands the loop.
 #[derive(Debug)]
@@ -225,6 +227,7 @@ impl Link {
             names: Mutex::new(HashMap::new()),
             alive: Mutex::new(HashMap::new()),
             reconnected: tokio::sync::watch::Sender::new(0),
+            abandoned: Mutex::new(HashSet::new()),
         };
         let cluster = settings.name.clone();
         let node = settings.node.clone();
@@ -358,6 +361,9 @@ struct Shared {
     /// made again at once, and what was not acknowledged is sent again,
     /// rather than each waiting out its own timeout.
     reconnected: tokio::sync::watch::Sender<u64>,
+    /// Names whose claim timed out: if the claim lands after all, the
+    /// entry is deleted (nobody here holds it).
+    abandoned: Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -768,7 +774,30 @@ async fn names_ops(ops: Ops, mut rx: mpsc::UnboundedReceiver<Op>, shared: Arc<Sh
                 value,
                 takeover,
             } => {
-                let granted = claim(&ops.names, &key, value, takeover, &shared).await;
+                // Not left waiting on a link that has just gone.
+                let granted = if shared.state.up.load(Ordering::SeqCst) {
+                    let claiming = claim(&ops.names, &key, value, takeover, &shared);
+                    let granted = tokio::time::timeout(CLAIM_TIMEOUT, claiming).await;
+                    if granted.is_err() {
+                        // It may still land: then it is given up at once.
+                        shared
+                            .abandoned
+                            .lock()
+                            .expect("abandoned lock")
+                            .insert(key.clone());
+                    }
+                    granted.ok().flatten()
+                } else {
+                    None
+                };
+                if granted == Some(true) {
+                    // Held here now: an older claim landing later fails.
+                    shared
+                        .abandoned
+                        .lock()
+                        .expect("abandoned lock")
+                        .remove(&key);
+                }
                 shared.hand(FromLink::Claimed {
                     ticket,
                     key,
@@ -1042,6 +1071,18 @@ async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
             };
             let node = presence.as_ref().map(|p| p.node.to_string());
             if !shared.note(&entry.key, node.as_deref(), entry.revision) {
+                continue;
+            }
+            if node.as_deref() == Some(&shared.node)
+                && shared
+                    .abandoned
+                    .lock()
+                    .expect("abandoned lock")
+                    .remove(&entry.key)
+            {
+                let _ = names
+                    .delete_expect_revision(&entry.key, Some(entry.revision))
+                    .await;
                 continue;
             }
             shared.hand(FromLink::Presence {

@@ -495,7 +495,6 @@ impl Conns {
     }
 }
 
-/// Appends `event` as `mode` writes it, with the request `id` in JSON.
 /// Published messages not yet acknowledged past which senders are not
 /// read (as when storage falls behind) until NATS catches up.
 pub const CLUSTER_BACKLOG: usize = 10_000;
@@ -513,6 +512,7 @@ fn share(link: &Link, shared: Shared) {
     }
 }
 
+/// Appends `event` as `mode` writes it, with the request `id` in JSON.
 fn encode(mode: Mode, event: &Event, id: Option<&json::RawValue>, buf: &mut Vec<u8>) {
     match mode {
         Mode::Text => encode_text(event, buf),
@@ -1738,7 +1738,9 @@ impl Server {
                     room,
                     takeover,
                 }) => match (link.as_ref(), chat.node()) {
-                    (Some(link), Some(node)) => {
+                    // Without NATS no name can be claimed: refused at once
+                    // rather than left waiting for the link.
+                    (Some(link), Some(node)) if link.is_up() => {
                         let presence = Presence {
                             name: name.clone(),
                             node,
