@@ -423,7 +423,9 @@ fn nats_stopping_for_a_while_loses_nothing_and_doubles_nothing() {
     dave.send("dave");
     dave.expect(WELCOME);
     dave.expect("! server busy, try again in a moment");
-    thread::sleep(Duration::from_secs(2));
+    // Longer than a node may stay silent (5 s): an outage of NATS is
+    // nobody's death.
+    thread::sleep(Duration::from_secs(6));
     nats.resume();
     healthz_until(&n1, "HTTP/1.1 200");
     dave.expect("* choose a name:");
@@ -442,6 +444,11 @@ fn nats_stopping_for_a_while_loses_nothing_and_doubles_nothing() {
     want.extend(during);
     want.extend(["after".to_string(), "last".to_string()]);
     assert_eq!(all, want);
+    // Everyone is still there for everyone, and nobody was said gone.
+    let who = listing(&mut alice, "/who", "* end of /who");
+    assert_eq!(who[0], "* users in #lobby: 3", "{who:?}");
+    let seen = listing(&mut alice, "/help", "* end of /help");
+    assert!(!seen.iter().any(|l| l.contains("bob has")), "{seen:?}");
 }
 
 #[test]

@@ -1138,6 +1138,11 @@ async fn watch_nodes(nodes: kv::Store, names: kv::Store, shared: Arc<Shared>) {
                 }
             }
             _ = check.tick() => {
+                // Without a link nobody's beats arrive: no verdicts (and
+                // no deletes queued to go out when the link returns).
+                if !shared.state.up.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let dead: Vec<String> = shared
                     .alive
                     .lock()
