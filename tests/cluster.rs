@@ -398,6 +398,41 @@ fn a_login_on_another_node_replaces_a_dead_node_s_connection_at_once() {
 }
 
 #[test]
+fn a_node_taken_for_dead_that_comes_back_brings_its_users_back() {
+    let nats = Nats::start();
+    let n1 = node(&nats, "n1", &[]);
+    let n2 = node(&nats, "n2", &[]);
+    let mut alice = user(&n1, "alice");
+    let mut bob = user(&n2, "bob");
+    sees(&mut alice, "bob");
+    sees(&mut bob, "alice");
+    // Frozen past the heartbeat timeout, as a node cut off from NATS is.
+    n2.signal(libc::SIGSTOP);
+    wait_line(&mut alice, Duration::from_secs(10), |l| {
+        l.starts_with("* bob has disconnected")
+    });
+    n2.signal(libc::SIGCONT);
+    // Its user is still connected to it: the name is claimed again, and
+    // everyone sees him back.
+    wait_line(&mut alice, Duration::from_secs(10), |l| {
+        l == "* bob has joined #lobby"
+    });
+    bob.send("back");
+    assert_eq!(
+        wait_line(&mut alice, Duration::from_secs(10), |l| l.starts_with('<')),
+        "<bob> back"
+    );
+    // The frozen node does not take the others for dead in turn.
+    let who = listing(&mut bob, "/who", "* end of /who");
+    assert_eq!(who[0], "* users in #lobby: 2", "{who:?}");
+    // And the name is his: nobody else may take it.
+    let mut other = n1.connect();
+    other.send("bob");
+    other.expect(WELCOME);
+    other.expect("! name \"bob\" is taken, choose another");
+}
+
+#[test]
 fn nats_stopping_for_a_while_loses_nothing_and_doubles_nothing() {
     let mut nats = Nats::start();
     let n1 = node(&nats, "n1", &[]);

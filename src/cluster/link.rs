@@ -228,6 +228,7 @@ impl Link {
             alive: Mutex::new(HashMap::new()),
             reconnected: tokio::sync::watch::Sender::new(0),
             abandoned: Mutex::new(HashSet::new()),
+            mine: Mutex::new(HashMap::new()),
         };
         let cluster = settings.name.clone();
         let node = settings.node.clone();
@@ -364,6 +365,9 @@ struct Shared {
     /// Names whose claim timed out: if the claim lands after all, the
     /// entry is deleted (nobody here holds it).
     abandoned: Mutex<HashSet<String>>,
+    /// The last entry this node wrote for each name it holds: if another
+    /// node deletes one (it took this node for dead), it is written again.
+    mine: Mutex<HashMap<String, Bytes>>,
 }
 
 impl Shared {
@@ -375,6 +379,14 @@ impl Shared {
         if was_empty && let Err(e) = self.waker.wake() {
             warn!("cluster: cannot wake the loop: {e}");
         }
+    }
+
+    /// Notes the entry this node last wrote for `key`, which it holds.
+    fn hold(&self, key: &str, value: Bytes) {
+        self.mine
+            .lock()
+            .expect("mine lock")
+            .insert(key.to_string(), value);
     }
 
     fn is_alive(&self, node: &str) -> bool {
@@ -869,6 +881,7 @@ async fn claim(
     match names.create(key, value.clone()).await {
         Ok(revision) => {
             shared.note(key, Some(&shared.node), revision);
+            shared.hold(key, value);
             return Some(true);
         }
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
@@ -883,9 +896,10 @@ async fn claim(
     if !(takeover || free) {
         return Some(false);
     }
-    match names.update(key, value, entry.revision).await {
+    match names.update(key, value.clone(), entry.revision).await {
         Ok(revision) => {
             shared.note(key, Some(&shared.node), revision);
+            shared.hold(key, value);
             Some(true)
         }
         // Someone else changed it meanwhile.
@@ -901,6 +915,9 @@ async fn present(
     value: Option<Bytes>,
     shared: &Shared,
 ) -> Result<(), async_nats::Error> {
+    if value.is_none() {
+        shared.mine.lock().expect("mine lock").remove(key);
+    }
     let known = shared.names.lock().expect("names lock").get(key).cloned();
     let Some((node, revision)) = known.filter(|(n, _)| *n == shared.node) else {
         // Not this node's (any more): another node took it over.
@@ -908,9 +925,10 @@ async fn present(
     };
     let _ = node;
     match value {
-        Some(v) => match names.update(key, v, revision).await {
+        Some(v) => match names.update(key, v.clone(), revision).await {
             Ok(r) => {
                 shared.note(key, Some(&shared.node), r);
+                shared.hold(key, v);
                 Ok(())
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(()),
@@ -1085,6 +1103,29 @@ async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
                     .await;
                 continue;
             }
+            if node.as_deref() != Some(&shared.node) {
+                // Another node's now, or nobody's: a user here who held
+                // it was taken over, or was freed by a node that took
+                // this one for dead (cut off from NATS, or frozen).
+                let held = shared.mine.lock().expect("mine lock").remove(&entry.key);
+                if let (None, Some(value)) = (node.as_ref(), held) {
+                    match names.create(&entry.key, value.clone()).await {
+                        Ok(revision) => {
+                            info!(
+                                "cluster: {} was freed elsewhere while held here; claimed again",
+                                entry.key
+                            );
+                            shared.note(&entry.key, Some(&shared.node), revision);
+                            shared.hold(&entry.key, value);
+                            continue;
+                        }
+                        Err(e) => warn!(
+                            "cluster: {} was freed elsewhere and cannot be claimed again: {e}",
+                            entry.key
+                        ),
+                    }
+                }
+            }
             shared.hand(FromLink::Presence {
                 key: entry.key,
                 presence,
@@ -1111,6 +1152,7 @@ async fn watch_nodes(nodes: kv::Store, names: kv::Store, shared: Arc<Shared>) {
     let mut reconnected = shared.reconnected.subscribe();
     let mut watch = None;
     let mut check = tokio::time::interval(BEAT_EVERY);
+    let mut checked = Instant::now();
     loop {
         if watch.is_none() {
             watch = nodes.watch_with_history(">").await.ok();
@@ -1141,6 +1183,16 @@ async fn watch_nodes(nodes: kv::Store, names: kv::Store, shared: Arc<Shared>) {
                 // Without a link nobody's beats arrive: no verdicts (and
                 // no deletes queued to go out when the link returns).
                 if !shared.state.up.load(Ordering::SeqCst) {
+                    continue;
+                }
+                // This node itself was away (stopped, or starved of CPU):
+                // the others' silence is its own; they get a fresh chance.
+                let away = checked.elapsed() > 2 * BEAT_EVERY;
+                checked = Instant::now();
+                if away {
+                    for t in shared.alive.lock().expect("alive lock").values_mut() {
+                        *t = Instant::now();
+                    }
                     continue;
                 }
                 let dead: Vec<String> = shared
