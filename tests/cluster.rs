@@ -487,6 +487,53 @@ fn nats_stopping_for_a_while_loses_nothing_and_doubles_nothing() {
 }
 
 #[test]
+fn past_its_bound_a_node_without_nats_stops_reading_its_senders() {
+    let mut nats = Nats::start();
+    let metrics = ["--rate", "0", "--metrics-listen", "127.0.0.1:0"];
+    let n1 = node(&nats, "n1", &metrics);
+    let n2 = node(&nats, "n2", &[]);
+    // Its own threads answer /healthz there even while nobody is read.
+    let line = n1.wait_log("metrics on ");
+    let at: std::net::SocketAddr = line
+        .rsplit_once("metrics on ")
+        .unwrap()
+        .1
+        .trim()
+        .parse()
+        .unwrap();
+    let health = || {
+        let mut c = Client::connect(at);
+        c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        String::from_utf8_lossy(&c.read_to_eof()).into_owned()
+    };
+    let mut alice = user(&n1, "alice");
+    let (mut bob, _) = json_user(&n2, json!({"name": "bob"}));
+    nats.stop();
+    // More than the 10,000 a node holds for NATS, in one burst.
+    let total = 10_100;
+    let burst: String = (0..total).map(|i| format!("m{i}\n")).collect();
+    alice.send_raw(burst.as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !health().contains("10001 messages waiting") {
+        assert!(Instant::now() < deadline, "never held: {}", health());
+        thread::sleep(Duration::from_millis(50));
+    }
+    // It stays there: the rest waits in the socket, unread.
+    for _ in 0..5 {
+        thread::sleep(Duration::from_millis(50));
+        let now = health();
+        assert!(now.contains("10001 messages waiting"), "{now}");
+    }
+    alice.send("/help");
+    nats.resume();
+    // Everything goes out, once, in order, and the sender is read again.
+    for i in 0..total {
+        assert_eq!(next_message(&mut bob).1, format!("m{i}"));
+    }
+    alice.read_until(|l| l == "* end of /help");
+}
+
+#[test]
 fn a_restarted_node_catches_up_its_history_from_the_stream() {
     let nats = Nats::start();
     let db = TempDb::new("cluster-restart");
