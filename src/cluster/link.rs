@@ -96,6 +96,9 @@ enum Op {
         key: String,
         value: Bytes,
         takeover: bool,
+        /// When the loop asked: a claim that waited past `CLAIM_TIMEOUT`
+        /// (behind presence changes during an outage) is answered busy.
+        asked: Instant,
     },
     Present {
         key: String,
@@ -104,6 +107,8 @@ enum Op {
     Account {
         change: AccountChange,
         reply: std::sync::mpsc::Sender<Result<bool, String>>,
+        /// Past it the storage thread has given up: not done at all.
+        deadline: Instant,
     },
     /// Shared moderation, sent until NATS takes it.
     Share(Sharing),
@@ -136,8 +141,9 @@ pub enum Edit {
     /// A new password hash; the account's sessions end.
     Hash(String),
     Role(String),
-    /// Session tokens of another generation are void.
-    Tokens(u32),
+    /// The account's sessions end: its token generation moves on (from
+    /// the cluster's value, not a node's copy, which may be behind).
+    EndSessions,
 }
 
 impl Edit {
@@ -148,7 +154,7 @@ impl Edit {
                 record.tokens = record.tokens.wrapping_add(1);
             }
             Edit::Role(role) => record.role = role.clone(),
-            Edit::Tokens(generation) => record.tokens = *generation,
+            Edit::EndSessions => record.tokens = record.tokens.wrapping_add(1),
         }
     }
 }
@@ -158,6 +164,7 @@ impl Edit {
 #[derive(Clone)]
 pub struct Accounts {
     ops: mpsc::UnboundedSender<Op>,
+    state: Arc<LinkState>,
 }
 
 /// How long the storage thread waits for an account change.
@@ -165,9 +172,17 @@ const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Accounts {
     pub fn change(&self, change: AccountChange) -> Result<bool, String> {
+        if !self.state.up.load(Ordering::SeqCst) {
+            return Err("no link to NATS".into());
+        }
         let (reply, answer) = std::sync::mpsc::channel();
+        let deadline = Instant::now() + ACCOUNT_TIMEOUT;
         self.ops
-            .send(Op::Account { change, reply })
+            .send(Op::Account {
+                change,
+                reply,
+                deadline,
+            })
             .map_err(|_| "the cluster link has stopped".to_string())?;
         answer
             .recv_timeout(ACCOUNT_TIMEOUT)
@@ -229,6 +244,7 @@ impl Link {
             reconnected: tokio::sync::watch::Sender::new(0),
             abandoned: Mutex::new(HashSet::new()),
             mine: Mutex::new(HashMap::new()),
+            started: Instant::now(),
         };
         let cluster = settings.name.clone();
         let node = settings.node.clone();
@@ -288,6 +304,7 @@ impl Link {
             key,
             value,
             takeover,
+            asked: Instant::now(),
         });
     }
 
@@ -308,9 +325,9 @@ impl Link {
                 name: name.to_string(),
                 edit: Edit::Role(role.as_str().to_string()),
             },
-            Change::Tokens { name, generation } => Sharing::Account {
+            Change::Tokens { name, .. } => Sharing::Account {
                 name: name.to_string(),
-                edit: Edit::Tokens(*generation),
+                edit: Edit::EndSessions,
             },
             Change::Audit(entry) => Sharing::Audit(moderation::encode_audit(entry).into()),
             _ => match moderation::encode(&self.node, change) {
@@ -329,6 +346,7 @@ impl Link {
     pub fn accounts(&self) -> Accounts {
         Accounts {
             ops: self.ops.clone(),
+            state: self.state.clone(),
         }
     }
 
@@ -368,6 +386,8 @@ struct Shared {
     /// The last entry this node wrote for each name it holds: if another
     /// node deletes one (it took this node for dead), it is written again.
     mine: Mutex<HashMap<String, Bytes>>,
+    /// When this link started (heartbeats heard since then only).
+    started: Instant,
 }
 
 impl Shared {
@@ -390,13 +410,15 @@ impl Shared {
     }
 
     fn is_alive(&self, node: &str) -> bool {
-        node == self.node
-            || self
-                .alive
-                .lock()
-                .expect("alive lock")
-                .get(node)
-                .is_some_and(|t| t.elapsed() < NODE_TIMEOUT)
+        if node == self.node {
+            return true;
+        }
+        match self.alive.lock().expect("alive lock").get(node) {
+            Some(t) => t.elapsed() < NODE_TIMEOUT,
+            // Not heard of yet: dead only once this node has listened
+            // for longer than a node may stay silent.
+            None => self.started.elapsed() >= NODE_TIMEOUT,
+        }
     }
 
     /// Notes that `key` is at `revision`, held by `node` (`None`: given
@@ -777,21 +799,36 @@ async fn names_ops(ops: Ops, mut rx: mpsc::UnboundedReceiver<Op>, shared: Arc<Sh
     let mut audited: u64 = 0;
     while let Some(op) = rx.recv().await {
         match op {
-            Op::Account { change, reply } => {
-                let _ = reply.send(change_account(&ops.accounts, change).await);
+            Op::Account {
+                change,
+                reply,
+                deadline,
+            } => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    continue;
+                }
+                let changing = change_account(&ops.accounts, change);
+                let changed = tokio::time::timeout(left, changing)
+                    .await
+                    .unwrap_or_else(|_| Err("NATS did not answer in time".into()));
+                let _ = reply.send(changed);
             }
             Op::Claim {
                 ticket,
                 key,
                 value,
                 takeover,
+                asked,
             } => {
                 // Not left waiting on a link that has just gone.
-                let granted = if shared.state.up.load(Ordering::SeqCst) {
+                let left = CLAIM_TIMEOUT.saturating_sub(asked.elapsed());
+                let granted = if shared.state.up.load(Ordering::SeqCst) && !left.is_zero() {
                     let claiming = claim(&ops.names, &key, value, takeover, &shared);
-                    let granted = tokio::time::timeout(CLAIM_TIMEOUT, claiming).await;
+                    let granted = tokio::time::timeout(left, claiming).await;
                     if granted.is_err() {
                         // It may still land: then it is given up at once.
+                        shared.mine.lock().expect("mine lock").remove(&key);
                         shared
                             .abandoned
                             .lock()
@@ -802,14 +839,6 @@ async fn names_ops(ops: Ops, mut rx: mpsc::UnboundedReceiver<Op>, shared: Arc<Sh
                 } else {
                     None
                 };
-                if granted == Some(true) {
-                    // Held here now: an older claim landing later fails.
-                    shared
-                        .abandoned
-                        .lock()
-                        .expect("abandoned lock")
-                        .remove(&key);
-                }
                 shared.hand(FromLink::Claimed {
                     ticket,
                     key,
@@ -871,7 +900,29 @@ async fn share(ops: &Ops, sharing: &Sharing, id: &str) -> Result<(), String> {
     }
 }
 
+/// Claims `key` for this node: a create, or a compare-and-set over an
+/// entry nobody holds (given up, held by a dead node, or left by a claim
+/// here that timed out), or over any holder for a `takeover`.
 async fn claim(
+    names: &kv::Store,
+    key: &str,
+    value: Bytes,
+    takeover: bool,
+    shared: &Shared,
+) -> Option<bool> {
+    // Held here from the start: the watch may see the new entry before
+    // this task hears the answer.
+    shared.hold(key, value.clone());
+    let claimed = try_claim(names, key, value, takeover, shared).await;
+    if claimed == Some(true) {
+        shared.abandoned.lock().expect("abandoned lock").remove(key);
+    } else {
+        shared.mine.lock().expect("mine lock").remove(key);
+    }
+    claimed
+}
+
+async fn try_claim(
     names: &kv::Store,
     key: &str,
     value: Bytes,
@@ -881,7 +932,6 @@ async fn claim(
     match names.create(key, value.clone()).await {
         Ok(revision) => {
             shared.note(key, Some(&shared.node), revision);
-            shared.hold(key, value);
             return Some(true);
         }
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
@@ -892,14 +942,19 @@ async fn claim(
     }
     let entry = names.entry(key).await.ok()??;
     let holder = super::node_of(&entry.value).unwrap_or_default();
-    let free = entry.operation != kv::Operation::Put || !shared.is_alive(&holder);
+    let left_here = holder == shared.node
+        && shared
+            .abandoned
+            .lock()
+            .expect("abandoned lock")
+            .contains(key);
+    let free = entry.operation != kv::Operation::Put || !shared.is_alive(&holder) || left_here;
     if !(takeover || free) {
         return Some(false);
     }
-    match names.update(key, value.clone(), entry.revision).await {
+    match names.update(key, value, entry.revision).await {
         Ok(revision) => {
             shared.note(key, Some(&shared.node), revision);
-            shared.hold(key, value);
             Some(true)
         }
         // Someone else changed it meanwhile.
@@ -907,42 +962,67 @@ async fn claim(
     }
 }
 
-/// Writes this node's presence for `key`, or deletes the entry if it is
-/// still this node's.
+/// Writes this node's presence for `key`, or deletes the entry, while it
+/// is this node's.
 async fn present(
     names: &kv::Store,
     key: &str,
     value: Option<Bytes>,
     shared: &Shared,
 ) -> Result<(), async_nats::Error> {
-    if value.is_none() {
-        shared.mine.lock().expect("mine lock").remove(key);
-    }
-    let known = shared.names.lock().expect("names lock").get(key).cloned();
-    let Some((node, revision)) = known.filter(|(n, _)| *n == shared.node) else {
-        // Not this node's (any more): another node took it over.
-        return Ok(());
-    };
-    let _ = node;
-    match value {
-        Some(v) => match names.update(key, v.clone(), revision).await {
-            Ok(r) => {
-                shared.note(key, Some(&shared.node), r);
-                shared.hold(key, v);
-                Ok(())
+    {
+        let mut mine = shared.mine.lock().expect("mine lock");
+        match &value {
+            None => {
+                mine.remove(key);
             }
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(()),
-            Err(e) => Err(e.into()),
-        },
-        None => match names.delete_expect_revision(key, Some(revision)).await {
-            Ok(()) => {
-                shared.note(key, None, revision + 1);
-                Ok(())
+            Some(v) => {
+                if let Some(held) = mine.get_mut(key) {
+                    *held = v.clone();
+                }
             }
-            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
-            Err(e) => Err(e.into()),
-        },
+        }
     }
+    for _ in 0..5 {
+        let known = shared.names.lock().expect("names lock").get(key).cloned();
+        let Some((_, revision)) = known.filter(|(n, _)| *n == shared.node) else {
+            // Not this node's (any more): another node took it over.
+            return Ok(());
+        };
+        let stale = match &value {
+            Some(v) => match names.update(key, v.clone(), revision).await {
+                Ok(r) => {
+                    shared.note(key, Some(&shared.node), r);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => true,
+                Err(e) => return Err(e.into()),
+            },
+            None => match names.delete_expect_revision(key, Some(revision)).await {
+                Ok(()) => {
+                    shared.note(key, None, revision + 1);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => true,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        // The revision known here is old (a write of this node whose
+        // answer was lost, say): still this node's, try again from the
+        // entry as it is.
+        if stale {
+            let Some(entry) = names.entry(key).await? else {
+                return Ok(());
+            };
+            if entry.operation != kv::Operation::Put
+                || super::node_of(&entry.value).as_deref() != Some(&shared.node)
+            {
+                return Ok(());
+            }
+            shared.note(key, Some(&shared.node), entry.revision);
+        }
+    }
+    Err("the entry kept changing".into())
 }
 
 async fn change_account(accounts: &kv::Store, change: AccountChange) -> Result<bool, String> {
@@ -1061,6 +1141,24 @@ async fn watch_moderation(moderation: kv::Store, shared: Arc<Shared>) {
     }
 }
 
+/// Writes a name this node holds again after another node freed it; if
+/// its user left meanwhile, gives it up again.
+async fn reclaim(names: &kv::Store, key: &str, value: Bytes, shared: &Shared) {
+    match names.create(key, value).await {
+        Ok(revision) => {
+            info!("cluster: {key} was freed elsewhere while held here; claimed again");
+            shared.note(key, Some(&shared.node), revision);
+            if !shared.mine.lock().expect("mine lock").contains_key(key) {
+                let _ = names.delete_expect_revision(key, Some(revision)).await;
+            }
+        }
+        Err(e) => {
+            warn!("cluster: {key} was freed elsewhere and cannot be claimed again: {e}");
+            shared.mine.lock().expect("mine lock").remove(key);
+        }
+    }
+}
+
 /// Every change of the names bucket, to the loop (this node's own too:
 /// the loop ignores those).
 async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
@@ -1091,39 +1189,45 @@ async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
             if !shared.note(&entry.key, node.as_deref(), entry.revision) {
                 continue;
             }
-            if node.as_deref() == Some(&shared.node)
-                && shared
+            if node.as_deref() == Some(&shared.node) {
+                // A claim here that timed out landed after all: nobody
+                // here holds it.
+                let left = shared
                     .abandoned
                     .lock()
                     .expect("abandoned lock")
-                    .remove(&entry.key)
-            {
-                let _ = names
-                    .delete_expect_revision(&entry.key, Some(entry.revision))
-                    .await;
-                continue;
-            }
-            if node.as_deref() != Some(&shared.node) {
-                // Another node's now, or nobody's: a user here who held
-                // it was taken over, or was freed by a node that took
-                // this one for dead (cut off from NATS, or frozen).
-                let held = shared.mine.lock().expect("mine lock").remove(&entry.key);
-                if let (None, Some(value)) = (node.as_ref(), held) {
-                    match names.create(&entry.key, value.clone()).await {
-                        Ok(revision) => {
-                            info!(
-                                "cluster: {} was freed elsewhere while held here; claimed again",
-                                entry.key
-                            );
-                            shared.note(&entry.key, Some(&shared.node), revision);
-                            shared.hold(&entry.key, value);
-                            continue;
-                        }
-                        Err(e) => warn!(
-                            "cluster: {} was freed elsewhere and cannot be claimed again: {e}",
-                            entry.key
-                        ),
-                    }
+                    .contains(&entry.key)
+                    && !shared
+                        .mine
+                        .lock()
+                        .expect("mine lock")
+                        .contains_key(&entry.key);
+                if left {
+                    shared
+                        .abandoned
+                        .lock()
+                        .expect("abandoned lock")
+                        .remove(&entry.key);
+                    let _ = names
+                        .delete_expect_revision(&entry.key, Some(entry.revision))
+                        .await;
+                    continue;
+                }
+            } else if node.is_some() {
+                // Taken over by another node.
+                shared.mine.lock().expect("mine lock").remove(&entry.key);
+            } else {
+                let held = shared
+                    .mine
+                    .lock()
+                    .expect("mine lock")
+                    .get(&entry.key)
+                    .cloned();
+                if let Some(value) = held {
+                    // Freed by a node that took this one for dead (cut
+                    // off from NATS, or frozen): still held here.
+                    reclaim(&names, &entry.key, value, &shared).await;
+                    continue;
                 }
             }
             shared.hand(FromLink::Presence {

@@ -1550,7 +1550,6 @@ impl Server {
         if batch.is_empty() {
             return;
         }
-        let mut last = None;
         let mut accounts = Vec::new();
         for item in batch {
             match item {
@@ -1573,15 +1572,16 @@ impl Server {
                             &mut self.out,
                         ),
                     }
-                    last = Some(seq);
+                    // With the messages up to it, whenever they are
+                    // stored (a claim's answer below may store them).
+                    self.backend.set_cursor(seq);
                 }
                 FromLink::Account { key, record } => accounts.push((key, record)),
                 FromLink::Moderation { node, change } => {
                     let mine = self.chat.node().is_some_and(|n| *n == *node);
-                    if !mine {
-                        // This database's copy follows the cluster's.
-                        self.backend.change(change.clone());
-                    }
+                    // This database's copy follows the cluster's order,
+                    // this node's own entries included.
+                    self.backend.change(change.clone());
                     self.chat.remote_moderation(change, mine, &mut self.out);
                 }
                 FromLink::Presence { key, presence } => {
@@ -1605,9 +1605,6 @@ impl Server {
                     self.answered(ticket.conn);
                 }
             }
-        }
-        if let Some(seq) = last {
-            self.backend.set_cursor(seq);
         }
         self.backend.mirror(accounts);
         self.dispatch();
