@@ -43,6 +43,9 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Publishes awaiting their acknowledgement at once.
 const WINDOW: usize = 512;
+/// Stream positions read again at start, before this node's cursor, to
+/// learn where each origin's numbering stands.
+const PRIME: u64 = 10_000;
 /// How long setting up the link may take at start.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a name claim may take before its user hears `server busy`.
@@ -647,9 +650,15 @@ async fn token_secret(meta: &kv::Store) -> io::Result<Vec<u8>> {
     Ok(read().await?.map_or(fresh, |s| s.to_vec()))
 }
 
-/// Every message of the stream after `after`, in order, to the loop.
-async fn consume(stream: stream::Stream, cluster: String, mut after: u64, shared: Arc<Shared>) {
+/// Every message of the stream after `after` that the `Sequencer`
+/// admits, in order, to the loop. The messages of the last `PRIME`
+/// positions up to `after` are read first, not delivered, so the
+/// sequencer knows where each origin stood.
+async fn consume(stream: stream::Stream, cluster: String, after: u64, shared: Arc<Shared>) {
     let mut reconnected = shared.reconnected.subscribe();
+    let delivered_upto = after;
+    let mut after = after.saturating_sub(PRIME);
+    let mut sequencer = super::Sequencer::default();
     loop {
         reconnected.mark_unchanged();
         let deliver_policy = if after == 0 {
@@ -698,6 +707,14 @@ async fn consume(stream: stream::Stream, cluster: String, mut after: u64, shared
                 continue;
             }
             after = seq;
+            let id = message.headers.as_ref().and_then(|h| {
+                let id = h.get(async_nats::header::NATS_MESSAGE_ID)?;
+                super::parse_message_id(id.as_str())
+            });
+            let admitted = id.is_none_or(|(origin, n)| sequencer.admit(origin, n));
+            if !admitted || seq <= delivered_upto {
+                continue;
+            }
             let Some(kind) = super::kind_of(&cluster, &message.subject) else {
                 continue;
             };
@@ -711,7 +728,8 @@ async fn consume(stream: stream::Stream, cluster: String, mut after: u64, shared
 }
 
 /// Publishes in order, `WINDOW` awaiting acknowledgement at once; after a
-/// failure, everything not acknowledged goes again with the same ids.
+/// failure, everything not acknowledged goes again, in order, as a new
+/// attempt (the consumers keep one sending of each, in order).
 async fn publish(
     js: jetstream::Context,
     mut rx: mpsc::UnboundedReceiver<(String, Bytes)>,
@@ -722,19 +740,23 @@ async fn publish(
         crate::crypto::random(&mut b);
         crate::crypto::hex(&b)
     };
+    let origin = format!("{}-{boot}", shared.node);
     let mut next_id: u64 = 0;
-    // Not yet acknowledged, oldest first: id, subject, payload.
-    let mut queue: VecDeque<(String, String, Bytes)> = VecDeque::new();
+    // Each sending after a failure is a new attempt, stored anew: what
+    // was stored of the last one the consumers skip (see `Sequencer`).
+    let mut attempt: u64 = 0;
+    // Not yet acknowledged, oldest first: number, subject, payload.
+    let mut queue: VecDeque<(u64, String, Bytes)> = VecDeque::new();
     let mut sent = 0usize;
     let mut acks = futures_util::stream::FuturesOrdered::new();
     let mut reconnected = shared.reconnected.subscribe();
     loop {
         let mut failed = false;
         while acks.len() < WINDOW && sent < queue.len() {
-            let (id, subject, payload) = &queue[sent];
+            let (n, subject, payload) = &queue[sent];
             let message = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
-                .message_id(id);
+                .message_id(super::message_id(&origin, *n, attempt));
             match js.send_publish(subject.clone(), message).await {
                 Ok(ack) => acks.push_back(ack.into_future()),
                 Err(e) => {
@@ -750,7 +772,7 @@ async fn publish(
                 more = rx.recv() => match more {
                     Some((subject, payload)) => {
                         next_id += 1;
-                        queue.push_back((format!("{}-{boot}-{next_id}", shared.node), subject, payload));
+                        queue.push_back((next_id, subject, payload));
                     }
                     None => return,
                 },
@@ -774,6 +796,7 @@ async fn publish(
         if failed {
             acks = futures_util::stream::FuturesOrdered::new();
             sent = 0;
+            attempt += 1;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
