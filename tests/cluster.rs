@@ -501,11 +501,12 @@ fn past_its_bound_a_node_without_nats_stops_reading_its_senders() {
         .trim()
         .parse()
         .unwrap();
-    let health = || {
+    let get = |path: &str| {
         let mut c = Client::connect(at);
-        c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        c.send_raw(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
         String::from_utf8_lossy(&c.read_to_eof()).into_owned()
     };
+    let health = || get("/healthz");
     let mut alice = user(&n1, "alice");
     let (mut bob, _) = json_user(&n2, json!({"name": "bob"}));
     nats.stop();
@@ -524,6 +525,13 @@ fn past_its_bound_a_node_without_nats_stops_reading_its_senders() {
         let now = health();
         assert!(now.contains("10001 messages waiting"), "{now}");
     }
+    let metrics = get("/metrics");
+    for line in [
+        "chatd_cluster_link_up 0",
+        "chatd_cluster_outgoing_waiting 10001",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
     alice.send("/help");
     nats.resume();
     // Everything goes out, once, in order, and the sender is read again.
@@ -531,6 +539,22 @@ fn past_its_bound_a_node_without_nats_stops_reading_its_senders() {
         assert_eq!(next_message(&mut bob).1, format!("m{i}"));
     }
     alice.read_until(|l| l == "* end of /help");
+    // Every sending acknowledged in the end (after a reconnection what was
+    // not acknowledged goes again; the copies are skipped by the readers).
+    let wanted = [
+        "chatd_cluster_link_up 1",
+        "chatd_cluster_outgoing_waiting 0",
+        "chatd_cluster_slow_consumer_total 0",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = get("/metrics");
+        if wanted.iter().all(|w| metrics.lines().any(|l| l == *w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{wanted:?}:\n{metrics}");
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

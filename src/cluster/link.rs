@@ -1253,6 +1253,12 @@ async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
                     continue;
                 }
             }
+            if presence.is_none() {
+                // The watch goes in order: nothing older about this name
+                // comes after its deletion, so no tombstone is kept (the
+                // map holds the names in use, not every name ever used).
+                shared.names.lock().expect("names lock").remove(&entry.key);
+            }
             shared.hand(FromLink::Presence {
                 key: entry.key,
                 presence,

@@ -167,9 +167,10 @@ pub struct Snapshot {
     pub held_connections: u64,
     /// Jobs for the helper threads not answered yet.
     pub jobs_waiting: u64,
-    /// Under `--cluster`: whether the NATS link is up, and the messages
-    /// published but not acknowledged yet.
-    pub cluster: Option<(bool, u64)>,
+    /// Under `--cluster`: whether the NATS link is up, the messages
+    /// published but not acknowledged yet, and the NATS client's
+    /// slow-consumer events.
+    pub cluster: Option<(bool, u64, u64)>,
 }
 
 impl Snapshot {
@@ -313,7 +314,7 @@ impl Collector for Snapshot {
             "Jobs (password checks, registrations, history reads) waiting for the helper threads; --auth-queue bounds it",
             self.jobs_waiting,
         )?;
-        if let Some((up, waiting)) = self.cluster {
+        if let Some((up, waiting, slow)) = self.cluster {
             gauge(
                 &mut e,
                 "chatd_cluster_link_up",
@@ -325,6 +326,12 @@ impl Collector for Snapshot {
                 "chatd_cluster_outgoing_waiting",
                 "Messages published to the cluster and not yet acknowledged; past 10000 senders are not read",
                 waiting,
+            )?;
+            counter(
+                &mut e,
+                "chatd_cluster_slow_consumer",
+                "Times the NATS client dropped messages past its subscription buffer (the stream's ordered consumer then starts again where it was)",
+                slow,
             )?;
         }
         let buckets: Vec<(f64, u64)> = TURN_BUCKETS_NS
@@ -435,7 +442,10 @@ impl Server {
             storage_backlog_bytes: self.backend.backlog_probe().bytes() as u64,
             held_connections: self.conns.held.len() as u64,
             jobs_waiting: self.backend.jobs() as u64,
-            cluster: self.link.as_ref().map(|l| (l.is_up(), l.waiting() as u64)),
+            cluster: self.link.as_ref().map(|l| {
+                let slow = l.state.dropped.load(std::sync::atomic::Ordering::SeqCst);
+                (l.is_up(), l.waiting() as u64, slow as u64)
+            }),
             ..Snapshot::default()
         };
         for (_, c) in &self.conns.slab {
