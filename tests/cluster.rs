@@ -558,6 +558,52 @@ fn past_its_bound_a_node_without_nats_stops_reading_its_senders() {
 }
 
 #[test]
+fn a_node_stops_with_an_error_if_nats_lost_the_cluster_s_stream() {
+    let mut nats = Nats::start();
+    let mut n1 = node(&nats, "n1", &[]);
+    let mut alice = user(&n1, "alice");
+    nats.wipe();
+    nats.resume();
+    // Its clients are told the server stops, and it exits with an error
+    // naming why; restarted, it would join the stream as it is now.
+    alice.read_until(|l| l == "* server is shutting down");
+    let status = n1.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(1), "{status}");
+    n1.wait_log("the stream CHATD_chatd is gone");
+    let again = node(&nats, "n1", &[]);
+    let mut bob = user(&again, "bob");
+    bob.send("/who");
+    bob.expect("* users in #lobby: 1");
+}
+
+#[test]
+fn chatd_without_its_nats_stops_at_start() {
+    use std::process::{Command, Stdio};
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut child = Command::new(common::chatd_path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            ":memory:",
+            "--cluster",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chatd");
+    let (status, stderr) = common::wait_with_stderr(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach NATS at"), "{stderr}");
+}
+
+#[test]
 fn a_restarted_node_catches_up_its_history_from_the_stream() {
     let nats = Nats::start();
     let db = TempDb::new("cluster-restart");

@@ -40,6 +40,10 @@ use crate::wire::proto::Timestamp;
 
 /// A node silent this long is taken for dead.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Published messages not yet acknowledged past which the loop stops
+/// reading its clients (as when storage falls behind) until NATS takes
+/// them.
+pub const HOLD: usize = 10_000;
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Publishes awaiting their acknowledgement at once.
 const WINDOW: usize = 512;
@@ -66,6 +70,9 @@ pub enum FromLink {
         key: String,
         record: Option<AccountRecord>,
     },
+    /// The cluster's stream is gone or was made again (NATS lost its
+    /// data): this node's history belongs to a lineage that has ended.
+    Lost(String),
     /// A moderation entry changed: the node that changed it, and how.
     Moderation { node: String, change: Change },
     /// A claim's answer: `None` if the link could not ask.
@@ -197,13 +204,20 @@ impl LinkState {
     /// `Ok` while the link to NATS is up, else why this node is not
     /// well: it keeps its connections, but what they say waits.
     pub fn health(&self) -> Result<(), String> {
-        if self.up.load(Ordering::SeqCst) {
-            return Ok(());
+        let waiting = self.waiting.load(Ordering::SeqCst);
+        if !self.up.load(Ordering::SeqCst) {
+            return Err(format!(
+                "cluster: no link to NATS; {waiting} messages waiting to go out"
+            ));
         }
-        Err(format!(
-            "cluster: no link to NATS; {} messages waiting to go out",
-            self.waiting.load(Ordering::SeqCst)
-        ))
+        if waiting > HOLD {
+            // Linked, yet NATS does not take them (its stream is gone,
+            // say): clients are not read.
+            return Err(format!(
+                "cluster: NATS is not taking messages; {waiting} waiting to go out, clients are not read"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -464,6 +478,7 @@ async fn run(
         }
     };
     let (js, stream, buckets, started) = set_up;
+    let epoch = started.epoch.clone();
     shared.state.up.store(true, Ordering::SeqCst);
     let _ = ready.send(Ok(started));
     let Ok(start_after) = begin.await else { return };
@@ -475,6 +490,7 @@ async fn run(
     );
     let cluster = settings.name.clone();
     tokio::join!(
+        watch_lineage(js.clone(), settings.name.clone(), epoch, shared.clone()),
         consume(stream, cluster, start_after, shared.clone()),
         publish(js.clone(), publish_rx, shared.clone()),
         names_ops(
@@ -648,6 +664,46 @@ async fn token_secret(meta: &kv::Store) -> io::Result<Vec<u8>> {
     let _ = meta.create("token_secret", fresh.clone().into()).await;
     // Another node may have made it first: theirs holds.
     Ok(read().await?.map_or(fresh, |s| s.to_vec()))
+}
+
+/// After each reconnection, checks that the cluster's stream is still the
+/// one of `epoch`; if it is gone or was made again, tells the loop once.
+async fn watch_lineage(
+    js: jetstream::Context,
+    cluster: String,
+    epoch: String,
+    shared: Arc<Shared>,
+) {
+    let mut reconnected = shared.reconnected.subscribe();
+    while reconnected.changed().await.is_ok() {
+        let name = super::stream_name(&cluster);
+        let now = match js.get_stream(&name).await {
+            Ok(mut stream) => match stream.info().await {
+                Ok(info) => format!("{:x}", info.created.unix_timestamp_nanos()),
+                // Not known: asked again at the next reconnection.
+                Err(_) => continue,
+            },
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    String::new()
+                }
+                _ => continue,
+            },
+        };
+        if now != epoch {
+            let why = if now.is_empty() {
+                format!("the stream {name} is gone")
+            } else {
+                format!("the stream {name} was made again")
+            };
+            shared.hand(FromLink::Lost(format!(
+                "{why} (NATS lost its data?): this node's history belongs to the old one"
+            )));
+            return;
+        }
+    }
 }
 
 /// Every message of the stream after `after` that the `Sequencer`

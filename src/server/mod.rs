@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -38,7 +38,7 @@ use crate::chat::{
     Chat, ChatConfig, ConnId, Job, Outbox, Outcome, Output, Presence, Shared, Ticket,
 };
 use crate::cluster::Kind;
-use crate::cluster::link::{FromLink, Link};
+use crate::cluster::link::{FromLink, HOLD, Link};
 use crate::server::conn::{Budget, Conn, State, configure_socket};
 use crate::server::stack::{Phase, StackError, WELCOME_DELAY};
 use crate::server::tls::{PLAIN_ALERT_HANDSHAKE_FAILURE, TlsConfig};
@@ -495,10 +495,6 @@ impl Conns {
     }
 }
 
-/// Published messages not yet acknowledged past which senders are not
-/// read (as when storage falls behind) until NATS catches up.
-pub const CLUSTER_BACKLOG: usize = 10_000;
-
 /// Hands a message for the other nodes to the link.
 fn share(link: &Link, shared: Shared) {
     match shared {
@@ -601,6 +597,8 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     shutdown_deadline: Option<Instant>,
+    /// Why the server stops on its own, if it does: `run` returns it.
+    failure: Option<String>,
     next_serial: u64,
     backend: Backend,
     /// The certificate new TLS connections get.
@@ -716,6 +714,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             shutdown_deadline: None,
+            failure: None,
             next_serial: 0,
             backend,
             tls: cfg.tls.clone(),
@@ -812,7 +811,10 @@ impl Server {
                 if self.conns.slab.is_empty() {
                     self.backend.finish(STORE_FLUSH);
                     info!("shutdown complete");
-                    return Ok(());
+                    return match self.failure.take() {
+                        Some(why) => Err(io::Error::other(why)),
+                        None => Ok(()),
+                    };
                 }
                 if now >= deadline + CLOSE_FLUSH {
                     // Every connection had its own deadline by now; this is
@@ -1263,10 +1265,7 @@ impl Server {
             if c.stack.lines.is_empty() {
                 return true;
             }
-            let cluster_behind = self
-                .link
-                .as_ref()
-                .is_some_and(|l| l.waiting() > CLUSTER_BACKLOG);
+            let cluster_behind = self.link.as_ref().is_some_and(|l| l.waiting() > HOLD);
             if self.backend.behind(self.chat.record_bytes()) || cluster_behind {
                 // Storage is far behind: nobody is read until it catches
                 // up, so what waits to be stored stays bounded. Noted once
@@ -1577,6 +1576,13 @@ impl Server {
                     self.backend.set_cursor(seq);
                 }
                 FromLink::Account { key, record } => accounts.push((key, record)),
+                FromLink::Lost(why) => {
+                    // Stopped with an error: restarted (by systemd, say),
+                    // the node joins the stream as it is now.
+                    error!("cluster: {why}; stopping");
+                    self.failure = Some(format!("cluster: {why}"));
+                    self.begin_shutdown();
+                }
                 FromLink::Moderation { node, change } => {
                     let mine = self.chat.node().is_some_and(|n| *n == *node);
                     // This database's copy follows the cluster's order,
@@ -1628,9 +1634,7 @@ impl Server {
 
     /// Whether too many published messages wait for NATS.
     fn cluster_behind(&self) -> bool {
-        self.link
-            .as_ref()
-            .is_some_and(|l| l.waiting() > CLUSTER_BACKLOG)
+        self.link.as_ref().is_some_and(|l| l.waiting() > HOLD)
     }
 
     /// Reads from held connections again once storage has caught up.

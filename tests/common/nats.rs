@@ -65,6 +65,15 @@ impl Nats {
         }
     }
 
+    /// Stops the server and deletes everything it stored, as a server
+    /// whose disk was lost.
+    #[allow(dead_code)]
+    pub fn wipe(&mut self) {
+        self.stop();
+        std::fs::remove_dir_all(&self.dir).expect("remove the store");
+        std::fs::create_dir_all(&self.dir).expect("a store directory");
+    }
+
     /// Stops the server by its PID (SIGKILL: nothing flushed politely).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

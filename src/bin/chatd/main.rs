@@ -428,7 +428,7 @@ fn run(args: &Args, reload: Reload) -> Result<(), String> {
     // Logged whatever the level: scripts read the port from it.
     chatd::server::logger::always(&format!("listening on {local}"));
     notify(Notify::Ready);
-    server.run().map_err(|e| format!("event loop failed: {e}"))
+    server.run().map_err(|e| format!("stopped: {e}"))
 }
 
 /// Binds `--metrics-listen` before anything starts, so a bad address stops
