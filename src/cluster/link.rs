@@ -1154,13 +1154,35 @@ pub(super) async fn edit_account(
 /// Every account as it is, then every change of the accounts bucket, to
 /// the loop (which has the database's copy follow).
 async fn watch_accounts(accounts: kv::Store, shared: Arc<Shared>) {
+    watch_bucket(&accounts, "accounts", &shared, async |entry: kv::Entry| {
+        let record = match entry.operation {
+            kv::Operation::Put => serde_json::from_slice(&entry.value).ok(),
+            _ => None,
+        };
+        shared.hand(FromLink::Account {
+            key: entry.key,
+            record,
+        });
+    })
+    .await
+}
+
+/// Every entry of `bucket`, each key's last value first and then every
+/// change, to `on_entry`, in order; the watch is made again after an
+/// error or a reconnection (replaying each key's last value).
+async fn watch_bucket(
+    bucket: &kv::Store,
+    what: &str,
+    shared: &Shared,
+    mut on_entry: impl AsyncFnMut(kv::Entry),
+) {
     let mut reconnected = shared.reconnected.subscribe();
     loop {
         reconnected.mark_unchanged();
-        let mut watch = match accounts.watch_with_history(">").await {
+        let mut watch = match bucket.watch_with_history(">").await {
             Ok(w) => w,
             Err(e) => {
-                warn!("cluster: cannot watch accounts: {e}");
+                warn!("cluster: cannot watch {what}: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -1173,14 +1195,7 @@ async fn watch_accounts(accounts: kv::Store, shared: Arc<Shared>) {
                 },
                 _ = reconnected.changed() => break,
             };
-            let record = match entry.operation {
-                kv::Operation::Put => serde_json::from_slice(&entry.value).ok(),
-                _ => None,
-            };
-            shared.hand(FromLink::Account {
-                key: entry.key,
-                record,
-            });
+            on_entry(entry).await;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -1189,35 +1204,21 @@ async fn watch_accounts(accounts: kv::Store, shared: Arc<Shared>) {
 /// Every change of the moderation bucket, to the loop (this node's own
 /// too: they settle the order of changes made at once on two nodes).
 async fn watch_moderation(moderation: kv::Store, shared: Arc<Shared>) {
-    let mut reconnected = shared.reconnected.subscribe();
-    loop {
-        reconnected.mark_unchanged();
-        let mut watch = match moderation.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => {
-                warn!("cluster: cannot watch moderation: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        loop {
-            let entry = tokio::select! {
-                next = watch.next() => match next {
-                    Some(Ok(entry)) => entry,
-                    _ => break,
-                },
-                _ = reconnected.changed() => break,
-            };
+    watch_bucket(
+        &moderation,
+        "moderation",
+        &shared,
+        async |entry: kv::Entry| {
             if entry.operation != kv::Operation::Put {
-                continue;
+                return;
             }
             match moderation::decode(&entry.key, &entry.value) {
                 Some((node, change)) => shared.hand(FromLink::Moderation { node, change }),
                 None => warn!("cluster: moderation entry {} unreadable", entry.key),
             }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        },
+    )
+    .await
 }
 
 /// Writes a name this node holds again after another node freed it; if
@@ -1241,87 +1242,68 @@ async fn reclaim(names: &kv::Store, key: &str, value: Bytes, shared: &Shared) {
 /// Every change of the names bucket, to the loop (this node's own too:
 /// the loop ignores those).
 async fn watch_names(names: kv::Store, shared: Arc<Shared>) {
-    let mut reconnected = shared.reconnected.subscribe();
-    loop {
-        reconnected.mark_unchanged();
-        let mut watch = match names.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => {
-                warn!("cluster: cannot watch names: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
+    watch_bucket(&names, "names", &shared, async |entry: kv::Entry| {
+        let presence = match entry.operation {
+            kv::Operation::Put => super::decode_presence(&entry.value),
+            _ => None,
         };
-        loop {
-            let entry = tokio::select! {
-                next = watch.next() => match next {
-                    Some(Ok(entry)) => entry,
-                    _ => break,
-                },
-                _ = reconnected.changed() => break,
-            };
-            let presence = match entry.operation {
-                kv::Operation::Put => super::decode_presence(&entry.value),
-                _ => None,
-            };
-            let node = presence.as_ref().map(|p| p.node.to_string());
-            if !shared.note(&entry.key, node.as_deref(), entry.revision) {
-                continue;
-            }
-            if node.as_deref() == Some(&shared.node) {
-                // A claim here that timed out landed after all: nobody
-                // here holds it.
-                let left = shared
-                    .abandoned
-                    .lock()
-                    .expect("abandoned lock")
-                    .contains(&entry.key)
-                    && !shared
-                        .mine
-                        .lock()
-                        .expect("mine lock")
-                        .contains_key(&entry.key);
-                if left {
-                    shared
-                        .abandoned
-                        .lock()
-                        .expect("abandoned lock")
-                        .remove(&entry.key);
-                    let _ = names
-                        .delete_expect_revision(&entry.key, Some(entry.revision))
-                        .await;
-                    continue;
-                }
-            } else if node.is_some() {
-                // Taken over by another node.
-                shared.mine.lock().expect("mine lock").remove(&entry.key);
-            } else {
-                let held = shared
+        let node = presence.as_ref().map(|p| p.node.to_string());
+        if !shared.note(&entry.key, node.as_deref(), entry.revision) {
+            return;
+        }
+        if node.as_deref() == Some(&shared.node) {
+            // A claim here that timed out landed after all: nobody
+            // here holds it.
+            let left = shared
+                .abandoned
+                .lock()
+                .expect("abandoned lock")
+                .contains(&entry.key)
+                && !shared
                     .mine
                     .lock()
                     .expect("mine lock")
-                    .get(&entry.key)
-                    .cloned();
-                if let Some(value) = held {
-                    // Freed by a node that took this one for dead (cut
-                    // off from NATS, or frozen): still held here.
-                    reclaim(&names, &entry.key, value, &shared).await;
-                    continue;
-                }
+                    .contains_key(&entry.key);
+            if left {
+                shared
+                    .abandoned
+                    .lock()
+                    .expect("abandoned lock")
+                    .remove(&entry.key);
+                let _ = names
+                    .delete_expect_revision(&entry.key, Some(entry.revision))
+                    .await;
+                return;
             }
-            if presence.is_none() {
-                // The watch goes in order: nothing older about this name
-                // comes after its deletion, so no tombstone is kept (the
-                // map holds the names in use, not every name ever used).
-                shared.names.lock().expect("names lock").remove(&entry.key);
+        } else if node.is_some() {
+            // Taken over by another node.
+            shared.mine.lock().expect("mine lock").remove(&entry.key);
+        } else {
+            let held = shared
+                .mine
+                .lock()
+                .expect("mine lock")
+                .get(&entry.key)
+                .cloned();
+            if let Some(value) = held {
+                // Freed by a node that took this one for dead (cut
+                // off from NATS, or frozen): still held here.
+                reclaim(&names, &entry.key, value, &shared).await;
+                return;
             }
-            shared.hand(FromLink::Presence {
-                key: entry.key,
-                presence,
-            });
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        if presence.is_none() {
+            // The watch goes in order: nothing older about this name
+            // comes after its deletion, so no tombstone is kept (the
+            // map holds the names in use, not every name ever used).
+            shared.names.lock().expect("names lock").remove(&entry.key);
+        }
+        shared.hand(FromLink::Presence {
+            key: entry.key,
+            presence,
+        });
+    })
+    .await
 }
 
 async fn beat(nodes: kv::Store, node: String) {

@@ -617,16 +617,7 @@ impl Chat {
                 if net.contains(me.addr) {
                     return Err(forbidden("that range holds your own address"));
                 }
-                let hit: Vec<ConnId> = self
-                    .users
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, u)| {
-                        u.as_ref()
-                            .filter(|u| !u.gone && net.contains(u.addr))
-                            .map(|_| ConnId(i))
-                    })
-                    .collect();
+                let hit = self.reached_by(net);
                 if self.role_of(conn) != Role::Admin
                     && hit.iter().any(|&c| self.role_of(c) == Role::Admin)
                 {
@@ -677,6 +668,19 @@ impl Chat {
             sanction,
         });
         Ok(())
+    }
+
+    /// The connections from addresses in `net`.
+    pub(super) fn reached_by(&self, net: &Cidr) -> Vec<ConnId> {
+        self.users
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| {
+                u.as_ref()
+                    .filter(|u| !u.gone && net.contains(u.addr))
+                    .map(|_| ConnId(i))
+            })
+            .collect()
     }
 
     /// Ends the connections a ban on `shown` reaches (`hit`), telling

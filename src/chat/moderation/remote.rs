@@ -6,7 +6,7 @@
 //! other nodes are told to the users here they concern, as the node that
 //! made them told its own.
 
-use super::{Change, Chat, Cidr, ConnId, Event, ModEvent, ModKind, Name, Outbox, RoomSettings};
+use super::{Change, Chat, Cidr, Event, ModEvent, ModKind, Name, Outbox, RoomSettings};
 use super::{Sanction, SanctionKind};
 
 impl Chat {
@@ -68,16 +68,7 @@ impl Chat {
                 m.net_bans.retain(|(n, _)| *n != net);
                 m.net_bans.push((net, sanction.clone()));
                 if !mine {
-                    let hit: Vec<ConnId> = self
-                        .users
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, u)| {
-                            u.as_ref()
-                                .filter(|u| !u.gone && net.contains(u.addr))
-                                .map(|_| ConnId(i))
-                        })
-                        .collect();
+                    let hit = self.reached_by(&net);
                     let until = sanction.until;
                     self.banish(&hit, &target, None, &event(ModKind::Ban { until }), out);
                 }
@@ -189,7 +180,7 @@ impl Chat {
 mod tests {
     use super::super::super::script::*;
     use super::*;
-    use crate::chat::ChatConfig;
+    use crate::chat::{ChatConfig, ConnId};
     use crate::wire::proto::CloseReason;
     use crate::wire::proto::Timestamp;
 
