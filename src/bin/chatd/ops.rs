@@ -86,11 +86,7 @@ pub fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
             eprintln!("deleted {name}");
         }
         AccountsCmd::Add { name } => {
-            if !valid_name(name) {
-                return Err(format!(
-                    "invalid name {name:?}: use 1-32 letters, digits, _ or -"
-                ));
-            }
+            check_name(name)?;
             let password = read_password()?;
             if store.password_hash(name)?.is_some() {
                 return Err(format!("{name} is already registered"));
@@ -105,13 +101,7 @@ pub fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
             if !store.set_role(name, *role)? {
                 return Err(format!("no account named {name}"));
             }
-            store.add_audit(&AuditEntry {
-                ts: Timestamp::now(),
-                by: OPERATOR.into(),
-                action: "role",
-                target: name.as_str().into(),
-                reason: Some(role.as_str().into()),
-            })?;
+            store.add_audit(&role_audit(name, *role))?;
             eprintln!("{name} is now {}", role.as_str());
         }
         AccountsCmd::Passwd { name } => {
@@ -127,6 +117,27 @@ pub fn accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A new account's name, as the chat accepts it.
+fn check_name(name: &str) -> Result<(), String> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "invalid name {name:?}: use 1-32 letters, digits, _ or -"
+    ))
+}
+
+/// The audit entry of the operator setting `name`'s role.
+fn role_audit(name: &str, role: Role) -> AuditEntry {
+    AuditEntry {
+        ts: Timestamp::now(),
+        by: OPERATOR.into(),
+        action: "role",
+        target: name.into(),
+        reason: Some(role.as_str().into()),
+    }
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -192,11 +203,7 @@ fn cluster_accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
             eprintln!("deleted {name}");
         }
         AccountsCmd::Add { name } => {
-            if !valid_name(name) {
-                return Err(format!(
-                    "invalid name {name:?}: use 1-32 letters, digits, _ or -"
-                ));
-            }
+            check_name(name)?;
             let password = read_password()?;
             let record = AccountRecord {
                 name: name.clone(),
@@ -213,13 +220,7 @@ fn cluster_accounts(args: &Args, cmd: &AccountsCmd) -> Result<(), String> {
             if !admin.edit(name, Edit::Role(role.as_str().to_string()))? {
                 return Err(no_such(name));
             }
-            admin.audit(&AuditEntry {
-                ts: Timestamp::now(),
-                by: OPERATOR.into(),
-                action: "role",
-                target: name.as_str().into(),
-                reason: Some(role.as_str().into()),
-            })?;
+            admin.audit(&role_audit(name, *role))?;
             eprintln!("{name} is now {}", role.as_str());
         }
         AccountsCmd::Passwd { name } => {
