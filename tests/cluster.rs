@@ -717,25 +717,10 @@ fn an_account_registered_on_one_node_logs_in_on_another() {
 /// after asserting it succeeded.
 #[track_caller]
 fn operator(nats: &Nats, args: &[&str], stdin: &str) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(common::chatd_path())
-        .args(["--cluster", &nats.url()])
-        .args(["--argon2-memory", "64", "--argon2-passes", "1"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run chatd");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    common::wait_child(&mut child, Duration::from_secs(20));
-    let out = child.wait_with_output().expect("chatd output");
+    let url = nats.url();
+    let mut all = vec!["--cluster", url.as_str()];
+    all.extend_from_slice(args);
+    let out = common::operator_command(&all, stdin);
     assert!(
         out.status.success(),
         "chatd {args:?} failed: {}",

@@ -6,14 +6,14 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use common::json::{expect_error, recv, send};
-use common::{Client, Dial, Server, TIMEOUT, TempDb, WELCOME, chatd_path, stop, wait_child};
+use common::{Client, Dial, Server, TIMEOUT, TempDb, WELCOME, stop};
 
 /// Flags that keep hashing and wrong-password delays short.
 const FAST: [&str; 6] = [
@@ -27,24 +27,9 @@ const FAST: [&str; 6] = [
 
 /// Runs `chatd --db DB ARGS` (an operator command) with `stdin`.
 fn chatd(db: &TempDb, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(chatd_path())
-        .args(["--db", db.as_str()])
-        .args(["--argon2-memory", "64", "--argon2-passes", "1"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run chatd");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    wait_child(&mut child, TIMEOUT);
-    child.wait_with_output().expect("chatd output")
+    let mut all = vec!["--db", db.as_str()];
+    all.extend_from_slice(args);
+    common::operator_command(&all, stdin)
 }
 
 #[track_caller]

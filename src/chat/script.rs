@@ -98,6 +98,11 @@ impl Script {
     }
 }
 
+/// What `c` read in `map` (a `take`), nothing if it read nothing.
+pub(super) fn lines(map: &BTreeMap<usize, Vec<String>>, c: ConnId) -> Vec<String> {
+    map.get(&c.0).cloned().unwrap_or_default()
+}
+
 pub(super) fn got(lines: &[&str]) -> Vec<String> {
     lines.iter().map(|s| s.to_string()).collect()
 }

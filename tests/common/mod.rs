@@ -295,6 +295,27 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// Runs an operator command, `chatd ARGS` with cheap password hashing,
+/// `stdin` given; waits for it (at most `TIMEOUT`).
+pub fn operator_command(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(chatd_path())
+        .args(["--argon2-memory", "64", "--argon2-passes", "1"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chatd");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    wait_child(&mut child, TIMEOUT);
+    child.wait_with_output().expect("chatd output")
+}
+
 /// Waits for `child` like `wait_child`, then reads all it wrote to its
 /// piped stderr. The stderr is read only after the exit: enough for a
 /// process that writes little (a full pipe would hold it up until `limit`).

@@ -180,13 +180,9 @@ impl Chat {
 mod tests {
     use super::super::super::script::*;
     use super::*;
-    use crate::chat::{ChatConfig, ConnId};
+    use crate::chat::ChatConfig;
     use crate::wire::proto::CloseReason;
     use crate::wire::proto::Timestamp;
-
-    fn lines(map: &std::collections::BTreeMap<usize, Vec<String>>, c: ConnId) -> Vec<String> {
-        map.get(&c.0).cloned().unwrap_or_default()
-    }
 
     #[test]
     fn entries_from_other_nodes_apply_and_are_told_once_and_ours_silently() {

@@ -36,12 +36,6 @@ fn login(s: &mut Script, name: &str) -> ConnId {
     c
 }
 
-fn lines(map: &BTreeMap<usize, Vec<String>>, c: ConnId) -> Vec<String> {
-    map.get(&c.0).cloned().unwrap_or_default()
-}
-
-use std::collections::BTreeMap;
-
 #[test]
 fn a_kick_moves_to_the_lobby_and_out_of_it_closes() {
     let mut s = staffed(ChatConfig::default());
