@@ -67,7 +67,6 @@ impl Nats {
 
     /// Stops the server and deletes everything it stored, as a server
     /// whose disk was lost.
-    #[allow(dead_code)]
     pub fn wipe(&mut self) {
         self.stop();
         std::fs::remove_dir_all(&self.dir).expect("remove the store");
